@@ -1,0 +1,76 @@
+"""The registries of known detectors and CLIP backbones, declared as data in `configs/`."""
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class KnownDetector:
+    """A detector whose official weights clipdet can fetch."""
+
+    name: str
+    url: str
+    sha256: str
+    config: dict
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """An open_clip image tower: model name plus a pretrained tag or a Hugging Face hub path."""
+
+    name: str
+    model: str
+    pretrained: str | None = None
+    hf_hub: str | None = None
+
+
+_extra_backbones: dict[str, BackboneSpec] = {}
+
+
+def _read_yaml(filename: str) -> dict:
+    with open(CONFIGS_DIR / filename, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+@cache
+def known_detectors() -> dict[str, KnownDetector]:
+    return {
+        name: KnownDetector(name=name, **entry)
+        for name, entry in _read_yaml("detectors.yaml").items()
+    }
+
+
+@cache
+def _declared_backbones() -> dict[str, BackboneSpec]:
+    return {
+        name: BackboneSpec(name=name, **entry)
+        for name, entry in _read_yaml("backbones.yaml").items()
+    }
+
+
+def known_backbones() -> dict[str, BackboneSpec]:
+    return {**_declared_backbones(), **_extra_backbones}
+
+
+def register_backbone(
+    name: str, model: str, pretrained: str | None = None, hf_hub: str | None = None
+) -> BackboneSpec:
+    """Declare a backbone at run time (e.g. a custom open_clip config added with
+    ``open_clip.add_model_config``), usable as ``opencliplinearnext_<name>``."""
+    spec = BackboneSpec(name=name, model=model, pretrained=pretrained, hf_hub=hf_hub)
+    _extra_backbones[name] = spec
+    return spec
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    backbones = known_backbones()
+    if name not in backbones:
+        valid = ", ".join(sorted(backbones))
+        raise ValueError(f"unknown CLIP backbone {name!r}; valid choices: {valid}")
+    return backbones[name]

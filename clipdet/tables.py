@@ -1,0 +1,64 @@
+"""Reading image lists and writing result tables (atomically: a crash never leaves half a file)."""
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .constants import ERROR_COLUMN, FILENAME_COLUMN, FUSION_COLUMN
+from .fusion import NO_FUSION, apply_fusion
+
+
+def read_image_list(in_csv: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Filenames as written in the CSV's ``filename`` column and the paths they name (relative
+    ones are relative to the CSV's folder; absolute ones are kept)."""
+    in_csv = Path(in_csv)
+    try:
+        table = pd.read_csv(in_csv, dtype=str, keep_default_na=False)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"input CSV not found: {in_csv}") from e
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read input CSV {in_csv}: {e}") from e
+    if FILENAME_COLUMN not in table.columns:
+        raise ValueError(
+            f"input CSV {in_csv} has no {FILENAME_COLUMN!r} column (columns: "
+            f"{', '.join(map(str, table.columns))})"
+        )
+    root = in_csv.resolve().parent
+    filenames = table[FILENAME_COLUMN].tolist()
+    return filenames, [str(root / name) for name in filenames]
+
+
+def build_table(
+    filenames: Sequence[str],
+    model_names: Sequence[str],
+    scores: np.ndarray,
+    errors: Sequence[str],
+    fusion: str | None,
+) -> pd.DataFrame:
+    """The output table: filename, one LLR column per model, fusion, error (input order)."""
+    table = pd.DataFrame({FILENAME_COLUMN: list(filenames)})
+    for column, name in enumerate(model_names):
+        table[name] = scores[:, column]
+    if fusion and fusion != NO_FUSION:
+        table[FUSION_COLUMN] = apply_fusion(scores, fusion, axis=1) if len(table) else []
+    table[ERROR_COLUMN] = list(errors)
+    return table
+
+
+def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``table`` to ``path`` through a temporary file in the same folder."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            table.to_csv(f, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,166 @@
+"""Model folders (`<weights_dir>/<name>/config.yaml` + weights file): reading, downloading with
+checksum verification, and safe loading of state dicts."""
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+import yaml
+
+from .constants import CONFIG_FILENAME
+from .registry import KnownDetector, known_detectors
+
+logger = logging.getLogger(__name__)
+
+BASE_URL_ENV = "CLIPDET_WEIGHTS_BASE_URL"
+REQUIRED_CONFIG_KEYS = ("arch", "norm_type", "patch_size", "weights_file")
+_CHUNK = 1 << 20
+
+
+class UnknownModelError(ValueError):
+    """A model name that is neither a folder in the weights dir nor a known detector."""
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Weights that could not be found or downloaded; the message says where to put them."""
+
+
+class ChecksumError(RuntimeError):
+    """A downloaded file whose sha256 is not the expected one."""
+
+
+def available_models(weights_dir: str | os.PathLike) -> list[str]:
+    """Names usable with --models: folders with a config in ``weights_dir`` plus known detectors."""
+    weights_dir = Path(weights_dir)
+    local = (
+        {p.parent.name for p in weights_dir.glob(f"*/{CONFIG_FILENAME}")}
+        if weights_dir.is_dir()
+        else set()
+    )
+    return sorted(local | set(known_detectors()))
+
+
+def load_model_config(name: str, weights_dir: str | os.PathLike) -> dict:
+    """Read ``<weights_dir>/<name>/config.yaml``, written first for a known detector if missing."""
+    folder = Path(weights_dir) / name
+    config_path = folder / CONFIG_FILENAME
+    if not config_path.is_file():
+        known = known_detectors().get(name)
+        if known is None:
+            raise UnknownModelError(
+                f"unknown model {name!r}: no {config_path}; valid choices: "
+                + ", ".join(available_models(weights_dir))
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(config_path, yaml.safe_dump(known.config, sort_keys=False).encode())
+        logger.info("wrote %s", config_path)
+    with open(config_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} is not a YAML mapping")
+    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
+    if missing:
+        raise ValueError(f"{config_path} lacks the keys {', '.join(missing)}")
+    config.setdefault("model_name", name)
+    return config
+
+
+def resolve_weights_file(name: str, config: dict, weights_dir: str | os.PathLike) -> Path:
+    """Path of the model's weights, downloading a known detector's official file if missing."""
+    path = Path(weights_dir) / name / config["weights_file"]
+    if path.is_file():
+        return path
+    known = known_detectors().get(name)
+    if known is None:
+        raise WeightsUnavailableError(f"weights file not found for model {name!r}: {path}")
+    download_file(_weights_url(known, config["weights_file"]), path, known.sha256)
+    return path
+
+
+def _weights_url(known: KnownDetector, weights_file: str) -> str:
+    base = os.environ.get(BASE_URL_ENV)
+    return f"{base.rstrip('/')}/{known.name}/{weights_file}" if base else known.url
+
+
+def download_file(url: str, dest: str | os.PathLike, sha256: str, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest``, verify its sha256, and move it into place atomically."""
+    dest = Path(dest).resolve()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading %s -> %s", url, dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            while chunk := response.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256.lower():
+            raise ChecksumError(
+                f"checksum mismatch for {url}: expected sha256 {sha256}, got {digest.hexdigest()}"
+            )
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError) as e:
+        raise WeightsUnavailableError(
+            f"could not download {url} ({e}). Without network, download it elsewhere and put it "
+            f"at {dest} (sha256 {sha256})"
+        ) from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Load a state dict without executing pickled code: safetensors, or ``torch.load`` with
+    ``weights_only=True``. Unwraps ``{'model': ...}``, ``{'state_dict': ...}`` and ``{'net': ...}``
+    and strips a ``module.`` prefix (DataParallel)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        checkpoint = load_file(path)
+    else:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as e:
+            if mmap and "mmap" in str(e):  # legacy (non-zip) serialisation cannot be mapped
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            else:
+                raise ValueError(f"cannot load weights from {path}: {e}") from e
+        except Exception as e:  # weights_only refusals are pickle.UnpicklingError
+            raise ValueError(f"cannot load weights safely from {path}: {e}") from e
+    for wrapper in ("model", "state_dict", "net"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
+            checkpoint = checkpoint[wrapper]
+            break
+    if not isinstance(checkpoint, dict) or not all(
+        isinstance(v, torch.Tensor) for v in checkpoint.values()
+    ):
+        raise ValueError(f"{path} does not hold a state dict of tensors")
+    if checkpoint and all(key.startswith("module.") for key in checkpoint):
+        checkpoint = {key.removeprefix("module."): value for key, value in checkpoint.items()}
+    return checkpoint
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,39 @@
+"""Detector architectures, named as in the reference code's `arch` config key."""
+
+from dataclasses import dataclass
+
+from .detector import Detector
+from .openclip_features import OpenClipFeatures, create_openclip_features
+from .resnet_nodown import ResNetNoDownFeatures
+
+__all__ = [
+    "ArchSpec",
+    "Detector",
+    "OpenClipFeatures",
+    "ResNetNoDownFeatures",
+    "create_openclip_features",
+    "parse_arch",
+]
+
+# arch prefix -> use the features before the visual projection (next-to-last layer)?
+OPENCLIP_PREFIXES = {"opencliplinearnext_": True, "opencliplinear_": False}
+RESNET_ARCHS = ("res50nodown",)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    family: str  # "openclip" or "resnet"
+    backbone: str | None = None  # registry name of the CLIP backbone
+    next_to_last: bool = False
+
+
+def parse_arch(arch: str) -> ArchSpec:
+    """Split an arch name: ``opencliplinearnext_<backbone>``, ``opencliplinear_<backbone>`` or
+    ``res50nodown``."""
+    for prefix, next_to_last in OPENCLIP_PREFIXES.items():
+        if arch.startswith(prefix) and len(arch) > len(prefix):
+            return ArchSpec("openclip", arch.removeprefix(prefix), next_to_last)
+    if arch in RESNET_ARCHS:
+        return ArchSpec("resnet")
+    valid = [f"{p}<backbone>" for p in OPENCLIP_PREFIXES] + list(RESNET_ARCHS)
+    raise ValueError(f"unknown arch {arch!r}; valid choices: {', '.join(valid)}")

@@ -1,0 +1,70 @@
+"""A detector is a feature extractor (backbone) and a linear head giving one LLR per image.
+
+Detectors that read the same frozen backbone share the module, so the scoring loop runs it once
+per image and applies every head to its features.
+"""
+
+import torch
+from torch import nn
+
+
+class Detector(nn.Module):
+    """``forward_features`` -> [N, D] features; ``forward_head`` -> [N] logits (LLR > 0: fake)."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, backbone_key: str):
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(num_features, 1)
+        self.backbone_key = backbone_key
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def load_reference_state_dict(self, state: dict[str, torch.Tensor], frozen_backbone: bool):
+        """Load a reference-layout state dict: ``fc.*`` is the head, every other key belongs to
+        the backbone. A frozen (pretrained, shared) backbone takes no keys from this file."""
+        head = {k.removeprefix("fc."): v for k, v in state.items() if k.startswith("fc.")}
+        rest = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        if set(head) != {"weight", "bias"}:
+            raise ValueError(f"head weights need fc.weight and fc.bias, found {sorted(state)[:8]}")
+        if head["weight"].shape != self.fc.weight.shape:
+            raise ValueError(
+                f"fc.weight has shape {tuple(head['weight'].shape)}, the architecture expects "
+                f"{tuple(self.fc.weight.shape)} (is the arch right for these weights?)"
+            )
+        self.fc.load_state_dict(head)
+        if frozen_backbone:
+            if rest:
+                raise ValueError(
+                    f"unexpected non-head keys for a frozen backbone: {sorted(rest)[:5]}"
+                )
+            return
+        _load_assign(self.backbone, rest)
+
+
+def _load_assign(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load into a module built on the meta device; BatchNorm counters may be absent."""
+    expected = module.state_dict(keep_vars=True)
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros((), dtype=value.dtype)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"weights do not match the architecture: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise ValueError(
+                f"{key}: shape {tuple(value.shape)} in the file, "
+                f"{tuple(expected[key].shape)} expected"
+            )
+    module.load_state_dict(state, strict=True, assign=True)

@@ -1,0 +1,131 @@
+"""Shared fixtures: a tiny random-weight open_clip ViT registered with open_clip and clipdet, its
+checkpoint, detector folders in the reference layout, and small generated images."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from clipdet.registry import register_backbone
+
+TINY_MODEL = "clipdet-test-tiny-vit"
+TINY_BACKBONE = "tinyvit"
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1},
+}
+TINY_WIDTH = TINY_CONFIG["vision_cfg"]["width"]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory) -> Path:
+    """A full (image + text) open_clip checkpoint of the tiny ViT, as open_clip saves them."""
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    config_path = folder / f"{TINY_MODEL}.json"
+    config_path.write_text(json.dumps(TINY_CONFIG))
+    open_clip.add_model_config(config_path)
+    register_backbone(TINY_BACKBONE, TINY_MODEL)
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_MODEL)
+    path = folder / "open_clip_pytorch_model.bin"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def write_model_folder(weights_dir: Path, name: str, config: dict, state: dict) -> Path:
+    folder = weights_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.save({"model": state}, folder / config.get("weights_file", "weights.pth"))
+    return folder
+
+
+def clip_head_state(seed: int, dim: int = TINY_WIDTH, prefix: str = "") -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        f"{prefix}fc.weight": torch.randn(1, dim, generator=g) * 3,
+        f"{prefix}fc.bias": torch.randn(1, generator=g),
+    }
+
+
+def clip_config(name: str, next_to_last: bool = True) -> dict:
+    arch = "opencliplinearnext_" if next_to_last else "opencliplinear_"
+    return {
+        "arch": arch + TINY_BACKBONE,
+        "model_name": name,
+        "norm_type": "clip",
+        "patch_size": "Clip224",
+        "weights_file": "weights.pth",
+    }
+
+
+def resnet_state(seed: int) -> dict:
+    torch.manual_seed(seed)
+    from torchvision.models import resnet50
+
+    model = resnet50(num_classes=1)
+    for m in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.state_dict()
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory, tiny_clip_checkpoint) -> Path:
+    """Two CLIP heads on the tiny backbone (one with `module.` keys), a projected-feature head
+    and a ResNet, in the reference layout."""
+    root = tmp_path_factory.mktemp("weights")
+    write_model_folder(root, "tiny_a", clip_config("tiny_a"), clip_head_state(1))
+    write_model_folder(root, "tiny_b", clip_config("tiny_b"), clip_head_state(2, prefix="module."))
+    write_model_folder(
+        root,
+        "tiny_proj",
+        clip_config("tiny_proj", next_to_last=False),
+        clip_head_state(3, dim=TINY_CONFIG["embed_dim"]),
+    )
+    write_model_folder(
+        root,
+        "res_tiny",
+        {
+            "arch": "res50nodown",
+            "model_name": "res_tiny",
+            "norm_type": "resnet",
+            "patch_size": None,
+            "weights_file": "weights.pth",
+        },
+        resnet_state(4),
+    )
+    return root
+
+
+def make_image(path: Path, size=(48, 40), seed: int = 0, mode: str = "RGB", **save_kwargs) -> Path:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **save_kwargs)
+    return path
+
+
+@pytest.fixture
+def image_dir(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    for i in range(5):
+        make_image(folder / f"img{i}.png", size=(40 + 8 * i, 36 + 4 * i), seed=i)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _no_network_weights(monkeypatch):
+    """Never reach the internet from a test: downloads go to an unroutable local port."""
+    monkeypatch.setenv("CLIPDET_WEIGHTS_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

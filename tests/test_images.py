@@ -1,0 +1,92 @@
+"""Hostile and unusual image files."""
+
+import numpy as np
+import pytest
+from conftest import make_image
+from PIL import Image
+
+from clipdet import images
+from clipdet.images import ImageLoadError, load_rgb
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def _truncated(tmp_path):
+    good = make_image(tmp_path / "good.jpg", size=(200, 150), format="JPEG")
+    data = good.read_bytes()
+    path = tmp_path / "truncated.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: p / "missing.png", "file not found"),
+        (lambda p: _write(p / "empty.jpg", b""), "empty file"),
+        (lambda p: _write(p / "notes.png", b"hello, not an image"), "not a readable image"),
+        (_truncated, "cannot decode image"),
+        (lambda p: (p / "adir").mkdir() or p / "adir", "is a directory"),
+    ],
+    ids=["missing", "empty", "non-image", "truncated", "directory"],
+)
+def test_unreadable_files_raise_a_clear_error(tmp_path, make, message):
+    with pytest.raises(ImageLoadError, match=message):
+        load_rgb(make(tmp_path))
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    path = make_image(tmp_path / "big.png", size=(300, 300))
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 300 * 300 - 1)
+    with pytest.raises(ImageLoadError, match="decompression bomb"):
+        load_rgb(path)
+
+
+def _save(path, image, **kw):
+    image.save(path, **kw)
+    return path
+
+
+def _exif_image(path):
+    image = Image.fromarray(np.full((20, 30, 3), 90, np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90
+    return _save(path, image, exif=exif)
+
+
+def _animated(path):
+    frames = [Image.new("P", (16, 12), color=i) for i in range(3)]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    return path
+
+
+@pytest.mark.parametrize(
+    "name,make,size",
+    [
+        ("cmyk.jpg", lambda p: _save(p, Image.new("CMYK", (30, 20), (10, 20, 30, 40))), (30, 20)),
+        (
+            "16bit.png",
+            lambda p: _save(p, Image.fromarray(np.full((20, 30), 40000, np.uint16))),
+            (30, 20),
+        ),
+        ("palette.png", lambda p: make_image(p, (30, 20), mode="P"), (30, 20)),
+        ("rgba.png", lambda p: make_image(p, (30, 20), mode="RGBA"), (30, 20)),
+        ("anim.gif", _animated, (16, 12)),
+        ("exif.jpg", _exif_image, (30, 20)),
+        ("tiny.png", lambda p: make_image(p, (1, 1)), (1, 1)),
+        ("thin.png", lambda p: make_image(p, (4000, 8)), (4000, 8)),
+        ("gray.webp", lambda p: make_image(p, (30, 20), mode="L"), (30, 20)),
+    ],
+)
+def test_unusual_images_decode_to_rgb(tmp_path, name, make, size):
+    image = load_rgb(make(tmp_path / name))
+    assert image.mode == "RGB"
+    assert image.size == size
+
+
+def test_exif_orientation_is_not_applied_like_the_reference(tmp_path):
+    """The reference reads pixels as stored; so does clipdet, to give the same LLRs."""
+    assert load_rgb(_exif_image(tmp_path / "e.jpg")).size == (30, 20)

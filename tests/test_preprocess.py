@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipdet.preprocess import is_full_resolution, make_transform, transform_key
+
+
+def _image(w, h, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def test_clip224_resizes_short_side_bicubic_then_centre_crops():
+    image = _image(300, 150)
+    out = make_transform("Clip224", "clip")(image)
+    assert out.shape == (3, 224, 224)
+    resized = image.resize((448, 224), Image.BICUBIC)  # short side 150 -> 224, PIL bicubic
+    crop = np.asarray(resized)[:, 112:336].astype(np.float32) / 255
+    mean = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+    std = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+    expected = torch.from_numpy(((crop - mean) / std).transpose(2, 0, 1))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_null_patch_size_keeps_the_full_image_with_imagenet_normalisation():
+    image = _image(33, 17)
+    out = make_transform(None, "resnet")(image)
+    assert out.shape == (3, 17, 33)
+    expected = (np.asarray(image)[0, 0, 0] / 255 - 0.485) / 0.229
+    assert float(out[0, 0, 0]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_integer_patch_size_centre_crops():
+    out = make_transform(16, "clip")(_image(40, 30))
+    assert out.shape == (3, 16, 16)
+
+
+def test_transform_keys_group_identical_preprocessing():
+    assert transform_key("Clip224", "clip") == transform_key("Clip224", "clip")
+    assert transform_key("Clip224", "clip") != transform_key("Clip224", "resnet")
+    assert is_full_resolution(transform_key(None, "resnet"))
+    assert not is_full_resolution(transform_key(64, "resnet"))
+
+
+@pytest.mark.parametrize(
+    "patch_size,norm_type,message",
+    [
+        ("Clip336", "clip", "unsupported patch_size 'Clip336'"),
+        (224, "imagenet", "unknown norm_type"),
+    ],
+)
+def test_bad_preprocessing_config_is_a_clear_error(patch_size, norm_type, message):
+    with pytest.raises(ValueError, match=message):
+        make_transform(patch_size, norm_type)

@@ -1,0 +1,147 @@
+"""Model folders, safe loading, and checksum-verified download over a loopback HTTP server."""
+
+import hashlib
+import http.server
+import os
+import pickle
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from clipdet import weights as W
+from clipdet.registry import KnownDetector, known_detectors
+from clipdet.weights import (
+    ChecksumError,
+    UnknownModelError,
+    WeightsUnavailableError,
+    load_model_config,
+    load_state_dict,
+    resolve_weights_file,
+)
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """Serve a folder on 127.0.0.1 for the duration of a test; yields (folder, base URL, hits)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *args):
+            hits.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()
+    server.server_close()
+
+
+def _serve_official_layout(root: Path, name: str) -> bytes:
+    state = {"fc.weight": torch.randn(1, 1024), "fc.bias": torch.randn(1)}
+    (root / name).mkdir()
+    torch.save({"model": state}, root / name / "weights.pth")
+    return (root / name / "weights.pth").read_bytes()
+
+
+def _with_sha(monkeypatch, name: str, sha: str):
+    known = dict(known_detectors())
+    known[name] = KnownDetector(**{**known[name].__dict__, "sha256": sha})
+    monkeypatch.setattr(W, "known_detectors", lambda: known)
+
+
+def test_known_detectors_declare_the_official_checksums():
+    known = known_detectors()
+    assert known["clipdet_latent10k_plus"].sha256.startswith("1c9c9f48a47d")
+    assert known["Corvi2023"].config["arch"] == "res50nodown"
+    assert known["clipdet_latent10k"].url.endswith("/weights/clipdet_latent10k/weights.pth")
+
+
+def test_missing_known_model_is_downloaded_verified_and_config_written(
+    tmp_path, http_root, monkeypatch
+):
+    root, base, hits = http_root
+    data = _serve_official_layout(root, "clipdet_latent10k")
+    _with_sha(monkeypatch, "clipdet_latent10k", hashlib.sha256(data).hexdigest())
+    monkeypatch.setenv(W.BASE_URL_ENV, base)
+    weights_dir = tmp_path / "weights"
+
+    config = load_model_config("clipdet_latent10k", weights_dir)
+    assert config["arch"] == "opencliplinearnext_clipL14commonpool"
+    assert yaml.safe_load((weights_dir / "clipdet_latent10k" / "config.yaml").read_text()) == config
+    path = resolve_weights_file("clipdet_latent10k", config, weights_dir)
+    assert path.read_bytes() == data
+    assert hits == ["/clipdet_latent10k/weights.pth"]
+    assert sorted(os.listdir(path.parent)) == [
+        "config.yaml",
+        "weights.pth",
+    ]  # no temporary file left
+
+    resolve_weights_file("clipdet_latent10k", config, weights_dir)  # present: no second download
+    assert len(hits) == 1
+
+
+def test_checksum_mismatch_leaves_no_file(tmp_path, http_root, monkeypatch):
+    root, base, _ = http_root
+    _serve_official_layout(root, "clipdet_latent10k")
+    _with_sha(monkeypatch, "clipdet_latent10k", "0" * 64)
+    monkeypatch.setenv(W.BASE_URL_ENV, base)
+    config = load_model_config("clipdet_latent10k", tmp_path)
+    with pytest.raises(ChecksumError, match="expected sha256 0000"):
+        resolve_weights_file("clipdet_latent10k", config, tmp_path)
+    assert os.listdir(tmp_path / "clipdet_latent10k") == ["config.yaml"]
+
+
+def test_without_network_the_error_says_which_file_goes_where(tmp_path):
+    config = load_model_config("Corvi2023", tmp_path)
+    with pytest.raises(WeightsUnavailableError) as info:
+        resolve_weights_file("Corvi2023", config, tmp_path)
+    message = str(info.value)
+    assert str((tmp_path / "Corvi2023" / "weights.pth").resolve()) in message
+    assert "0168451e84a2a35d" in message
+    assert os.listdir(tmp_path / "Corvi2023") == ["config.yaml"]
+
+
+def test_unknown_model_lists_valid_choices(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.yaml").write_text("arch: res50nodown\n")
+    with pytest.raises(UnknownModelError, match="unknown model 'nope'.*Corvi2023.*mine"):
+        load_model_config("nope", tmp_path)
+
+
+def test_incomplete_config_names_missing_keys(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.yaml").write_text("arch: res50nodown\n")
+    with pytest.raises(ValueError, match="lacks the keys norm_type, patch_size, weights_file"):
+        load_model_config("mine", tmp_path)
+
+
+@pytest.mark.parametrize("wrapper", ["model", "state_dict", "net", None])
+def test_state_dict_wrappers_and_module_prefix(tmp_path, wrapper):
+    state = {"module.fc.weight": torch.ones(1, 3), "module.fc.bias": torch.zeros(1)}
+    path = tmp_path / "w.pth"
+    torch.save({wrapper: state} if wrapper else state, path)
+    loaded = load_state_dict(path)
+    assert sorted(loaded) == ["fc.bias", "fc.weight"]
+    assert torch.equal(loaded["fc.weight"], torch.ones(1, 3))
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"model": {"fc.weight": _Exploit()}}, f)
+    with pytest.raises(ValueError, match="cannot load weights"):
+        load_state_dict(path)
