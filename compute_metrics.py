@@ -1,1 +1,64 @@
-"""Placeholder, replaced by the metrics command."""
+"""Per-generator metric tables from a labelled list and a scores file.
+
+Same flags and tables as the reference code's compute_metrics.py:
+    python compute_metrics.py --in_csv data/demo/demo.csv --out_csv results.csv --metrics auc
+More metrics, confidence intervals, plots and formats:
+    python compute_metrics.py -i list.csv -o results.csv --metrics auc,ap,eer,pd_fpr5,cllr \
+        --ci 0.95 --plot plots/ --save_tab table.md --format md
+"""
+
+import argparse
+import logging
+import sys
+
+from clipdet.metrics import METRICS, compute_metric_table, load_evaluation_data, parse_metric_names
+from clipdet.reports import FORMATS, save_tables, to_text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--in_csv", "-i", required=True, help="CSV with 'filename' and 'typ' columns")
+    p.add_argument("--out_csv", "-o", default="./results.csv", help="scores CSV from main.py")
+    p.add_argument(
+        "--metrics", "-w", default="auc", help=f"comma-separated list of: {', '.join(METRICS)}"
+    )
+    p.add_argument("--save_tab", "-t", default=None, help="where to save the table(s)")
+    p.add_argument("--format", default="csv", choices=FORMATS, help="format of --save_tab")
+    p.add_argument(
+        "--ci", type=float, default=None, help="bootstrap confidence level, e.g. 0.95 (fixed seed)"
+    )
+    p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for --ci")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="DIR",
+        help="write ROC curves per typ and score histograms per model here",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        names = parse_metric_names(args.metrics)
+        if args.ci is not None and not 0 < args.ci < 1:
+            raise ValueError(f"--ci must be in (0, 1), got {args.ci}")
+        data = load_evaluation_data(args.in_csv, args.out_csv)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tables = {name: compute_metric_table(data, name, args.ci, args.n_boot) for name in names}
+    print("\n\n".join(to_text(table) for table in tables.values()))
+    if args.save_tab:
+        save_tables(tables, args.save_tab, args.format)
+    if args.plot:
+        from clipdet.plots import plot_roc_curves, plot_score_histograms
+
+        written = plot_roc_curves(data, args.plot) + plot_score_histograms(data, args.plot)
+        print(f"wrote {len(written)} plots to {args.plot}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,13 @@ import numpy as np
 
 from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS, ERROR_COLUMN
 from clipdet.fusion import FUSIONS, NO_FUSION
-from clipdet.scoring import default_device, default_num_workers, iter_scores, load_models
+from clipdet.scoring import (
+    default_batch_size,
+    default_device,
+    default_num_workers,
+    iter_scores,
+    load_models,
+)
 from clipdet.tables import build_table, read_image_list, write_csv_atomic
 from clipdet.weights import available_models
 
@@ -39,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how to fuse the models' LLRs into the 'fusion' column",
     )
     p.add_argument("--device", "-d", default=None, help="torch device (default: cuda:0 or cpu)")
-    p.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        default=None,
+        help="images per forward pass (default: 4 on CPU, 32 on CUDA)",
+    )
     p.add_argument(
         "--num_workers",
         type=int,
@@ -83,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             models,
             paths,
             device=device,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or default_batch_size(device),
             num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
             progress=not args.quiet,
         ):

@@ -26,6 +26,12 @@ def default_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
+def default_batch_size(device: str | torch.device) -> int:
+    """On CPU small batches let decoding overlap compute (batching gains little there); on a
+    GPU large batches keep it busy."""
+    return 32 if torch.device(device).type == "cuda" else 4
+
+
 def default_num_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
@@ -156,7 +162,7 @@ def score_images(
     weights_dir: str | os.PathLike = "weights",
     device: str | None = None,
     fusion: str | None = DEFAULT_FUSION,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     num_workers: int | None = None,
     backbone_weights: str | os.PathLike | None = None,
     progress: bool = False,
@@ -172,7 +178,7 @@ def score_images(
         loaded,
         paths,
         device=device,
-        batch_size=batch_size,
+        batch_size=batch_size or default_batch_size(device),
         num_workers=default_num_workers() if num_workers is None else num_workers,
         progress=progress,
     ):

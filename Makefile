@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   # venv + dependencies, then score the bundled demo images (weights download on first use)
+#   make test   # venv + dependencies, then lint and run the test suite offline on CPU
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/python main.py --in_csv data/demo/demo.csv --out_csv results.csv
+	$(BIN)/python compute_metrics.py --in_csv data/demo/demo.csv --out_csv results.csv --metrics auc,acc
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_scoring.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,37 @@
+"""clipdet's scoring path, timed: python benchmarks/clipdet_flow.py CHECKPOINT WEIGHTS_DIR MODELS
+BATCH_SIZE NUM_WORKERS IMAGE...   Prints one JSON line like reference_flow.py."""
+
+import json
+import sys
+import time
+
+import numpy as np
+from common import peak_rss_mb
+
+from clipdet.scoring import iter_scores, load_models
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    checkpoint, weights_dir, models, batch_size, num_workers, *images = sys.argv[1:]
+    loaded = load_models(models.split(","), weights_dir, backbone_weights=checkpoint)
+    startup = time.perf_counter() - t0
+    results = list(
+        iter_scores(loaded, images, batch_size=int(batch_size), num_workers=int(num_workers))
+    )
+    total = time.perf_counter() - t0
+    print(
+        json.dumps(
+            {
+                "startup_s": startup,
+                "total_s": total,
+                "peak_rss_mb": peak_rss_mb(),
+                "llrs": np.asarray([r.scores for r in results]).tolist(),
+                "errors": [r.error for r in results if r.error],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Helpers shared by the benchmarks: generated test images and a random-weight ViT-L/14."""
+
+import resource
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# (width, height, format): a realistic mix, up to a 12-megapixel camera JPEG.
+MIXED_SIZES = [
+    (512, 512, "JPEG"),
+    (1024, 1024, "PNG"),
+    (2000, 1500, "JPEG"),
+    (4000, 3000, "JPEG"),
+] * 4
+
+
+def make_images(folder: Path, sizes=MIXED_SIZES, seed: int = 0) -> list[Path]:
+    """Photo-like images (smooth gradients plus noise) so that JPEG decoding costs what it does
+    on real photographs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i, (w, h, fmt) in enumerate(sizes):
+        path = folder / f"img{i:02d}_{w}x{h}.{'jpg' if fmt == 'JPEG' else 'png'}"
+        if not path.exists():
+            y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+            base = 128 + 60 * np.sin(x / (37 + i)) * np.cos(y / (53 + i))
+            noise = rng.normal(0, 12, (h, w, 3)).astype(np.float32)
+            pixels = np.clip(base[..., None] + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(path, format=fmt, quality=92)
+        paths.append(path)
+    return paths
+
+
+def make_vit_l14_checkpoint(path: Path) -> Path:
+    """A full open_clip ViT-L/14 checkpoint (image and text towers, ~1.7 GB) with random
+    weights: the same size and layout as commonpool_xl_s13b_b90k's."""
+    if not path.exists():
+        import open_clip
+
+        torch.manual_seed(0)
+        model = open_clip.create_model("ViT-L-14")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+    return path
+
+
+def make_head(folder: Path, name: str, seed: int, dim: int = 1024) -> None:
+    import yaml
+
+    g = torch.Generator().manual_seed(seed)
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    (folder / name / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "arch": "opencliplinearnext_clipL14commonpool",
+                "model_name": name,
+                "norm_type": "clip",
+                "patch_size": "Clip224",
+                "weights_file": "weights.pth",
+            }
+        )
+    )
+    state = {"fc.weight": torch.randn(1, dim, generator=g) * 5, "fc.bias": torch.zeros(1)}
+    torch.save({"model": state}, folder / name / "weights.pth")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,235 @@
+"""Detection metrics per generator, as the reference's compute_metrics.py computes them, plus
+the figures a deployment decision needs (AP, EER, Pd at fixed FPR, per-class accuracy,
+calibration of the LLRs) with optional bootstrap confidence intervals.
+
+Convention: ``label`` is 1 for synthetic, 0 for real; ``score`` is an LLR, > 0 means synthetic.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+from sklearn import metrics as skm
+
+from .constants import ERROR_COLUMN, FILENAME_COLUMN, TYPE_COLUMN
+
+logger = logging.getLogger(__name__)
+
+REAL = "real"
+AVERAGE_COLUMN = "AVG"
+ECE_BINS = 15
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def balanced_accuracy(label: np.ndarray, score: np.ndarray) -> float:
+    return float(skm.balanced_accuracy_score(label, score > 0))
+
+
+def accuracy_real(label: np.ndarray, score: np.ndarray) -> float:
+    """Share of real images called real (score <= 0) at threshold 0."""
+    return float(np.mean(score[label == 0] <= 0))
+
+
+def accuracy_fake(label: np.ndarray, score: np.ndarray) -> float:
+    """Share of synthetic images called synthetic (score > 0) at threshold 0."""
+    return float(np.mean(score[label == 1] > 0))
+
+
+def equal_error_rate(label: np.ndarray, score: np.ndarray) -> float:
+    """The rate at which false positives and misses are equal, interpolated on the ROC curve."""
+    fpr, tpr, _ = skm.roc_curve(label, score)
+    diff = (1 - tpr) - fpr  # decreasing along the curve
+    i = int(np.argmax(diff <= 0))
+    if i == 0:
+        return float(fpr[0])
+    t = diff[i - 1] / (diff[i - 1] - diff[i])
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
+def detection_at_fpr(max_fpr: float) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Pd (TPR) at the best threshold whose false-positive rate does not exceed ``max_fpr``."""
+
+    def pd_at(label: np.ndarray, score: np.ndarray) -> float:
+        fpr, tpr, _ = skm.roc_curve(label, score)
+        return float(np.max(tpr[fpr <= max_fpr + 1e-12]))
+
+    return pd_at
+
+
+def log_loss(label: np.ndarray, score: np.ndarray) -> float:
+    """Mean cross-entropy (nats) of sigmoid(LLR) against the labels."""
+    return float(np.mean(np.where(label == 1, _softplus(-score), _softplus(score))))
+
+
+def cllr(label: np.ndarray, score: np.ndarray) -> float:
+    """Log-likelihood-ratio cost (bits): 0 is perfect, 1 is an uninformative LLR of 0."""
+    fake = np.mean(_softplus(-score[label == 1]))
+    real = np.mean(_softplus(score[label == 0]))
+    return float((fake + real) / (2 * np.log(2)))
+
+
+def expected_calibration_error(label: np.ndarray, score: np.ndarray) -> float:
+    """Binned |observed share of fakes - mean predicted probability|, weighted by bin size."""
+    prob = expit(score)
+    bins = np.minimum((prob * ECE_BINS).astype(int), ECE_BINS - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        in_bin = bins == b
+        total += in_bin.sum() * abs(label[in_bin].mean() - prob[in_bin].mean())
+    return float(total / len(label))
+
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "auc": lambda label, score: float(skm.roc_auc_score(label, score)),
+    "acc": balanced_accuracy,
+    "ap": lambda label, score: float(skm.average_precision_score(label, score)),
+    "eer": equal_error_rate,
+    "pd_fpr1": detection_at_fpr(0.01),
+    "pd_fpr5": detection_at_fpr(0.05),
+    "pd_fpr10": detection_at_fpr(0.10),
+    "acc_real": accuracy_real,
+    "acc_fake": accuracy_fake,
+    "logloss": log_loss,
+    "cllr": cllr,
+    "ece": expected_calibration_error,
+}
+
+
+def parse_metric_names(spec: str) -> list[str]:
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown metric {', '.join(unknown) or repr(spec)}; "
+            f"valid choices: {', '.join(METRICS)}"
+        )
+    return names
+
+
+def bootstrap_interval(
+    metric: Callable,
+    label: np.ndarray,
+    score: np.ndarray,
+    level: float,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile interval of ``metric`` over resamples drawn within each class (so every
+    resample has both classes); a fixed seed makes it reproducible."""
+    if not 0 < level < 1:
+        raise ValueError(f"confidence level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    real, fake = np.flatnonzero(label == 0), np.flatnonzero(label == 1)
+    values = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = np.concatenate([rng.choice(real, real.size), rng.choice(fake, fake.size)])
+        values[b] = metric(label[idx], score[idx])
+    alpha = (1 - level) / 2
+    low, high = np.nanquantile(values, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+@dataclass
+class EvaluationData:
+    """Merged labels and scores: one row per image with ``typ``, ``label`` and score columns."""
+
+    table: pd.DataFrame
+    score_columns: list[str]
+    types: list[str]
+
+
+def load_evaluation_data(in_csv, scores_csv) -> EvaluationData:
+    """Merge the labelled list with a scores file on ``filename``, as the reference does."""
+    labels = _read(in_csv, "input")
+    scores = _read(scores_csv, "scores")
+    for frame, what, path in ((labels, "input", in_csv), (scores, "scores", scores_csv)):
+        if FILENAME_COLUMN not in frame.columns:
+            raise ValueError(f"{what} CSV {path} has no {FILENAME_COLUMN!r} column")
+    if TYPE_COLUMN not in labels.columns:
+        raise ValueError(f"input CSV {in_csv} has no {TYPE_COLUMN!r} column with the labels")
+    ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN}
+    score_columns = [
+        c for c in scores.columns if c not in ignored and pd.api.types.is_numeric_dtype(scores[c])
+    ]
+    skipped = [c for c in scores.columns if c not in ignored and c not in score_columns]
+    if skipped:
+        logger.info("not score columns (non-numeric), skipped: %s", ", ".join(skipped))
+    if not score_columns:
+        raise ValueError(f"scores CSV {scores_csv} has no numeric score column")
+    missing = labels.loc[~labels[FILENAME_COLUMN].isin(scores[FILENAME_COLUMN]), FILENAME_COLUMN]
+    if len(missing):
+        logger.warning(
+            "%d of %d input files have no scores and are left out (e.g. %s)",
+            len(missing),
+            len(labels),
+            ", ".join(missing.head(3)),
+        )
+    table = labels[[FILENAME_COLUMN, TYPE_COLUMN]].merge(
+        scores[[FILENAME_COLUMN, *score_columns]], on=FILENAME_COLUMN
+    )
+    table["label"] = (table[TYPE_COLUMN] != REAL).astype(int)
+    if not (table["label"] == 0).any():
+        raise ValueError(f"no {REAL!r} images among the scored files: metrics need real images")
+    types = sorted(t for t in table[TYPE_COLUMN].unique() if t != REAL)
+    if not types:
+        raise ValueError("no synthetic images (typ other than 'real') among the scored files")
+    return EvaluationData(table, score_columns, types)
+
+
+def _read(path, what: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype={FILENAME_COLUMN: str, TYPE_COLUMN: str})
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{what} CSV not found: {path}") from e
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {what} CSV {path}: {e}") from e
+
+
+def compute_metric_table(
+    data: EvaluationData,
+    metric_name: str,
+    ci: float | None = None,
+    n_boot: int = 1000,
+) -> pd.DataFrame:
+    """Models x (each typ, AVG). With ``ci``, extra ``<typ>_lo``/``<typ>_hi`` columns follow."""
+    metric = METRICS[metric_name]
+    table = pd.DataFrame(
+        np.nan,
+        index=pd.Index(data.score_columns, name=metric_name),
+        columns=_column_order(data.types, ci),
+    )
+    for typ in data.types:
+        subset = data.table[data.table[TYPE_COLUMN].isin([REAL, typ])]
+        label = subset["label"].to_numpy()
+        for column in data.score_columns:
+            score = subset[column].to_numpy(dtype=float)
+            finite = np.isfinite(score)
+            if not finite.all():
+                bad = subset.loc[~finite, FILENAME_COLUMN]
+                logger.warning(
+                    "%s on %s: %d scores are not finite (e.g. %s); cell left NaN",
+                    column,
+                    typ,
+                    len(bad),
+                    ", ".join(bad.head(3)),
+                )
+                continue
+            table.loc[column, typ] = metric(label, score)
+            if ci:
+                low, high = bootstrap_interval(metric, label, score, ci, n_boot=n_boot)
+                table.loc[column, f"{typ}_lo"] = low
+                table.loc[column, f"{typ}_hi"] = high
+    table[AVERAGE_COLUMN] = table[data.types].mean(axis=1)
+    return table
+
+
+def _column_order(types: list[str], ci: float | None) -> list[str]:
+    if not ci:
+        return list(types)
+    return [c for t in types for c in (t, f"{t}_lo", f"{t}_hi")]

@@ -1,0 +1,82 @@
+"""ROC curves per generator and score histograms per model, as PNG files."""
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+
+from .constants import TYPE_COLUMN  # noqa: E402
+from .metrics import REAL, EvaluationData  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def plot_roc_curves(data: EvaluationData, out_dir: str | Path) -> list[Path]:
+    """One figure per generator, one curve per model (AUC in the legend)."""
+    out_dir, written = Path(out_dir), []
+    for typ in data.types:
+        subset = data.table[data.table[TYPE_COLUMN].isin([REAL, typ])]
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        for column in data.score_columns:
+            score = subset[column].to_numpy(dtype=float)
+            keep = np.isfinite(score)
+            if keep.sum() < 2 or len(np.unique(subset["label"][keep])) < 2:
+                continue
+            fpr, tpr, _ = skm.roc_curve(subset["label"][keep], score[keep])
+            ax.plot(fpr, tpr, lw=1.8, label=f"{column} (AUC {skm.auc(fpr, tpr):.3f})")
+        ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+            xlabel="false-positive rate (real called synthetic)",
+            ylabel="detection rate (synthetic caught)",
+            title=f"ROC: real vs {typ}",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        written.append(_save(fig, out_dir / f"roc_{_safe(typ)}.png"))
+    return written
+
+
+def plot_score_histograms(data: EvaluationData, out_dir: str | Path) -> list[Path]:
+    """One figure per model: LLR distributions of real and synthetic images, threshold at 0."""
+    out_dir, written = Path(out_dir), []
+    for column in data.score_columns:
+        scores = data.table[column].to_numpy(dtype=float)
+        keep = np.isfinite(scores)
+        if not keep.any():
+            continue
+        label = data.table["label"].to_numpy()
+        bins = np.linspace(scores[keep].min(), scores[keep].max(), 41)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for value, name, colour in ((0, "real", "tab:blue"), (1, "synthetic", "tab:red")):
+            ax.hist(
+                scores[keep & (label == value)],
+                bins=bins,
+                alpha=0.55,
+                color=colour,
+                label=f"{name} (n={int((keep & (label == value)).sum())})",
+            )
+        ax.axvline(0, c="k", lw=1, ls="--", label="threshold 0")
+        ax.set(xlabel="LLR (> 0: synthetic)", ylabel="images", title=f"Scores of {column}")
+        ax.legend(fontsize=8)
+        written.append(_save(fig, out_dir / f"hist_{_safe(column)}.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    logger.info("wrote %s", path)
+    return path
