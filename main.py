@@ -11,6 +11,7 @@ import sys
 import numpy as np
 
 from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS, ERROR_COLUMN
+from clipdet.feature_cache import FeatureCache
 from clipdet.fusion import FUSIONS, NO_FUSION
 from clipdet.scoring import (
     default_batch_size,
@@ -62,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="local open_clip checkpoint for every CLIP-based model (default: hub cache/download)",
     )
+    p.add_argument(
+        "--feature_cache",
+        default=None,
+        metavar="DIR",
+        help="reuse CLIP features across runs (keyed by file content and backbone)",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
     return p
@@ -97,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size or default_batch_size(device),
             num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
             progress=not args.quiet,
+            feature_cache=FeatureCache(args.feature_cache) if args.feature_cache else None,
         ):
             scores[result.index] = result.scores
             errors[result.index] = result.error

@@ -9,6 +9,7 @@ from torch import nn
 
 from networks import Detector, ResNetNoDownFeatures, create_openclip_features, parse_arch
 
+from .features import FeatureGroup
 from .preprocess import ImageTransform, make_transform, transform_key
 from .registry import get_backbone
 from .weights import load_model_config, load_state_dict, resolve_weights_file
@@ -35,13 +36,26 @@ class BackboneCache:
         self._modules: dict[str, nn.Module] = {}
 
     def get(self, backbone: str, next_to_last: bool) -> tuple[str, nn.Module]:
+        """(identity, module): the identity names model, weights and layer, e.g.
+        ``ViT-L-14|commonpool_xl_s13b_b90k|next_to_last``; it also keys the feature cache."""
+        spec = get_backbone(backbone)
         layer = "next_to_last" if next_to_last else "projected"
-        key = f"{backbone}:{layer}:{self.backbone_weights or 'pretrained'}"
+        key = f"{spec.model}|{self._weights_identity(spec)}|{layer}"
         if key not in self._modules:
             self._modules[key] = create_openclip_features(
                 get_backbone(backbone), next_to_last=next_to_last, checkpoint=self.backbone_weights
             )
         return key, self._modules[key]
+
+    def _weights_identity(self, spec) -> str:
+        if not self.backbone_weights:
+            return spec.pretrained or spec.hf_hub or "none"
+        path = Path(self.backbone_weights).resolve()
+        try:
+            stat = path.stat()
+        except OSError:
+            return f"file:{path}"
+        return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def create_detector(
@@ -59,13 +73,13 @@ def create_detector(
     if arch.family == "openclip":
         cache = backbone_cache or BackboneCache()
         backbone_key, backbone = cache.get(arch.backbone, arch.next_to_last)
-        detector = Detector(backbone, backbone.num_features, backbone_key)
+        detector = Detector(backbone, backbone.num_features, backbone_key, frozen_backbone=True)
     else:
         backbone = ResNetNoDownFeatures()
         backbone_key = f"{name}:{Path(weights_path).resolve()}"
         detector = Detector(backbone, backbone.num_features, backbone_key)
     try:
-        detector.load_reference_state_dict(state, frozen_backbone=arch.family == "openclip")
+        detector.load_reference_state_dict(state)
     except ValueError as e:
         raise ValueError(f"model {name!r} ({weights_path}): {e}") from e
     logger.info("model %s: arch %s, preprocessing %s", name, config["arch"], key)
@@ -76,3 +90,23 @@ def create_detector(
         transform=make_transform(config["patch_size"], config["norm_type"]),
         config=config,
     )
+
+
+def create_frozen_feature_group(
+    arch: str,
+    norm_type: str = "clip",
+    patch_size="Clip224",
+    backbone_cache: BackboneCache | None = None,
+) -> tuple[FeatureGroup, ImageTransform]:
+    """The frozen CLIP backbone of an ``opencliplinear*`` arch with its preprocessing, for
+    training heads on its features."""
+    spec = parse_arch(arch)
+    if spec.family != "openclip":
+        raise ValueError(
+            "heads are trained on frozen CLIP features: arch must be "
+            f"opencliplinearnext_<backbone> or opencliplinear_<backbone>, got {arch!r}"
+        )
+    key = transform_key(patch_size, norm_type)
+    identity, backbone = (backbone_cache or BackboneCache()).get(spec.backbone, spec.next_to_last)
+    group = FeatureGroup(backbone, key, backbone.num_features, identity=f"{identity}|{key}")
+    return group, make_transform(patch_size, norm_type)

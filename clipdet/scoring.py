@@ -1,22 +1,18 @@
-"""Batch scoring: decode each image once (in DataLoader workers), apply each distinct
-preprocessing once, run each backbone once per batch and every head on its features."""
+"""Batch scoring: features of every backbone (see features.py), then every head on them."""
 
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from .constants import DEFAULT_FUSION, DEFAULT_MODELS
 from .factory import BackboneCache, LoadedModel, create_detector
-from .images import load_rgb
-from .preprocess import ImageTransform, is_full_resolution
+from .feature_cache import FeatureCache
+from .features import FeatureGroup, iter_batch_features
 from .tables import build_table
 
 logger = logging.getLogger(__name__)
@@ -52,26 +48,21 @@ def load_models(
     return models
 
 
-class _ImageDataset(Dataset):
-    """Item i: (i, {transform key: tensor} or None, error message or "")."""
-
-    def __init__(self, paths: Sequence[str], transforms: dict[str, ImageTransform]):
-        self.paths = list(paths)
-        self.transforms = transforms
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            image = load_rgb(self.paths[index])
-            return index, {key: t(image) for key, t in self.transforms.items()}, ""
-        except Exception as e:  # one bad file must not stop the batch
-            return index, None, _describe(e)
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}".replace("\n", " ")
+def feature_groups(models: Sequence[LoadedModel]) -> tuple[list[FeatureGroup], list[str]]:
+    """Distinct (backbone, preprocessing) pairs and, for each model, the key of its group."""
+    groups: dict[str, FeatureGroup] = {}
+    keys = []
+    for m in models:
+        d = m.detector
+        group = FeatureGroup(
+            backbone=d.backbone,
+            transform_key=m.transform_key,
+            num_features=d.fc.in_features,
+            identity=f"{d.backbone_key}|{m.transform_key}" if d.frozen_backbone else None,
+        )
+        groups.setdefault(group.key, group)
+        keys.append(group.key)
+    return list(groups.values()), keys
 
 
 @dataclass
@@ -85,75 +76,27 @@ def iter_scores(
     models: Sequence[LoadedModel],
     paths: Sequence[str],
     device: str | torch.device = "cpu",
-    batch_size: int = 16,
+    batch_size: int = 4,
     num_workers: int = 0,
     progress: bool = False,
+    feature_cache: FeatureCache | None = None,
 ) -> Iterator[ImageResult]:
     """Score ``paths`` with every model, yielding results batch by batch in input order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device)
+    groups, group_of_model = feature_groups(models)
     transforms = {m.transform_key: m.transform for m in models}
-    # transform key -> backbone key -> [(model column, detector)]
-    plan: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for column, m in enumerate(models):
-        plan[m.transform_key][m.detector.backbone_key].append((column, m.detector))
-    loader = DataLoader(
-        _ImageDataset(paths, transforms),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=list,
-        pin_memory=device.type == "cuda",
-    )
-    bar = tqdm(total=len(paths), unit="img", disable=not progress, dynamic_ncols=True)
-    failures = 0
-    with torch.inference_mode():
-        for batch in loader:
-            results = _score_batch(batch, plan, len(models), device)
-            failures += sum(bool(r.error) for r in results)
-            bar.update(len(results))
-            bar.set_postfix(failed=failures, refresh=False)
-            yield from results
-    bar.close()
-
-
-def _score_batch(batch, plan, n_models: int, device: torch.device) -> list[ImageResult]:
-    results = {
-        index: ImageResult(index, np.full(n_models, np.nan), error) for index, _, error in batch
-    }
-    decoded = [(index, tensors) for index, tensors, error in batch if not error]
-    for key, backbones in plan.items():
-        for indices, x in _stack(decoded, key):
-            x = x.to(device, non_blocking=True)
-            for members in backbones.values():
-                try:
-                    features = members[0][1].forward_features(x)
-                    for column, detector in members:
-                        llr = detector.forward_head(features).float().cpu().numpy()
-                        for index, value in zip(indices, llr, strict=True):
-                            results[index].scores[column] = value
-                except RuntimeError as e:  # e.g. out of memory on one huge image
-                    logger.debug("model failure on %s", indices, exc_info=True)
-                    for index in indices:
-                        _add_error(results[index], _describe(e))
-    return [results[index] for index, _, _ in batch]
-
-
-def _stack(decoded, key: str) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Batches of tensors for one transform: all at once for fixed-size inputs, one image at a
-    time for full-resolution ones (their sizes differ)."""
-    if not decoded:
-        return
-    if is_full_resolution(key):
-        for index, tensors in decoded:
-            yield [index], tensors[key].unsqueeze(0)
-    else:
-        yield [i for i, _ in decoded], torch.stack([t[key] for _, t in decoded])
-
-
-def _add_error(result: ImageResult, message: str) -> None:
-    if message not in result.error:
-        result.error = f"{result.error}; {message}" if result.error else message
+    for batch in iter_batch_features(
+        groups, transforms, paths, device, batch_size, num_workers, feature_cache, progress
+    ):
+        scores = {i: np.full(len(models), np.nan) for i in batch.indices}
+        for column, (model, key) in enumerate(zip(models, group_of_model, strict=True)):
+            if key not in batch.features:
+                continue
+            rows, features = batch.features[key]
+            llrs = model.detector.forward_head(features).float().cpu().numpy()
+            for index, llr in zip(rows, llrs, strict=True):
+                scores[index][column] = llr
+        for index in batch.indices:
+            yield ImageResult(index, scores[index], batch.errors.get(index, ""))
 
 
 def score_images(
@@ -165,6 +108,7 @@ def score_images(
     batch_size: int | None = None,
     num_workers: int | None = None,
     backbone_weights: str | os.PathLike | None = None,
+    feature_cache: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Score image files; returns a DataFrame with ``filename``, one LLR column per model,
@@ -181,6 +125,7 @@ def score_images(
         batch_size=batch_size or default_batch_size(device),
         num_workers=default_num_workers() if num_workers is None else num_workers,
         progress=progress,
+        feature_cache=FeatureCache(feature_cache) if feature_cache else None,
     ):
         scores[result.index] = result.scores
         errors[result.index] = result.error

@@ -57,7 +57,7 @@ def load_model_config(name: str, weights_dir: str | os.PathLike) -> dict:
                 + ", ".join(available_models(weights_dir))
             )
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(config_path, yaml.safe_dump(known.config, sort_keys=False).encode())
+        write_atomic(config_path, yaml.safe_dump(known.config, sort_keys=False).encode())
         logger.info("wrote %s", config_path)
     with open(config_path, encoding="utf-8") as f:
         config = yaml.safe_load(f)
@@ -155,7 +155,7 @@ def load_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, to
     return checkpoint
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

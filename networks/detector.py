@@ -11,11 +11,15 @@ from torch import nn
 class Detector(nn.Module):
     """``forward_features`` -> [N, D] features; ``forward_head`` -> [N] logits (LLR > 0: fake)."""
 
-    def __init__(self, backbone: nn.Module, num_features: int, backbone_key: str):
+    def __init__(
+        self, backbone: nn.Module, num_features: int, backbone_key: str, frozen_backbone=False
+    ):
         super().__init__()
         self.backbone = backbone
         self.fc = nn.Linear(num_features, 1)
         self.backbone_key = backbone_key
+        # A frozen backbone is pretrained and shared; this model's weight file holds only `fc`.
+        self.frozen_backbone = frozen_backbone
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -26,7 +30,7 @@ class Detector(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def load_reference_state_dict(self, state: dict[str, torch.Tensor], frozen_backbone: bool):
+    def load_reference_state_dict(self, state: dict[str, torch.Tensor]):
         """Load a reference-layout state dict: ``fc.*`` is the head, every other key belongs to
         the backbone. A frozen (pretrained, shared) backbone takes no keys from this file."""
         head = {k.removeprefix("fc."): v for k, v in state.items() if k.startswith("fc.")}
@@ -39,7 +43,7 @@ class Detector(nn.Module):
                 f"{tuple(self.fc.weight.shape)} (is the arch right for these weights?)"
             )
         self.fc.load_state_dict(head)
-        if frozen_backbone:
+        if self.frozen_backbone:
             if rest:
                 raise ValueError(
                     f"unexpected non-head keys for a frozen backbone: {sorted(rest)[:5]}"

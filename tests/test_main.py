@@ -81,7 +81,7 @@ def test_scores_do_not_depend_on_batching_or_workers(
     one = score_images(paths, batch_size=1, num_workers=0, **common)
     many = score_images(paths, batch_size=4, num_workers=2, **common)
     cols = ["tiny_a", "tiny_b", "res_tiny", "fusion"]
-    np.testing.assert_allclose(one[cols].to_numpy(), many[cols].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(one[cols].to_numpy(), many[cols].to_numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_absolute_paths_unicode_and_commas(tmp_path, weights_dir, tiny_clip_checkpoint):
@@ -200,7 +200,7 @@ def test_backbone_runs_once_per_batch_for_two_heads(
     backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     decoded = []
     original = images_module.load_rgb
-    monkeypatch.setattr("clipdet.scoring.load_rgb", lambda p: decoded.append(p) or original(p))
+    monkeypatch.setattr("clipdet.features.load_rgb", lambda p: decoded.append(p) or original(p))
     from clipdet.scoring import iter_scores
 
     paths = [str(p) for p in sorted(image_dir.glob("*.png"))]

@@ -1,0 +1,198 @@
+"""Feature extraction over image files: each image decoded once (in DataLoader workers), each
+distinct preprocessing applied once, each backbone run once per batch, with an optional
+content-keyed feature cache for frozen backbones."""
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .feature_cache import FeatureCache, file_digest
+from .images import load_rgb
+from .preprocess import ImageTransform, is_full_resolution
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureGroup:
+    """One backbone under one preprocessing. ``identity`` (set for frozen backbones) makes its
+    features cacheable: it names the model, its weights, the feature layer and preprocessing."""
+
+    backbone: nn.Module
+    transform_key: str
+    num_features: int
+    identity: str | None = None
+    namespace: str | None = field(default=None, init=False)
+
+    @property
+    def key(self) -> str:
+        return f"{id(self.backbone)}|{self.transform_key}"
+
+
+@dataclass
+class _Item:
+    index: int
+    tensors: dict[str, torch.Tensor]
+    cached: dict[str, np.ndarray]  # group key -> features found in the cache
+    digest: str | None
+    error: str
+
+
+class _ImageDataset(Dataset):
+    def __init__(self, paths, transforms, groups: list[FeatureGroup], cache: FeatureCache | None):
+        self.paths = list(paths)
+        self.transforms = transforms
+        self.groups = groups
+        self.cache = cache if any(g.namespace for g in groups) else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> _Item:
+        item = _Item(index, {}, {}, None, "")
+        try:
+            if self.cache is not None:
+                item.digest = file_digest(self.paths[index])
+                for g in self.groups:
+                    if g.namespace:
+                        found = self.cache.get(g.namespace, item.digest, g.num_features)
+                        if found is not None:
+                            item.cached[g.key] = found
+            needed = {g.transform_key for g in self.groups if g.key not in item.cached}
+            if needed:
+                image = load_rgb(self.paths[index])
+                item.tensors = {key: self.transforms[key](image) for key in needed}
+        except Exception as e:  # one bad file must not stop the batch
+            item.error = describe_error(e)
+        return item
+
+
+def describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".replace("\n", " ")
+
+
+@dataclass
+class BatchFeatures:
+    """Features of one batch: per group, the rows it covers and a [rows, D] tensor."""
+
+    indices: list[int]  # every image of the batch, in order
+    errors: dict[int, str]  # index -> message (decode errors and model failures)
+    features: dict[str, tuple[list[int], torch.Tensor]]
+
+
+def iter_batch_features(
+    groups: Sequence[FeatureGroup],
+    transforms: dict[str, ImageTransform],
+    paths: Sequence[str],
+    device: str | torch.device = "cpu",
+    batch_size: int = 4,
+    num_workers: int = 0,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
+) -> Iterator[BatchFeatures]:
+    """Yield the features of every group, batch by batch, in input order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    for g in groups:
+        g.namespace = cache.register(g.identity, g.num_features) if cache and g.identity else None
+    loader = DataLoader(
+        _ImageDataset(paths, transforms, list(groups), cache),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=list,
+        pin_memory=device.type == "cuda",
+    )
+    bar = tqdm(total=len(paths), unit="img", disable=not progress, dynamic_ncols=True)
+    failures = 0
+    with torch.inference_mode():
+        for batch in loader:
+            result = _batch_features(batch, groups, device, cache)
+            failures += len(result.errors)
+            bar.update(len(batch))
+            bar.set_postfix(failed=failures, refresh=False)
+            yield result
+    bar.close()
+
+
+def _batch_features(batch: list[_Item], groups, device, cache) -> BatchFeatures:
+    errors = {item.index: item.error for item in batch if item.error}
+    ok = [item for item in batch if not item.error]
+    features = {}
+    for g in groups:
+        rows: dict[int, torch.Tensor] = {
+            item.index: torch.from_numpy(item.cached[g.key]).to(device)
+            for item in ok
+            if g.key in item.cached
+        }
+        todo = [item for item in ok if g.key not in item.cached]
+        for chunk in _stack(todo, g.transform_key):
+            try:
+                out = g.backbone(chunk[1].to(device, non_blocking=True)).float()
+            except RuntimeError as e:  # e.g. out of memory on one huge image
+                logger.debug("backbone failure", exc_info=True)
+                for item in chunk[0]:
+                    errors[item.index] = _join(errors.get(item.index, ""), describe_error(e))
+                continue
+            for item, vector in zip(chunk[0], out, strict=True):
+                rows[item.index] = vector
+                if g.namespace and item.digest:
+                    cache.put(g.namespace, item.digest, vector.cpu().numpy())
+        order = [item.index for item in ok if item.index in rows]
+        if order:
+            features[g.key] = (order, torch.stack([rows[i] for i in order]))
+    return BatchFeatures([item.index for item in batch], errors, features)
+
+
+def _stack(items: list[_Item], key: str) -> Iterator[tuple[list[_Item], torch.Tensor]]:
+    """All fixed-size tensors at once; full-resolution ones one image at a time."""
+    if not items:
+        return
+    if is_full_resolution(key):
+        for item in items:
+            yield [item], item.tensors[key].unsqueeze(0)
+    else:
+        yield items, torch.stack([item.tensors[key] for item in items])
+
+
+def _join(first: str, second: str) -> str:
+    if not first or second in first:
+        return first or second
+    return f"{first}; {second}"
+
+
+def extract_features(
+    group: FeatureGroup,
+    transform: ImageTransform,
+    paths: Sequence[str],
+    device: str | torch.device = "cpu",
+    batch_size: int = 4,
+    num_workers: int = 0,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, list[str]]:
+    """[len(paths), D] float32 features (NaN rows where an image failed) and the error per image."""
+    features = np.full((len(paths), group.num_features), np.nan, dtype=np.float32)
+    errors = [""] * len(paths)
+    for batch in iter_batch_features(
+        [group],
+        {group.transform_key: transform},
+        paths,
+        device,
+        batch_size,
+        num_workers,
+        cache,
+        progress,
+    ):
+        for index, message in batch.errors.items():
+            errors[index] = message
+        if group.key in batch.features:
+            rows, values = batch.features[group.key]
+            features[rows] = values.cpu().numpy()
+    return features, errors

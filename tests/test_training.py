@@ -1,0 +1,217 @@
+"""train.py end to end with the tiny backbone: separation, round trip, cache, bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import TINY_BACKBONE, TINY_WIDTH
+from PIL import Image, ImageFilter
+
+import train as train_cli
+from clipdet import score_images
+from clipdet.factory import BackboneCache, create_frozen_feature_group
+from clipdet.feature_cache import FeatureCache
+from clipdet.features import extract_features
+
+ARCH = f"opencliplinearnext_{TINY_BACKBONE}"
+
+
+def make_pair_image(path, kind: str, seed: int):
+    """Real: smooth, warm, low noise. Synthetic: cooler and with strong high-frequency noise."""
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(60, 120, 2)
+    y, x = np.mgrid[0:h, 0:w] / 100.0
+    base = np.stack([0.6 + 0.2 * np.sin(3 * x + seed), 0.4 + 0.2 * y, 0.3 + 0 * x], -1)
+    if kind == "real":
+        pixels = base + rng.normal(0, 0.01, base.shape)
+    else:
+        pixels = base[..., ::-1] + rng.normal(0, 0.15, base.shape)
+    image = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
+    if kind == "real":
+        image = image.filter(ImageFilter.GaussianBlur(1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def make_list(folder, name, n_per_class, seed0, extra_rows=()):
+    rows = []
+    for i in range(n_per_class):
+        for kind in ("real", "fake"):
+            rel = f"{name}/{kind}_{i}.png"
+            make_pair_image(folder / rel, kind, seed0 + 2 * i + (kind == "fake"))
+            rows.append((rel, "real" if kind == "real" else "gen_x"))
+    rows.extend(extra_rows)
+    csv = folder / f"{name}.csv"
+    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(csv, index=False)
+    return csv
+
+
+def count_backbone_calls(monkeypatch):
+    calls = []
+    original = torch.nn.Module.__call__
+
+    def spy(self, *args, **kwargs):
+        if type(self).__name__ == "OpenClipFeatures":
+            calls.append(args[0].shape[0])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", spy)
+    return calls
+
+
+def train(tmp_path, csv, checkpoint, name="mine", *extra):
+    return train_cli.main(
+        [
+            "-i",
+            str(csv),
+            "-w",
+            str(tmp_path / "w"),
+            "-n",
+            name,
+            "--arch",
+            ARCH,
+            "--backbone_weights",
+            str(checkpoint),
+            "-d",
+            "cpu",
+            "--num_workers",
+            "0",
+            "-q",
+            *extra,
+        ]
+    )
+
+
+def test_trained_head_separates_held_out_images_and_round_trips(tmp_path, tiny_clip_checkpoint):
+    csv = make_list(tmp_path, "train", 12, 0, extra_rows=[("train/missing.png", "real")])
+    test_csv = make_list(tmp_path, "test", 8, 1000)
+    assert train(tmp_path, csv, tiny_clip_checkpoint, "mine", "--val_csv", str(test_csv)) == 0
+
+    folder = tmp_path / "w" / "mine"
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert {
+        k: config[k] for k in ("arch", "model_name", "norm_type", "patch_size", "weights_file")
+    } == {
+        "arch": ARCH,
+        "model_name": "mine",
+        "norm_type": "clip",
+        "patch_size": "Clip224",
+        "weights_file": "weights.pth",
+    }
+    record = config["training"]
+    assert record["images"] == {"real": 12, "synthetic": 12} and record["images_skipped"] == 1
+    assert record["calibration"]["method"] == "platt" and record["C"] > 0
+    assert record["feature_layer"] == "next_to_last" and len(record["train_list_sha256"]) == 64
+    assert record["validation"]["auc"] > 0.9
+
+    # reference layout: {'model': {fc.weight [1, D], fc.bias [1]}}, loadable with weights_only
+    state = torch.load(folder / "weights.pth", weights_only=True)["model"]
+    assert set(state) == {"fc.weight", "fc.bias"} and state["fc.weight"].shape == (1, TINY_WIDTH)
+
+    table = score_images(
+        sorted((tmp_path / "test").glob("*.png")),
+        models=["mine"],
+        weights_dir=tmp_path / "w",
+        device="cpu",
+        num_workers=0,
+        backbone_weights=tiny_clip_checkpoint,
+    )
+    is_fake = table["filename"].str.contains("fake")
+    assert (table.loc[is_fake, "mine"] > 0).mean() > 0.8
+    assert (table.loc[~is_fake, "mine"] < 0).mean() > 0.8
+
+    # the same LLRs as the head's own decision function on the features
+    group, transform = create_frozen_feature_group(
+        ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint)
+    )
+    feats, _ = extract_features(group, transform, table["filename"].tolist())
+    direct = feats.astype(np.float64) @ state["fc.weight"][0].double().numpy() + float(
+        state["fc.bias"]
+    )
+    np.testing.assert_allclose(table["mine"], direct, atol=1e-4)
+
+
+def test_second_run_does_no_backbone_work_and_changed_file_is_recomputed(
+    tmp_path, tiny_clip_checkpoint, monkeypatch
+):
+    csv = make_list(tmp_path, "train", 4, 0)
+    cache = tmp_path / "cache"
+    calls = count_backbone_calls(monkeypatch)
+    assert train(tmp_path, csv, tiny_clip_checkpoint, "a", "--feature_cache", str(cache)) == 0
+    assert sum(calls) == 8
+    calls.clear()
+    assert train(tmp_path, csv, tiny_clip_checkpoint, "b", "--feature_cache", str(cache)) == 0
+    assert calls == []  # every feature came from the cache
+    a = torch.load(tmp_path / "w" / "a" / "weights.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "w" / "b" / "weights.pth", weights_only=True)["model"]
+    assert torch.equal(a["fc.weight"], b["fc.weight"])
+
+    make_pair_image(tmp_path / "train" / "fake_0.png", "fake", 999)  # content changed
+    assert train(tmp_path, csv, tiny_clip_checkpoint, "c", "--feature_cache", str(cache)) == 0
+    assert sum(calls) == 1
+
+    # scoring reads the same cache: no backbone work either
+    calls.clear()
+    table = score_images(
+        [tmp_path / "train" / "real_1.png"],
+        models=["a"],
+        weights_dir=tmp_path / "w",
+        device="cpu",
+        num_workers=0,
+        backbone_weights=tiny_clip_checkpoint,
+        feature_cache=cache,
+    )
+    assert calls == [] and np.isfinite(table.loc[0, "a"])
+
+
+def test_corrupt_cache_entry_is_recomputed_not_trusted(tmp_path, tiny_clip_checkpoint, monkeypatch):
+    image = make_pair_image(tmp_path / "x.png", "real", 0)
+    group, transform = create_frozen_feature_group(
+        ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint)
+    )
+    cache = FeatureCache(tmp_path / "cache")
+    first, _ = extract_features(group, transform, [str(image)], cache=cache)
+    entries = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(entries) == 1
+    entries[0].write_bytes(b"garbage")
+    calls = count_backbone_calls(monkeypatch)
+    again, _ = extract_features(
+        group, transform, [str(image)], cache=FeatureCache(tmp_path / "cache")
+    )
+    assert calls == [1]
+    np.testing.assert_array_equal(first, again)
+    np.save(entries[0], np.full(TINY_WIDTH, np.nan, np.float32))  # readable but not finite
+    extract_features(group, transform, [str(image)], cache=FeatureCache(tmp_path / "cache"))
+    assert calls == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "rows,message",
+    [
+        ([("a.png", "real"), ("b.png", "real"), ("c.png", "gen")], "at least 2 usable images"),
+        (None, "no 'typ' column"),
+    ],
+)
+def test_training_refuses_bad_lists(tmp_path, tiny_clip_checkpoint, capsys, rows, message):
+    for name in ("a.png", "b.png", "c.png"):
+        make_pair_image(tmp_path / name, "real", 0)
+    csv = tmp_path / "l.csv"
+    if rows is None:
+        pd.DataFrame({"filename": ["a.png"]}).to_csv(csv, index=False)
+    else:
+        pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(csv, index=False)
+    assert train(tmp_path, csv, tiny_clip_checkpoint) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_training_needs_a_clip_arch(tmp_path, tiny_clip_checkpoint, capsys):
+    csv = make_list(tmp_path, "train", 2, 0)
+    assert (
+        train_cli.main(
+            ["-i", str(csv), "-w", str(tmp_path), "-n", "x", "--arch", "res50nodown", "-q"]
+        )
+        == 2
+    )
+    assert "frozen CLIP features" in capsys.readouterr().err
