@@ -1,11 +1,15 @@
-"""Score a list of images with one or more detectors: one LLR per model (> 0 means synthetic).
+"""Score images with one or more detectors: one LLR per model (> 0 means synthetic).
 
-Same flags as the reference code (grip-unina/ClipBased-SyntheticImageDetection):
-    python main.py --in_csv data/demo/demo.csv --out_csv results.csv
+Quick forms:
+    python main.py suspicious.jpg            # one image: a readable table on the terminal
+    python main.py photos/ "shots/*.png"      # folders (recursive) and glob patterns
+Datasets, with the reference code's flags (grip-unina/ClipBased-SyntheticImageDetection):
+    python main.py --in_csv list.csv --out_csv results.csv [--resume]
 """
 
 import argparse
 import logging
+import shlex
 import sys
 
 import numpy as np
@@ -13,6 +17,8 @@ import numpy as np
 from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS, ERROR_COLUMN
 from clipdet.feature_cache import FeatureCache
 from clipdet.fusion import FUSIONS, NO_FUSION
+from clipdet.inputs import collect_images
+from clipdet.resume import PartialWriter, ResumeError, load_partial, partial_path, run_signature
 from clipdet.scoring import (
     default_batch_size,
     default_device,
@@ -20,7 +26,15 @@ from clipdet.scoring import (
     iter_scores,
     load_models,
 )
-from clipdet.tables import build_table, read_image_list, write_csv_atomic
+from clipdet.tables import (
+    add_verdicts,
+    build_table,
+    decision_scores,
+    format_for_terminal,
+    read_image_list,
+    to_jsonl,
+    write_text_atomic,
+)
 from clipdet.weights import available_models
 
 logger = logging.getLogger("clipdet")
@@ -28,12 +42,38 @@ logger = logging.getLogger("clipdet")
 EXIT_FAILED_ROWS = 1
 EXIT_FATAL = 2
 EXIT_INTERRUPTED = 130
+DEFAULT_OUT_CSV = "./results.csv"
+SCREEN_ROWS = 20  # up to this many images given as paths print a table by default
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--in_csv", "-i", required=True, help="CSV with a 'filename' column")
-    p.add_argument("--out_csv", "-o", default="./results.csv", help="output CSV")
+    p.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("--in_csv", "-i", default=None, help="CSV with a 'filename' column")
+    p.add_argument(
+        "--out_csv",
+        "-o",
+        default=None,
+        help=f"output file, '-' for stdout (default: {DEFAULT_OUT_CSV}, or a table on the "
+        f"terminal for up to {SCREEN_ROWS} images given as paths)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("csv", "jsonl", "table"),
+        default=None,
+        help="output format (default: csv to a file, table to the terminal)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="verdict 'synthetic' above this score (fusion, else the largest LLR)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run to the same --out_csv, skipping rows already scored",
+    )
     p.add_argument("--weights_dir", "-w", default="./weights", help="folder of model folders")
     p.add_argument(
         "--models", "-m", default=",".join(DEFAULT_MODELS), help="comma-separated model names"
@@ -75,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -87,49 +128,138 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(
                 f"no model given; valid choices: {', '.join(available_models(args.weights_dir))}"
             )
-        filenames, paths = read_image_list(args.in_csv)
+        filenames, paths = _read_inputs(args)
+        out_path, fmt = _choose_output(args, len(paths))
         models = load_models(names, args.weights_dir, args.backbone_weights, device)
+        done, writer = _open_partial(args, out_path, paths, models)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FATAL
 
     scores = np.full((len(paths), len(models)), np.nan)
     errors = ["not scored: run interrupted"] * len(paths)
+    for index, (row_scores, error) in done.items():
+        scores[index], errors[index] = row_scores, error
+    todo = [i for i in range(len(paths)) if i not in done]
+    if done:
+        logger.info("resuming: %d of %d images already scored", len(done), len(paths))
+    batch_size = args.batch_size or default_batch_size(device)
     interrupted = False
     try:
-        for result in iter_scores(
-            models,
-            paths,
-            device=device,
-            batch_size=args.batch_size or default_batch_size(device),
-            num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
-            progress=not args.quiet,
-            feature_cache=FeatureCache(args.feature_cache) if args.feature_cache else None,
+        for count, result in enumerate(
+            iter_scores(
+                models,
+                [paths[i] for i in todo],
+                device=device,
+                batch_size=batch_size,
+                num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
+                progress=not args.quiet,
+                feature_cache=FeatureCache(args.feature_cache) if args.feature_cache else None,
+            ),
+            start=1,
         ):
-            scores[result.index] = result.scores
-            errors[result.index] = result.error
+            index = todo[result.index]
+            scores[index], errors[index] = result.scores, result.error
+            if writer:
+                writer.write(index, filenames[index], result.scores, result.error)
+                if count % batch_size == 0:
+                    writer.flush()
     except KeyboardInterrupt:
         interrupted = True
     finally:  # whatever happens, what is done is written
+        if writer:
+            writer.flush()
+            writer.close()
         fusion = None if args.fusion == NO_FUSION else args.fusion
         table = build_table(filenames, names, scores, errors, fusion)
-        out = write_csv_atomic(table, args.out_csv)
-    failed = table[table[ERROR_COLUMN] != ""]
-    _report(table, failed, out)
+        _write_output(table, names, out_path, fmt, args.threshold)
+    _report(table, names, out_path, args.threshold)
     if interrupted:
-        print("interrupted: rows not scored are marked in the error column", file=sys.stderr)
+        scored = len(paths) - errors.count("not scored: run interrupted")
+        print(
+            f"interrupted after {scored} of {len(paths)} images; unscored rows are marked in "
+            f"the error column. Continue with:\n  {shlex.join(['python', 'main.py', *argv])}"
+            + ("" if args.resume else " --resume"),
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
-    return EXIT_FAILED_ROWS if args.strict and len(failed) else 0
+    if writer:
+        writer.path.unlink(missing_ok=True)
+    failed = sum(bool(e) for e in errors)
+    return EXIT_FAILED_ROWS if args.strict and failed else 0
 
 
-def _report(table, failed, out) -> None:
-    print(f"scored {len(table) - len(failed)} of {len(table)} images -> {out}", file=sys.stderr)
-    if len(failed):
-        print(f"{len(failed)} failed:", file=sys.stderr)
-        for name, error in list(zip(failed.iloc[:, 0], failed[ERROR_COLUMN], strict=True))[:20]:
-            print(f"  {name}: {error}", file=sys.stderr)
-        if len(failed) > 20:
-            print(f"  ... and {len(failed) - 20} more (see the error column)", file=sys.stderr)
+def _read_inputs(args) -> tuple[list[str], list[str]]:
+    """Exactly one of --in_csv or positional paths."""
+    if bool(args.in_csv) == bool(args.paths):
+        raise ValueError(
+            "give either --in_csv LIST.csv or image files/folders/patterns, not "
+            + ("both" if args.in_csv else "neither")
+        )
+    if args.in_csv:
+        return read_image_list(args.in_csv)
+    paths = collect_images(args.paths)
+    if not paths:
+        raise ValueError(f"no image found in {' '.join(args.paths)}")
+    return paths, paths
+
+
+def _choose_output(args, n_images: int) -> tuple[str | None, str]:
+    """(file or None for stdout, format). Few images named on the command line with no
+    --out_csv print a table; otherwise results go to --out_csv (default ./results.csv)."""
+    out = args.out_csv
+    if out is None:
+        out = "-" if args.paths and n_images <= SCREEN_ROWS else DEFAULT_OUT_CSV
+    path = None if out == "-" else out
+    fmt = args.format or ("table" if path is None else "csv")
+    if args.resume and path is None:
+        raise ValueError("--resume needs an output file (--out_csv)")
+    return path, fmt
+
+
+def _open_partial(args, out_path, paths, models):
+    if out_path is None:
+        return {}, None
+    partial = partial_path(out_path)
+    signature = run_signature(paths, models)
+    if args.resume and partial.exists():
+        return load_partial(partial, signature, len(models)), PartialWriter(
+            partial, signature, True
+        )
+    if partial.exists():
+        raise ResumeError(
+            f"an interrupted run left {partial}: add --resume to continue it, or delete it"
+        )
+    return {}, PartialWriter(partial, signature, append=False)
+
+
+def _write_output(table, names, out_path, fmt, threshold) -> None:
+    if fmt == "csv":
+        text = table.to_csv(index=False, lineterminator="\n")
+    elif fmt == "jsonl":
+        text = to_jsonl(add_verdicts(table, names, threshold))
+    else:
+        text = format_for_terminal(add_verdicts(table, names, threshold)) + "\n"
+    if out_path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_text_atomic(text, out_path)
+
+
+def _report(table, names, out_path, threshold) -> None:
+    failed = table[table[ERROR_COLUMN] != ""]
+    flagged = int((decision_scores(table, names) > threshold).sum())
+    where = f" -> {out_path}" if out_path else ""
+    print(
+        f"{len(table) - len(failed)} scored, {len(failed)} failed, {flagged} flagged as "
+        f"synthetic (score > {threshold:g}){where}",
+        file=sys.stderr,
+    )
+    for name, error in list(zip(failed.iloc[:, 0], failed[ERROR_COLUMN], strict=True))[:20]:
+        print(f"  {name}: {error}", file=sys.stderr)
+    if len(failed) > 20:
+        print(f"  ... and {len(failed) - 20} more (see the error column)", file=sys.stderr)
 
 
 if __name__ == "__main__":

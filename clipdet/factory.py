@@ -26,6 +26,7 @@ class LoadedModel:
     transform_key: str
     transform: ImageTransform
     config: dict
+    weights_path: Path
 
 
 class BackboneCache:
@@ -89,6 +90,7 @@ def create_detector(
         transform_key=key,
         transform=make_transform(config["patch_size"], config["norm_type"]),
         config=config,
+        weights_path=Path(weights_path),
     )
 
 

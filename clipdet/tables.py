@@ -1,5 +1,6 @@
 """Reading image lists and writing result tables (atomically: a crash never leaves half a file)."""
 
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -51,12 +52,51 @@ def build_table(
 
 def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``table`` to ``path`` through a temporary file in the same folder."""
+    return write_text_atomic(table.to_csv(index=False, lineterminator="\n"), path)
+
+
+VERDICT_COLUMN = "verdict"
+
+
+def decision_scores(table: pd.DataFrame, model_names: Sequence[str]) -> pd.Series:
+    """The score a verdict reads: the fusion column, else the largest model LLR."""
+    if FUSION_COLUMN in table.columns:
+        return table[FUSION_COLUMN]
+    return table[list(model_names)].max(axis=1, skipna=False)
+
+
+def add_verdicts(table: pd.DataFrame, model_names: Sequence[str], threshold: float) -> pd.DataFrame:
+    """``synthetic`` / ``real`` at ``threshold``; empty where the image could not be scored."""
+    score = decision_scores(table, model_names)
+    verdict = np.where(score > threshold, "synthetic", "real").astype(object)
+    verdict[~np.isfinite(score.to_numpy(dtype=float))] = ""
+    out = table.copy()
+    out.insert(len(out.columns) - 1, VERDICT_COLUMN, verdict)
+    return out
+
+
+def format_for_terminal(table: pd.DataFrame) -> str:
+    """An aligned, human-readable table (LLRs with 2 decimals)."""
+    shown = table.copy()
+    for column in shown.columns:
+        if pd.api.types.is_float_dtype(shown[column]):
+            shown[column] = [("" if np.isnan(v) else f"{v:+.2f}") for v in shown[column]]
+    return shown.to_string(index=False)
+
+
+def to_jsonl(table: pd.DataFrame) -> str:
+    """One JSON object per row; NaN becomes null."""
+    records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            table.to_csv(f, index=False)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

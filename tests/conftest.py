@@ -129,3 +129,31 @@ def _no_network_weights(monkeypatch):
     """Never reach the internet from a test: downloads go to an unroutable local port."""
     monkeypatch.setenv("CLIPDET_WEIGHTS_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main_command(checkpoint: Path, *args: str) -> list[str]:
+    """argv running main.py as a script in a fresh interpreter, with the tiny backbone
+    registered first (it exists only once registered)."""
+    import sys
+
+    config_json = checkpoint.parent / f"{TINY_MODEL}.json"
+    launcher = (
+        "import runpy, sys, open_clip; from clipdet.registry import register_backbone; "
+        f"open_clip.add_model_config({str(config_json)!r}); "
+        f"register_backbone({TINY_BACKBONE!r}, {TINY_MODEL!r}); "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    return [
+        sys.executable,
+        "-c",
+        launcher,
+        str(REPO / "main.py"),
+        *args,
+        "--backbone_weights",
+        str(checkpoint),
+        "--device",
+        "cpu",
+    ]

@@ -1,13 +1,12 @@
 """main.py end to end: reference flags, output layout, hostile inputs, exit codes."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_BACKBONE, TINY_MODEL, make_image
+from conftest import REPO, main_command, make_image
 from PIL import Image
 
 import main as cli
@@ -15,7 +14,6 @@ from clipdet import images as images_module
 from clipdet import score_images
 from clipdet.scoring import load_models
 
-REPO = Path(__file__).resolve().parent.parent
 CLIP_MODELS = "tiny_a,tiny_b"
 
 
@@ -216,20 +214,9 @@ def test_fusion_none_and_reference_command_line(
     """The reference's command line, run as a script, with --fusion none."""
     csv = write_csv(tmp_path / "l.csv", ["images/img1.png", "images/img2.png"])
     out = tmp_path / "r.csv"
-    config_json = tiny_clip_checkpoint.parent / f"{TINY_MODEL}.json"
-    # The tiny backbone exists only once registered, so register it, then run main.py as a script.
-    launcher = (
-        "import json, runpy, sys, open_clip; from clipdet.registry import register_backbone; "
-        f"open_clip.add_model_config({str(config_json)!r}); "
-        f"register_backbone({TINY_BACKBONE!r}, {TINY_MODEL!r}); "
-        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-    )
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            launcher,
-            str(REPO / "main.py"),
+        main_command(
+            tiny_clip_checkpoint,
             "--in_csv",
             str(csv),
             "--out_csv",
@@ -240,11 +227,7 @@ def test_fusion_none_and_reference_command_line(
             "tiny_a",
             "--fusion",
             "none",
-            "--device",
-            "cpu",
-            "--backbone_weights",
-            str(tiny_clip_checkpoint),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=300,
@@ -253,4 +236,4 @@ def test_fusion_none_and_reference_command_line(
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(out)
     assert list(table.columns) == ["filename", "tiny_a", "error"]
-    assert "scored 2 of 2 images" in proc.stderr
+    assert "2 scored, 0 failed" in proc.stderr

@@ -1,0 +1,99 @@
+"""Resumable runs: results are appended to a JSON-lines file beside the output as batches
+finish (flushed and fsynced, so a kill loses at most the batch in flight), and a resumed run
+skips the rows it already holds.
+
+The first line records the run's signature (input list, models and the fingerprints of their
+weights); a resume with another signature is refused. A torn last line (killed mid-write) is
+ignored and its image scored again.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class ResumeError(ValueError):
+    """A partial file that cannot be resumed (or must not be overwritten)."""
+
+
+def partial_path(out_path: str | os.PathLike) -> Path:
+    out = Path(out_path)
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def run_signature(paths: Sequence[str], models) -> dict:
+    """What must match for old results to be reused: the images and each model's weights."""
+    listing = hashlib.sha256("\n".join(paths).encode()).hexdigest()
+    fingerprints = {}
+    for m in models:
+        weights = Path(m.weights_path)
+        stat = weights.stat()
+        fingerprints[m.name] = {
+            "config": m.config.get("arch"),
+            "weights": f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}",
+            "backbone": m.detector.backbone_key,
+        }
+    return {"images": len(paths), "list_sha256": listing, "models": fingerprints}
+
+
+def load_partial(path: Path, signature: dict, n_models: int) -> dict[int, tuple[np.ndarray, str]]:
+    """Rows already scored in ``path`` for a run with ``signature``."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        header = json.loads(lines[0])["signature"] if lines else None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ResumeError(f"{path} is not a clipdet partial file") from e
+    if header != signature:
+        raise ResumeError(
+            f"{path} comes from a run with other images, models or weights; delete it to start over"
+        )
+    done = {}
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            row = json.loads(line)
+            scores = np.array([np.nan if s is None else s for s in row["scores"]], dtype=float)
+            if scores.shape != (n_models,):
+                raise ValueError("wrong number of scores")
+            done[int(row["index"])] = (scores, str(row["error"]))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("%s line %d is incomplete (run killed mid-write): ignored", path, number)
+    return done
+
+
+class PartialWriter:
+    """Appends results; each batch is flushed and fsynced."""
+
+    def __init__(self, path: Path, signature: dict, append: bool):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if append:
+            self._repair_tail()
+        self._file = open(path, "a" if append else "w", encoding="utf-8")
+        if not append:
+            self._file.write(json.dumps({"signature": signature}) + "\n")
+            self.flush()
+
+    def _repair_tail(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):  # cut a torn last line
+            with open(self.path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+
+    def write(self, index: int, filename: str, scores: np.ndarray, error: str) -> None:
+        values = [None if not np.isfinite(s) else float(s) for s in scores]
+        row = {"index": index, "filename": filename, "scores": values, "error": error}
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
