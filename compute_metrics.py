@@ -5,13 +5,21 @@ Same flags and tables as the reference code's compute_metrics.py:
 More metrics, confidence intervals, plots and formats:
     python compute_metrics.py -i list.csv -o results.csv --metrics auc,ap,eer,pd_fpr5,cllr \
         --ci 0.95 --plot plots/ --save_tab table.md --format md
+Clean vs laundered (see launder.py):
+    python compute_metrics.py -i test.csv -o scores.csv --compare laundered/list.csv,l_scores.csv
 """
 
 import argparse
 import logging
 import sys
 
-from clipdet.metrics import METRICS, compute_metric_table, load_evaluation_data, parse_metric_names
+from clipdet.metrics import (
+    METRICS,
+    compare_tables,
+    compute_metric_table,
+    load_evaluation_data,
+    parse_metric_names,
+)
 from clipdet.reports import FORMATS, save_tables, to_text
 
 
@@ -29,12 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for --ci")
     p.add_argument(
+        "--compare",
+        default=None,
+        metavar="IN2,SCORES2",
+        help="a second labelled list and its scores (e.g. laundered copies): tables side by "
+        "side with the drop",
+    )
+    p.add_argument(
         "--plot",
         default=None,
         metavar="DIR",
         help="write ROC curves per typ and score histograms per model here",
     )
     return p
+
+
+def _load_comparison(spec: str):
+    parts = spec.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"--compare takes IN2,SCORES2 (two CSV files), got {spec!r}")
+    return load_evaluation_data(*parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.ci is not None and not 0 < args.ci < 1:
             raise ValueError(f"--ci must be in (0, 1), got {args.ci}")
         data = load_evaluation_data(args.in_csv, args.out_csv)
+        other = _load_comparison(args.compare) if args.compare else None
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     tables = {name: compute_metric_table(data, name, args.ci, args.n_boot) for name in names}
+    if other is not None:
+        tables = {
+            name: compare_tables(table, compute_metric_table(other, name))
+            for name, table in tables.items()
+        }
     print("\n\n".join(to_text(table) for table in tables.values()))
     if args.save_tab:
         save_tables(tables, args.save_tab, args.format)

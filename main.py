@@ -18,6 +18,7 @@ from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS, ERROR_COLUMN
 from clipdet.feature_cache import FeatureCache
 from clipdet.fusion import FUSIONS, NO_FUSION
 from clipdet.inputs import collect_images
+from clipdet.perturb import Perturbation
 from clipdet.resume import PartialWriter, ResumeError, load_partial, partial_path, run_signature
 from clipdet.scoring import (
     default_batch_size,
@@ -109,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="reuse CLIP features across runs (keyed by file content and backbone)",
     )
+    p.add_argument(
+        "--perturb",
+        default=None,
+        metavar="CHAIN",
+        help='impair images in memory before scoring, e.g. "jpeg:75,resize:0.5" or a preset '
+        "(see launder.py)",
+    )
+    p.add_argument("--perturb_seed", type=int, default=0, help="seed of --perturb's draws")
     p.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
     return p
@@ -128,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(
                 f"no model given; valid choices: {', '.join(available_models(args.weights_dir))}"
             )
+        perturbation = Perturbation(args.perturb, args.perturb_seed) if args.perturb else None
         filenames, paths = _read_inputs(args)
         out_path, fmt = _choose_output(args, len(paths))
         models = load_models(names, args.weights_dir, args.backbone_weights, device)
@@ -155,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
                 progress=not args.quiet,
                 feature_cache=FeatureCache(args.feature_cache) if args.feature_cache else None,
+                perturbation=perturbation,
             ),
             start=1,
         ):
@@ -221,7 +232,7 @@ def _open_partial(args, out_path, paths, models):
     if out_path is None:
         return {}, None
     partial = partial_path(out_path)
-    signature = run_signature(paths, models)
+    signature = run_signature(paths, models) | {"perturb": [args.perturb, args.perturb_seed]}
     if args.resume and partial.exists():
         return load_partial(partial, signature, len(models)), PartialWriter(
             partial, signature, True

@@ -3,7 +3,7 @@ distinct preprocessing applied once, each backbone run once per batch, with an o
 content-keyed feature cache for frozen backbones."""
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,11 +45,12 @@ class _Item:
 
 
 class _ImageDataset(Dataset):
-    def __init__(self, paths, transforms, groups: list[FeatureGroup], cache: FeatureCache | None):
+    def __init__(self, paths, transforms, groups, cache: FeatureCache | None, perturbation=None):
         self.paths = list(paths)
         self.transforms = transforms
         self.groups = groups
         self.cache = cache if any(g.namespace for g in groups) else None
+        self.perturbation = perturbation
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -67,6 +68,8 @@ class _ImageDataset(Dataset):
             needed = {g.transform_key for g in self.groups if g.key not in item.cached}
             if needed:
                 image = load_rgb(self.paths[index])
+                if self.perturbation is not None:
+                    image = self.perturbation(image, index).image
                 item.tensors = {key: self.transforms[key](image) for key in needed}
         except Exception as e:  # one bad file must not stop the batch
             item.error = describe_error(e)
@@ -95,15 +98,21 @@ def iter_batch_features(
     num_workers: int = 0,
     cache: FeatureCache | None = None,
     progress: bool = False,
+    perturbation: Callable | None = None,
 ) -> Iterator[BatchFeatures]:
-    """Yield the features of every group, batch by batch, in input order."""
+    """Yield the features of every group, batch by batch, in input order. ``perturbation``
+    (see perturb.py) impairs each decoded image before preprocessing; the feature cache, keyed
+    by file content, is then not used."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if perturbation is not None and cache is not None:
+        logger.warning("feature cache not used: images are perturbed in memory")
+        cache = None
     device = torch.device(device)
     for g in groups:
         g.namespace = cache.register(g.identity, g.num_features) if cache and g.identity else None
     loader = DataLoader(
-        _ImageDataset(paths, transforms, list(groups), cache),
+        _ImageDataset(paths, transforms, list(groups), cache, perturbation),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=list,

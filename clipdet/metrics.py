@@ -233,3 +233,16 @@ def _column_order(types: list[str], ci: float | None) -> list[str]:
     if not ci:
         return list(types)
     return [c for t in types for c in (t, f"{t}_lo", f"{t}_hi")]
+
+
+def compare_tables(clean: pd.DataFrame, other: pd.DataFrame, label: str = "laundered"):
+    """Side by side per model and typ: ``<typ>:clean``, ``<typ>:<label>``, ``<typ>:drop``
+    (clean minus other), for the models and typs both tables have."""
+    models = [m for m in clean.index if m in other.index]
+    columns = [c for c in clean.columns if c in other.columns and not c.endswith(("_lo", "_hi"))]
+    out = pd.DataFrame(index=pd.Index(models, name=clean.index.name))
+    for c in columns:
+        out[f"{c}:clean"] = clean.loc[models, c]
+        out[f"{c}:{label}"] = other.loc[models, c]
+        out[f"{c}:drop"] = out[f"{c}:clean"] - out[f"{c}:{label}"]
+    return out

@@ -80,12 +80,21 @@ def iter_scores(
     num_workers: int = 0,
     progress: bool = False,
     feature_cache: FeatureCache | None = None,
+    perturbation=None,
 ) -> Iterator[ImageResult]:
     """Score ``paths`` with every model, yielding results batch by batch in input order."""
     groups, group_of_model = feature_groups(models)
     transforms = {m.transform_key: m.transform for m in models}
     for batch in iter_batch_features(
-        groups, transforms, paths, device, batch_size, num_workers, feature_cache, progress
+        groups,
+        transforms,
+        paths,
+        device,
+        batch_size,
+        num_workers,
+        feature_cache,
+        progress,
+        perturbation,
     ):
         scores = {i: np.full(len(models), np.nan) for i in batch.indices}
         for column, (model, key) in enumerate(zip(models, group_of_model, strict=True)):
