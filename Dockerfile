@@ -12,7 +12,7 @@ COPY clipdet/ clipdet/
 COPY networks/ networks/
 COPY configs/ configs/
 COPY weights/ weights/
-COPY main.py compute_metrics.py ./
+COPY main.py compute_metrics.py train.py launder.py ./
 
 VOLUME ["/app/weights"]
 ENTRYPOINT ["python", "main.py"]
