@@ -88,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", "-d", default=None, help="torch device (default: cuda:0 or cpu)")
     p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        help="backbone weights' precision (auto: bf16 on CUDA or a CPU with native bf16)",
+    )
+    p.add_argument(
+        "--tile_size",
+        type=int,
+        default=None,
+        help="full-resolution models run on overlapping tiles of this core size in pixels "
+        "(default 512; 0: whole image), giving the same LLR with bounded memory",
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the backbones (long GPU runs)"
+    )
+    p.add_argument(
         "--batch_size",
         type=int,
         default=None,
@@ -140,7 +156,15 @@ def main(argv: list[str] | None = None) -> int:
         perturbation = Perturbation(args.perturb, args.perturb_seed) if args.perturb else None
         filenames, paths = _read_inputs(args)
         out_path, fmt = _choose_output(args, len(paths))
-        models = load_models(names, args.weights_dir, args.backbone_weights, device)
+        models = load_models(
+            names,
+            args.weights_dir,
+            args.backbone_weights,
+            device,
+            args.precision,
+            args.tile_size,
+            args.compile,
+        )
         done, writer = _open_partial(args, out_path, paths, models)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -57,6 +57,7 @@ def main() -> None:
             models,
             args.batch_size,
             args.num_workers,
+            "fp32",
             *images,
         )
         deviation = float(np.max(np.abs(np.asarray(ref["llrs"]) - np.asarray(ours["llrs"]))))

@@ -1,5 +1,5 @@
 """clipdet's scoring path, timed: python benchmarks/clipdet_flow.py CHECKPOINT WEIGHTS_DIR MODELS
-BATCH_SIZE NUM_WORKERS IMAGE...   Prints one JSON line like reference_flow.py."""
+BATCH_SIZE NUM_WORKERS PRECISION IMAGE...   Prints one JSON line like reference_flow.py."""
 
 import json
 import sys
@@ -13,8 +13,10 @@ from clipdet.scoring import iter_scores, load_models
 
 def main() -> None:
     t0 = time.perf_counter()
-    checkpoint, weights_dir, models, batch_size, num_workers, *images = sys.argv[1:]
-    loaded = load_models(models.split(","), weights_dir, backbone_weights=checkpoint)
+    checkpoint, weights_dir, models, batch_size, num_workers, precision, *images = sys.argv[1:]
+    loaded = load_models(
+        models.split(","), weights_dir, backbone_weights=checkpoint, precision=precision
+    )
     startup = time.perf_counter() - t0
     results = list(
         iter_scores(loaded, images, batch_size=int(batch_size), num_workers=int(num_workers))

@@ -1,19 +1,26 @@
 """clipdet: batch detection of AI-generated images with frozen CLIP features and linear heads."""
 
+import importlib
+
 __version__ = "0.1.0"
 
-from .factory import BackboneCache, LoadedModel, create_detector  # noqa: E402
-from .fusion import apply_fusion  # noqa: E402
-from .registry import register_backbone  # noqa: E402
-from .scoring import iter_scores, load_models, score_images  # noqa: E402
+# Public API, imported on first use (keeps `import networks` and `import clipdet` independent
+# of which comes first).
+_API = {
+    "BackboneCache": "factory",
+    "LoadedModel": "factory",
+    "create_detector": "factory",
+    "apply_fusion": "fusion",
+    "register_backbone": "registry",
+    "iter_scores": "scoring",
+    "load_models": "scoring",
+    "score_images": "scoring",
+    "train_detector": "training",
+}
+__all__ = list(_API)
 
-__all__ = [
-    "BackboneCache",
-    "LoadedModel",
-    "apply_fusion",
-    "create_detector",
-    "iter_scores",
-    "load_models",
-    "register_backbone",
-    "score_images",
-]
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'clipdet' has no attribute {name!r}")

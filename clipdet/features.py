@@ -76,6 +76,10 @@ class _ImageDataset(Dataset):
         return item
 
 
+def backbone_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
 def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".replace("\n", " ")
 
@@ -109,8 +113,9 @@ def iter_batch_features(
         logger.warning("feature cache not used: images are perturbed in memory")
         cache = None
     device = torch.device(device)
-    for g in groups:
-        g.namespace = cache.register(g.identity, g.num_features) if cache and g.identity else None
+    for g in groups:  # the weights' dtype is part of the features' identity
+        identity = f"{g.identity}|{backbone_dtype(g.backbone)}"
+        g.namespace = cache.register(identity, g.num_features) if cache and g.identity else None
     loader = DataLoader(
         _ImageDataset(paths, transforms, list(groups), cache, perturbation),
         batch_size=batch_size,
@@ -143,7 +148,8 @@ def _batch_features(batch: list[_Item], groups, device, cache) -> BatchFeatures:
         todo = [item for item in ok if g.key not in item.cached]
         for chunk in _stack(todo, g.transform_key):
             try:
-                out = g.backbone(chunk[1].to(device, non_blocking=True)).float()
+                x = chunk[1].to(device, dtype=backbone_dtype(g.backbone), non_blocking=True)
+                out = g.backbone(x).float()
             except RuntimeError as e:  # e.g. out of memory on one huge image
                 logger.debug("backbone failure", exc_info=True)
                 for item in chunk[0]:

@@ -32,20 +32,64 @@ def default_num_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype:
+    """``auto``: bf16 on CUDA and on CPUs with native bf16, fp32 otherwise."""
+    if precision == "auto":
+        native = torch.device(device).type == "cuda" or cpu_has_native_bf16()
+        precision = "bf16" if native else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"unknown precision {precision!r}; valid choices: auto, {', '.join(PRECISIONS)}"
+        )
+    return PRECISIONS[precision]
+
+
 def load_models(
     names: Sequence[str],
     weights_dir: str | os.PathLike = "weights",
     backbone_weights: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    tile_size: int | None = None,
+    compile: bool = False,
 ) -> list[LoadedModel]:
-    """Build every named model on ``device``; heads on one backbone share it."""
+    """Build every named model on ``device``; heads on one backbone share it. Backbones take
+    the ``precision``'s dtype as their weights (on CPU, converting the weights is what makes
+    bf16 fast: autocast is slower there); heads stay fp32. ``tile_size`` sets the core tile of
+    full-resolution networks (0: never tile; None: their default). ``compile`` wraps each
+    backbone's forward with ``torch.compile`` (worth it for long GPU runs)."""
     if len(set(names)) != len(names):
         raise ValueError(f"a model is named twice in {', '.join(names)}")
+    dtype = resolve_precision(precision, device)
     cache = BackboneCache(backbone_weights)
     models = [create_detector(name, weights_dir, cache) for name in names]
     for model in models:
         model.detector.to(device)
+        model.detector.backbone.to(dtype)
+        if tile_size is not None and hasattr(model.detector.backbone, "tile_size"):
+            model.detector.backbone.tile_size = tile_size
+        if device_type(device) == "cuda" and not model.detector.frozen_backbone:
+            model.detector.backbone.to(memory_format=torch.channels_last)
+    if compile:
+        for backbone in {id(m.detector.backbone): m.detector.backbone for m in models}.values():
+            backbone.compile()
     return models
+
+
+def device_type(device: str | torch.device) -> str:
+    return torch.device(device).type
 
 
 def feature_groups(models: Sequence[LoadedModel]) -> tuple[list[FeatureGroup], list[str]]:
@@ -119,11 +163,12 @@ def score_images(
     backbone_weights: str | os.PathLike | None = None,
     feature_cache: str | os.PathLike | None = None,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """Score image files; returns a DataFrame with ``filename``, one LLR column per model,
     ``fusion`` (unless ``fusion`` is None or "none") and ``error`` (empty when fine)."""
     device = device or default_device()
-    loaded = load_models(models, weights_dir, backbone_weights, device)
+    loaded = load_models(models, weights_dir, backbone_weights, device, precision)
     paths = [str(p) for p in paths]
     scores = np.full((len(paths), len(loaded)), np.nan)
     errors = [""] * len(paths)

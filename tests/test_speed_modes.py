@@ -1,0 +1,79 @@
+"""Precision modes and tiled full-resolution inference."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_image
+from torchvision.models import resnet50
+
+from clipdet import score_images
+from clipdet.scoring import resolve_precision
+from networks import ResNetNoDownFeatures
+from networks.resnet_nodown import receptive_field
+
+
+def test_precision_names():
+    assert resolve_precision("bf16", "cpu") == torch.bfloat16
+    assert resolve_precision("auto", "cuda:0") == torch.bfloat16
+    assert resolve_precision("auto", "cpu") in (torch.bfloat16, torch.float32)
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_bf16_weights_give_close_llrs(tmp_path, weights_dir, tiny_clip_checkpoint):
+    paths = [make_image(tmp_path / f"{i}.png", size=(90, 70), seed=i) for i in range(4)]
+    common = dict(
+        models=["tiny_a", "tiny_b"],
+        weights_dir=weights_dir,
+        device="cpu",
+        num_workers=0,
+        backbone_weights=tiny_clip_checkpoint,
+    )
+    fp32 = score_images(paths, **common)
+    bf16 = score_images(paths, precision="bf16", **common)
+    assert bf16["error"].eq("").all()
+    deviation = np.abs(
+        fp32[["tiny_a", "tiny_b"]].to_numpy() - bf16[["tiny_a", "tiny_b"]].to_numpy()
+    )
+    assert 0 < deviation.max() < 0.25  # bf16 has ~3 significant digits
+
+
+def _trunk(tile):
+    torch.manual_seed(0)
+    state = {k: v for k, v in resnet50().state_dict().items() if not k.startswith("fc.")}
+    trunk = ResNetNoDownFeatures(tile_size=tile)
+    trunk.load_state_dict(state, assign=True)
+    return trunk.eval()
+
+
+def test_receptive_field_and_margin():
+    trunk = _trunk(64)
+    assert receptive_field(trunk) == (113, 8)
+    assert trunk.margin % 8 == 0 and trunk.margin >= 113 // 2
+
+
+@pytest.mark.parametrize("size", [(300, 260), (257, 411), (199, 203)])
+def test_tiled_features_equal_untiled(size):
+    trunk = _trunk(64)
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        tiled = trunk(x)
+        trunk.tile_size = 0
+        whole = trunk(x)
+    torch.testing.assert_close(tiled, whole, atol=1e-3, rtol=1e-5)
+
+
+def test_small_images_are_not_tiled(monkeypatch):
+    trunk = _trunk(512)
+    calls = []
+    monkeypatch.setattr(trunk, "_tiled", lambda *a: calls.append(a))
+    with torch.no_grad():
+        trunk(torch.randn(1, 3, 100, 120))
+    assert calls == []
+
+
+def test_tile_size_flag_reaches_full_resolution_models(tmp_path, weights_dir):
+    from clipdet.scoring import load_models
+
+    (model,) = load_models(["res_tiny"], weights_dir, tile_size=128)
+    assert model.detector.backbone.tile_size == 128
