@@ -44,6 +44,7 @@ EXIT_FAILED_ROWS = 1
 EXIT_FATAL = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_OUT_CSV = "./results.csv"
+NOT_SCORED = "not scored: run interrupted"
 SCREEN_ROWS = 20  # up to this many images given as paths print a table by default
 
 
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FATAL
 
     scores = np.full((len(paths), len(models)), np.nan)
-    errors = ["not scored: run interrupted"] * len(paths)
+    errors = [NOT_SCORED] * len(paths)
     for index, (row_scores, error) in done.items():
         scores[index], errors[index] = row_scores, error
     todo = [i for i in range(len(paths)) if i not in done]
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
                 progress=not args.quiet,
                 feature_cache=FeatureCache(args.feature_cache) if args.feature_cache else None,
-                perturbation=perturbation,
+                perturbation=perturbation.for_rows(todo) if perturbation else None,
             ),
             start=1,
         ):
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         _write_output(table, names, out_path, fmt, args.threshold)
     _report(table, names, out_path, args.threshold)
     if interrupted:
-        scored = len(paths) - errors.count("not scored: run interrupted")
+        scored = len(paths) - errors.count(NOT_SCORED)
         print(
             f"interrupted after {scored} of {len(paths)} images; unscored rows are marked in "
             f"the error column. Continue with:\n  {shlex.join(['python', 'main.py', *argv])}"

@@ -15,17 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from .weights import sha256_of
 
-_CHUNK = 1 << 20
+logger = logging.getLogger(__name__)
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """sha256 of the file's bytes: the cache key of an image."""
+    return sha256_of(path)
 
 
 def namespace_for(identity: str) -> str:

@@ -1,7 +1,6 @@
 """Few-shot training of a detector head on frozen CLIP features (the paper's recipe), saved in
 the reference layout so that both clipdet and the reference code load it."""
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from .features import extract_features
 from .heads import LinearSVMHead
 from .metrics import REAL
 from .tables import read_image_list
-from .weights import write_atomic
+from .weights import sha256_of, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +71,6 @@ def compute_features(images: LabelledImages, group, transform, **kwargs) -> Feat
         examples = [f"{n}: {e}" for n, e in zip(images.filenames, errors, strict=True) if e][:3]
         logger.warning("%d unreadable images skipped, e.g. %s", skipped, "; ".join(examples))
     return result
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def train_detector(
@@ -133,7 +128,7 @@ def train_detector(
         "cv_folds": head.n_splits_,
         "calibration": head.calibration_,
         "train_list": str(Path(in_csv)),
-        "train_list_sha256": file_sha256(in_csv),
+        "train_list_sha256": sha256_of(in_csv),
     }
     if val_csv is not None:
         metadata["validation"] = _validate(
