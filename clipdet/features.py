@@ -43,6 +43,11 @@ class _Item:
     digest: str | None
     error: str
 
+    def pin_memory(self) -> "_Item":
+        """Called by the DataLoader (pin_memory=True on CUDA) for fast non-blocking copies."""
+        self.tensors = {key: t.pin_memory() for key, t in self.tensors.items()}
+        return self
+
 
 class _ImageDataset(Dataset):
     def __init__(self, paths, transforms, groups, cache: FeatureCache | None, perturbation=None):
