@@ -44,7 +44,7 @@ class BackboneCache:
         key = f"{spec.model}|{self._weights_identity(spec)}|{layer}"
         if key not in self._modules:
             self._modules[key] = create_openclip_features(
-                get_backbone(backbone), next_to_last=next_to_last, checkpoint=self.backbone_weights
+                spec, next_to_last=next_to_last, checkpoint=self.backbone_weights
             )
         return key, self._modules[key]
 
@@ -110,5 +110,4 @@ def create_frozen_feature_group(
         )
     key = transform_key(patch_size, norm_type)
     identity, backbone = (backbone_cache or BackboneCache()).get(spec.backbone, spec.next_to_last)
-    group = FeatureGroup(backbone, key, backbone.num_features, identity=f"{identity}|{key}")
-    return group, make_transform(patch_size, norm_type)
+    return FeatureGroup.frozen(backbone, identity, key), make_transform(patch_size, norm_type)

@@ -7,22 +7,17 @@ the wrong shape or holds non-finite values is deleted and recomputed, never trus
 """
 
 import hashlib
+import io
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .weights import sha256_of
+from .weights import write_atomic
 
 logger = logging.getLogger(__name__)
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of the file's bytes: the cache key of an image."""
-    return sha256_of(path)
 
 
 def namespace_for(identity: str) -> str:
@@ -73,12 +68,7 @@ class FeatureCache:
     def put(self, namespace: str, digest: str, features: np.ndarray) -> None:
         path = self._path(namespace, digest)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(features, dtype=np.float32))
-            os.replace(tmp, path)
-            self.writes += 1
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(features, dtype=np.float32))
+        write_atomic(path, buffer.getvalue())
+        self.writes += 1

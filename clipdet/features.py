@@ -12,9 +12,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .feature_cache import FeatureCache, file_digest
+from .feature_cache import FeatureCache
 from .images import load_rgb
 from .preprocess import ImageTransform, is_full_resolution
+from .weights import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,13 @@ class FeatureGroup:
     num_features: int
     identity: str | None = None
     namespace: str | None = field(default=None, init=False)
+
+    @classmethod
+    def frozen(cls, backbone: nn.Module, backbone_key: str, transform_key: str) -> "FeatureGroup":
+        """A pretrained, shared backbone: its features are cacheable under its identity."""
+        return cls(
+            backbone, transform_key, backbone.num_features, f"{backbone_key}|{transform_key}"
+        )
 
     @property
     def key(self) -> str:
@@ -64,7 +72,7 @@ class _ImageDataset(Dataset):
         item = _Item(index, {}, {}, None, "")
         try:
             if self.cache is not None:
-                item.digest = file_digest(self.paths[index])
+                item.digest = sha256_of(self.paths[index])  # content key
                 for g in self.groups:
                     if g.namespace:
                         found = self.cache.get(g.namespace, item.digest, g.num_features)

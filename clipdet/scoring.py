@@ -80,16 +80,12 @@ def load_models(
         model.detector.backbone.to(dtype)
         if tile_size is not None and hasattr(model.detector.backbone, "tile_size"):
             model.detector.backbone.tile_size = tile_size
-        if device_type(device) == "cuda" and not model.detector.frozen_backbone:
+        if torch.device(device).type == "cuda" and not model.detector.frozen_backbone:
             model.detector.backbone.to(memory_format=torch.channels_last)
     if compile:
         for backbone in {id(m.detector.backbone): m.detector.backbone for m in models}.values():
             backbone.compile()
     return models
-
-
-def device_type(device: str | torch.device) -> str:
-    return torch.device(device).type
 
 
 def feature_groups(models: Sequence[LoadedModel]) -> tuple[list[FeatureGroup], list[str]]:
@@ -98,12 +94,10 @@ def feature_groups(models: Sequence[LoadedModel]) -> tuple[list[FeatureGroup], l
     keys = []
     for m in models:
         d = m.detector
-        group = FeatureGroup(
-            backbone=d.backbone,
-            transform_key=m.transform_key,
-            num_features=d.fc.in_features,
-            identity=f"{d.backbone_key}|{m.transform_key}" if d.frozen_backbone else None,
-        )
+        if d.frozen_backbone:
+            group = FeatureGroup.frozen(d.backbone, d.backbone_key, m.transform_key)
+        else:
+            group = FeatureGroup(d.backbone, m.transform_key, d.fc.in_features)
         groups.setdefault(group.key, group)
         keys.append(group.key)
     return list(groups.values()), keys

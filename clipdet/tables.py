@@ -2,7 +2,6 @@
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pandas as pd
 
 from .constants import ERROR_COLUMN, FILENAME_COLUMN, FUSION_COLUMN
 from .fusion import NO_FUSION, apply_fusion
+from .weights import write_atomic
 
 
 def read_image_list(in_csv: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -91,14 +91,8 @@ def to_jsonl(table: pd.DataFrame) -> str:
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, text.encode("utf-8"))
     return path
