@@ -7,12 +7,17 @@ More metrics, confidence intervals, plots and formats:
         --ci 0.95 --plot plots/ --save_tab table.md --format md
 Clean vs laundered (see launder.py):
     python compute_metrics.py -i test.csv -o scores.csv --compare laundered/list.csv,l_scores.csv
+Open-set attribution models (train.py --task attribution), generators held out of training:
+    python compute_metrics.py --task attribution -i test.csv -o scores.csv \
+        --unknown midjourney-v5,firefly --plot plots/
 """
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
+from clipdet.attribution_metrics import evaluate_attribution
 from clipdet.metrics import (
     METRICS,
     compare_tables,
@@ -20,11 +25,19 @@ from clipdet.metrics import (
     load_evaluation_data,
     parse_metric_names,
 )
-from clipdet.reports import FORMATS, save_tables, to_text
+from clipdet.reports import FORMATS, save_attribution_table, save_tables, to_text
+from clipdet.tables import write_csv_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--task",
+        choices=("detection", "attribution"),
+        default="detection",
+        help="detection: metric tables per generator; attribution: closed- and open-set "
+        "figures of attribution models",
+    )
     p.add_argument("--in_csv", "-i", required=True, help="CSV with 'filename' and 'typ' columns")
     p.add_argument("--out_csv", "-o", default="./results.csv", help="scores CSV from main.py")
     p.add_argument(
@@ -47,7 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot",
         default=None,
         metavar="DIR",
-        help="write ROC curves per typ and score histograms per model here",
+        help="write ROC curves per typ and score histograms per model here (attribution: "
+        "confusion matrices, PNG and CSV)",
+    )
+    p.add_argument(
+        "--unknown",
+        default="",
+        metavar="TYP,...",
+        help="attribution: generators held out of training (their images should be 'unknown')",
     )
     return p
 
@@ -62,7 +82,11 @@ def _load_comparison(spec: str):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.task == "attribution":
+        return _attribution(args)
     try:
+        if args.unknown:
+            raise ValueError("--unknown applies to --task attribution")
         names = parse_metric_names(args.metrics)
         if args.ci is not None and not 0 < args.ci < 1:
             raise ValueError(f"--ci must be in (0, 1), got {args.ci}")
@@ -85,6 +109,32 @@ def main(argv: list[str] | None = None) -> int:
 
         written = plot_roc_curves(data, args.plot) + plot_score_histograms(data, args.plot)
         print(f"wrote {len(written)} plots to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _attribution(args) -> int:
+    unknown = [t.strip() for t in args.unknown.split(",") if t.strip()]
+    try:
+        if args.compare or args.ci is not None or args.metrics != "auc":
+            raise ValueError("--compare, --ci and --metrics apply to --task detection")
+        result = evaluate_attribution(args.in_csv, args.out_csv, unknown)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(to_text(result.table))
+    for name, matrix in result.confusion.items():
+        print(f"\nconfusion matrix of {name} (rows: true typ, columns: decision)")
+        print(matrix.to_string())
+    if args.save_tab:
+        save_attribution_table(result.table, args.save_tab, args.format)
+    if args.plot:
+        from clipdet.plots import plot_confusion, safe_name
+
+        for name, matrix in result.confusion.items():
+            stem = Path(args.plot) / f"confusion_{safe_name(name)}"
+            write_csv_atomic(matrix.reset_index(), stem.with_suffix(".csv"))
+            plot_confusion(matrix, stem.with_suffix(".png"), f"Attribution by {name}")
+        print(f"wrote {len(result.confusion)} confusion matrices to {args.plot}", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Score images with one or more detectors: one LLR per model (> 0 means synthetic).
+"""Score images with one or more detectors: one LLR per model (> 0 means synthetic). Attribution
+models (train.py --task attribution) add the generator's name, or 'unknown', with probabilities.
 
 Quick forms:
     python main.py suspicious.jpg            # one image: a readable table on the terminal
@@ -12,8 +13,6 @@ import logging
 import shlex
 import sys
 
-import numpy as np
-
 from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS, ERROR_COLUMN
 from clipdet.feature_cache import FeatureCache
 from clipdet.fusion import FUSIONS, NO_FUSION
@@ -21,6 +20,7 @@ from clipdet.inputs import collect_images
 from clipdet.perturb import Perturbation
 from clipdet.resume import PartialWriter, ResumeError, load_partial, partial_path, run_signature
 from clipdet.scoring import (
+    ResultTable,
     default_batch_size,
     default_device,
     default_num_workers,
@@ -29,7 +29,6 @@ from clipdet.scoring import (
 )
 from clipdet.tables import (
     add_verdicts,
-    build_table,
     decision_scores,
     format_for_terminal,
     read_image_list,
@@ -171,10 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FATAL
 
-    scores = np.full((len(paths), len(models)), np.nan)
-    errors = [NOT_SCORED] * len(paths)
-    for index, (row_scores, error) in done.items():
-        scores[index], errors[index] = row_scores, error
+    results = ResultTable(models, len(paths), error=NOT_SCORED)
+    for index, result in done.items():
+        results.set(index, result)
     todo = [i for i in range(len(paths)) if i not in done]
     if done:
         logger.info("resuming: %d of %d images already scored", len(done), len(paths))
@@ -194,10 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             ),
             start=1,
         ):
-            index = todo[result.index]
-            scores[index], errors[index] = result.scores, result.error
+            result.index = todo[result.index]
+            results.set(result.index, result)
             if writer:
-                writer.write(index, filenames[index], result.scores, result.error)
+                writer.write(filenames[result.index], result)
                 if count % batch_size == 0:
                     writer.flush()
     except KeyboardInterrupt:
@@ -206,12 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         if writer:
             writer.flush()
             writer.close()
-        fusion = None if args.fusion == NO_FUSION else args.fusion
-        table = build_table(filenames, names, scores, errors, fusion)
-        _write_output(table, names, out_path, fmt, args.threshold)
-    _report(table, names, out_path, args.threshold)
+        table = results.to_frame(filenames, None if args.fusion == NO_FUSION else args.fusion)
+        _write_output(table, results.detector_names, out_path, fmt, args.threshold)
+    _report(table, results.detector_names, out_path, args.threshold)
     if interrupted:
-        scored = len(paths) - errors.count(NOT_SCORED)
+        scored = len(paths) - results.errors.count(NOT_SCORED)
         print(
             f"interrupted after {scored} of {len(paths)} images; unscored rows are marked in "
             f"the error column. Continue with:\n  {shlex.join(['python', 'main.py', *argv])}"
@@ -221,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     if writer:
         writer.path.unlink(missing_ok=True)
-    failed = sum(bool(e) for e in errors)
+    failed = sum(bool(e) for e in results.errors)
     return EXIT_FAILED_ROWS if args.strict and failed else 0
 
 
@@ -259,9 +256,7 @@ def _open_partial(args, out_path, paths, models):
     partial = partial_path(out_path)
     signature = run_signature(paths, models) | {"perturb": [args.perturb, args.perturb_seed]}
     if args.resume and partial.exists():
-        return load_partial(partial, signature, len(models)), PartialWriter(
-            partial, signature, True
-        )
+        return load_partial(partial, signature, models), PartialWriter(partial, signature, True)
     if partial.exists():
         raise ResumeError(
             f"an interrupted run left {partial}: add --resume to continue it, or delete it"
@@ -285,11 +280,15 @@ def _write_output(table, names, out_path, fmt, threshold) -> None:
 
 def _report(table, names, out_path, threshold) -> None:
     failed = table[table[ERROR_COLUMN] != ""]
-    flagged = int((decision_scores(table, names) > threshold).sum())
+    score = decision_scores(table, names)
+    flagged = (
+        ""
+        if score is None
+        else f", {int((score > threshold).sum())} flagged as synthetic (score > {threshold:g})"
+    )
     where = f" -> {out_path}" if out_path else ""
     print(
-        f"{len(table) - len(failed)} scored, {len(failed)} failed, {flagged} flagged as "
-        f"synthetic (score > {threshold:g}){where}",
+        f"{len(table) - len(failed)} scored, {len(failed)} failed{flagged}{where}",
         file=sys.stderr,
     )
     for name, error in list(zip(failed.iloc[:, 0], failed[ERROR_COLUMN], strict=True))[:20]:

@@ -29,6 +29,11 @@ def main() -> None:
                 "total_s": total,
                 "peak_rss_mb": peak_rss_mb(),
                 "llrs": np.asarray([r.scores for r in results]).tolist(),
+                "logits": {
+                    m.name: np.asarray([r.logits[m.name] for r in results]).tolist()
+                    for m in loaded
+                    if m.attribution is not None
+                },
                 "errors": [r.error for r in results if r.error],
             }
         )

@@ -73,3 +73,31 @@ def make_head(folder: Path, name: str, seed: int, dim: int = 1024) -> None:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_attribution_head(
+    folder: Path, name: str, seed: int, classes, block=None, dim: int = 1024
+) -> None:
+    """A random attribution model folder on the ViT-L/14 backbone (``block``: CLS features of
+    that transformer block)."""
+    import yaml
+
+    g = torch.Generator().manual_seed(seed)
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    config = {
+        "arch": "opencliplinearnext_clipL14commonpool",
+        "model_name": name,
+        "norm_type": "clip",
+        "patch_size": "Clip224",
+        "weights_file": "weights.pth",
+        "task": "attribution",
+        "classes": list(classes),
+        "block": block,
+        "open_set": {"score": "energy", "threshold": 0.0},
+    }
+    (folder / name / "config.yaml").write_text(yaml.safe_dump(config))
+    state = {
+        "fc.weight": torch.randn(len(classes), dim, generator=g) * 5,
+        "fc.bias": torch.zeros(len(classes)),
+    }
+    torch.save({"model": state}, folder / name / "weights.pth")

@@ -16,6 +16,9 @@ _API = {
     "load_models": "scoring",
     "score_images": "scoring",
     "train_detector": "training",
+    "train_attributor": "training",
+    "evaluate_attribution": "attribution_metrics",
+    "split_open_set": "splits",
 }
 __all__ = list(_API)
 

@@ -1,4 +1,5 @@
-"""One factory: model name -> Detector built from `<weights_dir>/<name>/config.yaml`."""
+"""One factory: model name -> Detector (or Attributor) built from
+`<weights_dir>/<name>/config.yaml`."""
 
 import logging
 import os
@@ -7,8 +8,15 @@ from pathlib import Path
 
 from torch import nn
 
-from networks import Detector, ResNetNoDownFeatures, create_openclip_features, parse_arch
+from networks import (
+    Attributor,
+    Detector,
+    ResNetNoDownFeatures,
+    create_openclip_features,
+    parse_arch,
+)
 
+from .attribution import AttributionSpec
 from .features import FeatureGroup
 from .preprocess import ImageTransform, make_transform, transform_key
 from .registry import get_backbone
@@ -27,6 +35,11 @@ class LoadedModel:
     transform: ImageTransform
     config: dict
     weights_path: Path
+    attribution: AttributionSpec | None = None  # set for attribution models
+
+    @property
+    def task(self) -> str:
+        return "detection" if self.attribution is None else "attribution"
 
 
 class BackboneCache:
@@ -36,17 +49,26 @@ class BackboneCache:
         self.backbone_weights = backbone_weights
         self._modules: dict[str, nn.Module] = {}
 
-    def get(self, backbone: str, next_to_last: bool) -> tuple[str, nn.Module]:
+    def get(
+        self, backbone: str, next_to_last: bool, block: int | None = None
+    ) -> tuple[str, nn.Module]:
         """(identity, module): the identity names model, weights and layer, e.g.
-        ``ViT-L-14|commonpool_xl_s13b_b90k|next_to_last``; it also keys the feature cache."""
+        ``ViT-L-14|commonpool_xl_s13b_b90k|next_to_last``; it also keys the feature cache.
+        With ``block`` K the layer is the CLS token of transformer block K, read from the same
+        (next-to-last) module, so that those features come from the detectors' pass."""
         spec = get_backbone(backbone)
-        layer = "next_to_last" if next_to_last else "projected"
-        key = f"{spec.model}|{self._weights_identity(spec)}|{layer}"
+        base = f"{spec.model}|{self._weights_identity(spec)}"
+        if block is not None:
+            next_to_last = True
+        key = f"{base}|{'next_to_last' if next_to_last else 'projected'}"
         if key not in self._modules:
             self._modules[key] = create_openclip_features(
                 spec, next_to_last=next_to_last, checkpoint=self.backbone_weights
             )
-        return key, self._modules[key]
+        module = self._modules[key]
+        if block is None:
+            return key, module
+        return f"{base}|block{module.check_block(block)}", module
 
     def _weights_identity(self, spec) -> str:
         if not self.backbone_weights:
@@ -71,7 +93,16 @@ def create_detector(
     key = transform_key(config["patch_size"], config["norm_type"])
     weights_path = resolve_weights_file(name, config, weights_dir)
     state = load_state_dict(weights_path)
-    if arch.family == "openclip":
+    attribution = AttributionSpec.from_config(config) if "task" in config else None
+    if attribution is not None:
+        if arch.family != "openclip":
+            raise ValueError(f"model {name!r}: attribution models need an opencliplinear* arch")
+        cache = backbone_cache or BackboneCache()
+        block = attribution.block
+        backbone_key, backbone = cache.get(arch.backbone, arch.next_to_last, block)
+        width = backbone.num_features if block is None else backbone.block_width
+        detector = Attributor(backbone, width, backbone_key, attribution.classes, block)
+    elif arch.family == "openclip":
         cache = backbone_cache or BackboneCache()
         backbone_key, backbone = cache.get(arch.backbone, arch.next_to_last)
         detector = Detector(backbone, backbone.num_features, backbone_key, frozen_backbone=True)
@@ -91,6 +122,7 @@ def create_detector(
         transform=make_transform(config["patch_size"], config["norm_type"]),
         config=config,
         weights_path=Path(weights_path),
+        attribution=attribution,
     )
 
 
@@ -99,9 +131,10 @@ def create_frozen_feature_group(
     norm_type: str = "clip",
     patch_size="Clip224",
     backbone_cache: BackboneCache | None = None,
+    block: int | None = None,
 ) -> tuple[FeatureGroup, ImageTransform]:
     """The frozen CLIP backbone of an ``opencliplinear*`` arch with its preprocessing, for
-    training heads on its features."""
+    training heads on its features (``block`` K: the CLS token of transformer block K)."""
     spec = parse_arch(arch)
     if spec.family != "openclip":
         raise ValueError(
@@ -109,5 +142,9 @@ def create_frozen_feature_group(
             f"opencliplinearnext_<backbone> or opencliplinear_<backbone>, got {arch!r}"
         )
     key = transform_key(patch_size, norm_type)
-    identity, backbone = (backbone_cache or BackboneCache()).get(spec.backbone, spec.next_to_last)
-    return FeatureGroup.frozen(backbone, identity, key), make_transform(patch_size, norm_type)
+    cache = backbone_cache or BackboneCache()
+    identity, backbone = cache.get(spec.backbone, spec.next_to_last, block)
+    group = FeatureGroup.frozen(
+        backbone, identity, key, None if block is None else backbone.check_block(block)
+    )
+    return group, make_transform(patch_size, norm_type)

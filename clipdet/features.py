@@ -22,25 +22,34 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FeatureGroup:
-    """One backbone under one preprocessing. ``identity`` (set for frozen backbones) makes its
-    features cacheable: it names the model, its weights, the feature layer and preprocessing."""
+    """One feature layer of one backbone under one preprocessing. ``identity`` (set for frozen
+    backbones) makes its features cacheable: it names the model, its weights, the feature layer
+    and preprocessing. ``layer`` None is the backbone's output; an int K is the CLS token of
+    transformer block K. Groups on one backbone and preprocessing share one forward pass."""
 
     backbone: nn.Module
     transform_key: str
     num_features: int
     identity: str | None = None
+    layer: int | None = None
     namespace: str | None = field(default=None, init=False)
 
     @classmethod
-    def frozen(cls, backbone: nn.Module, backbone_key: str, transform_key: str) -> "FeatureGroup":
+    def frozen(
+        cls, backbone: nn.Module, backbone_key: str, transform_key: str, layer: int | None = None
+    ) -> "FeatureGroup":
         """A pretrained, shared backbone: its features are cacheable under its identity."""
-        return cls(
-            backbone, transform_key, backbone.num_features, f"{backbone_key}|{transform_key}"
-        )
+        width = backbone.num_features if layer is None else backbone.block_width
+        return cls(backbone, transform_key, width, f"{backbone_key}|{transform_key}", layer)
+
+    @property
+    def pass_key(self) -> str:
+        """Groups with the same pass key are computed by one forward pass."""
+        return f"{id(self.backbone)}|{self.transform_key}"
 
     @property
     def key(self) -> str:
-        return f"{id(self.backbone)}|{self.transform_key}"
+        return self.pass_key if self.layer is None else f"{self.pass_key}|block{self.layer}"
 
 
 @dataclass
@@ -151,31 +160,51 @@ def iter_batch_features(
 def _batch_features(batch: list[_Item], groups, device, cache) -> BatchFeatures:
     errors = {item.index: item.error for item in batch if item.error}
     ok = [item for item in batch if not item.error]
-    features = {}
+    rows: dict[str, dict[int, torch.Tensor]] = {g.key: {} for g in groups}
     for g in groups:
-        rows: dict[int, torch.Tensor] = {
-            item.index: torch.from_numpy(item.cached[g.key]).to(device)
-            for item in ok
-            if g.key in item.cached
-        }
-        todo = [item for item in ok if g.key not in item.cached]
-        for chunk in _stack(todo, g.transform_key):
+        for item in ok:
+            if g.key in item.cached:
+                rows[g.key][item.index] = torch.from_numpy(item.cached[g.key]).to(device)
+    passes: dict[str, list[FeatureGroup]] = {}
+    for g in groups:
+        passes.setdefault(g.pass_key, []).append(g)
+    for members in passes.values():
+        todo = [item for item in ok if any(g.key not in item.cached for g in members)]
+        for chunk, x in _stack(todo, members[0].transform_key):
             try:
-                x = chunk[1].to(device, dtype=backbone_dtype(g.backbone), non_blocking=True)
-                out = g.backbone(x).float()
+                outputs = _forward(members, x.to(device, non_blocking=True))
             except RuntimeError as e:  # e.g. out of memory on one huge image
                 logger.debug("backbone failure", exc_info=True)
-                for item in chunk[0]:
+                for item in chunk:
                     errors[item.index] = _join(errors.get(item.index, ""), describe_error(e))
                 continue
-            for item, vector in zip(chunk[0], out, strict=True):
-                rows[item.index] = vector
-                if g.namespace and item.digest:
-                    cache.put(g.namespace, item.digest, vector.cpu().numpy())
-        order = [item.index for item in ok if item.index in rows]
+            for g in members:
+                for item, vector in zip(chunk, outputs[g.key], strict=True):
+                    rows[g.key][item.index] = vector
+                    if g.namespace and item.digest and g.key not in item.cached:
+                        cache.put(g.namespace, item.digest, vector.cpu().numpy())
+    features = {}
+    for g in groups:
+        order = [item.index for item in ok if item.index in rows[g.key]]
         if order:
-            features[g.key] = (order, torch.stack([rows[i] for i in order]))
+            features[g.key] = (order, torch.stack([rows[g.key][i] for i in order]))
     return BatchFeatures([item.index for item in batch], errors, features)
+
+
+def _forward(members: list[FeatureGroup], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every member's features from one pass of their shared backbone (float32)."""
+    backbone = members[0].backbone
+    x = x.to(dtype=backbone_dtype(backbone))
+    blocks = [g.layer for g in members if g.layer is not None]
+    if not blocks:
+        out = backbone(x).float()
+        return {g.key: out for g in members}
+    final = any(g.layer is None for g in members)
+    out, captured = backbone.forward_layers(x, blocks, final=final)
+    return {
+        g.key: (out if g.layer is None else captured[backbone.check_block(g.layer)]).float()
+        for g in members
+    }
 
 
 def _stack(items: list[_Item], key: str) -> Iterator[tuple[list[_Item], torch.Tensor]]:

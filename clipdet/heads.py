@@ -3,9 +3,10 @@
 import logging
 
 import numpy as np
+from scipy.special import logsumexp, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
@@ -13,6 +14,13 @@ from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
 logger = logging.getLogger(__name__)
 
 DEFAULT_C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
+
+
+def _folds(y, smallest_class: int, cv: int, random_state) -> tuple[int, list]:
+    """Stratified, shuffled folds: ``cv`` of them, fewer when the smallest class is smaller."""
+    n_splits = int(min(cv, smallest_class))
+    folds = StratifiedKFold(n_splits, shuffle=True, random_state=random_state)
+    return n_splits, list(folds.split(np.zeros((len(y), 1)), y))
 
 
 class LinearSVMHead(ClassifierMixin, BaseEstimator):
@@ -41,9 +49,7 @@ class LinearSVMHead(ClassifierMixin, BaseEstimator):
         if counts.min() < 2:
             raise ValueError(f"need at least 2 images of each class, got {counts.tolist()}")
         self.n_features_in_ = X.shape[1]
-        self.n_splits_ = int(min(self.cv, counts.min()))
-        folds = StratifiedKFold(self.n_splits_, shuffle=True, random_state=self.random_state)
-        splits = list(folds.split(X, y))
+        self.n_splits_, splits = _folds(y, counts.min(), self.cv, self.random_state)
         if self.C is None:
             self.cv_scores_ = {c: self._cv_auc(X, y, splits, c) for c in self.C_grid}
             self.C_ = max(self.C_grid, key=lambda c: (self.cv_scores_[c], -c))
@@ -101,3 +107,82 @@ class LinearSVMHead(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         return (self.decision_function(X) > 0).astype(int)
+
+
+class AttributionHead(ClassifierMixin, BaseEstimator):
+    """Class-balanced multinomial logistic regression: one logit per class (origin attribution).
+
+    ``C=None`` picks C from ``C_grid`` by stratified cross-validation: best balanced accuracy,
+    ties to the lower log loss, then to the smaller C. ``oof_logits_`` holds the out-of-fold
+    logits at the chosen C (each image scored by a head that did not see it), on which an
+    open-set threshold can be fitted without a separate validation set.
+    """
+
+    def __init__(self, C=None, C_grid=DEFAULT_C_GRID, cv=5, random_state=0):
+        self.C = C
+        self.C_grid = C_grid
+        self.cv = cv
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X, y = check_X_y(X, y, dtype=np.float64)
+        self.classes_, counts = np.unique(y, return_counts=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"need at least 2 classes, got {self.classes_.tolist()}")
+        if counts.min() < 2:
+            raise ValueError(f"need at least 2 images of each class, got {counts.tolist()}")
+        self.n_features_in_ = X.shape[1]
+        self.n_splits_, splits = _folds(y, counts.min(), self.cv, self.random_state)
+        grid = self.C_grid if self.C is None else (float(self.C),)
+        results = {c: self._cross_validate(X, y, splits, c) for c in grid}
+        self.cv_scores_ = {
+            c: {"balanced_accuracy": r[0], "log_loss": r[1]} for c, r in results.items()
+        }
+        self.C_ = min(grid, key=lambda c: (-results[c][0], results[c][1], c))
+        self.oof_logits_ = results[self.C_][2]
+        if self.C is None:
+            logger.info(
+                "C grid (cv balanced accuracy / log loss): %s -> C=%g",
+                ", ".join(f"{c:g}: {r[0]:.3f}/{r[1]:.3f}" for c, r in results.items()),
+                self.C_,
+            )
+        self.coef_, self.intercept_ = self._logits_layer(self._model(self.C_).fit(X, y))
+        return self
+
+    def _model(self, C: float) -> LogisticRegression:
+        return LogisticRegression(C=C, class_weight="balanced", max_iter=5000)
+
+    def _logits_layer(self, model: LogisticRegression) -> tuple[np.ndarray, np.ndarray]:
+        """[C, D] weights and [C] biases; a binary model's single logit z becomes (-z/2, z/2),
+        whose softmax is the model's probabilities."""
+        w, b = model.coef_, model.intercept_
+        if len(self.classes_) == 2:
+            w, b = np.vstack([-w[0] / 2, w[0] / 2]), np.array([-b[0] / 2, b[0] / 2])
+        return w, b
+
+    def _cross_validate(self, X, y, splits, C) -> tuple[float, float, np.ndarray]:
+        logits = np.empty((len(y), len(self.classes_)))
+        for train, test in splits:
+            model = self._model(C).fit(X[train], y[train])
+            w, b = self._logits_layer(model)
+            logits[test] = X[test] @ w.T + b
+        index = np.searchsorted(self.classes_, y)
+        log_prob = logits - logsumexp(logits, axis=1, keepdims=True)
+        predicted = self.classes_[logits.argmax(axis=1)]
+        return (
+            float(balanced_accuracy_score(y, predicted)),
+            float(-log_prob[np.arange(len(y)), index].mean()),
+            logits,
+        )
+
+    def decision_function(self, X) -> np.ndarray:
+        """[n, C] logits, columns in the order of ``classes_``."""
+        check_is_fitted(self, "coef_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return X @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, X) -> np.ndarray:
+        return softmax(self.decision_function(X), axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.decision_function(X).argmax(axis=1)]

@@ -14,6 +14,7 @@ import pandas as pd
 from scipy.special import expit
 from sklearn import metrics as skm
 
+from .attribution import attribution_column_set
 from .constants import ERROR_COLUMN, FILENAME_COLUMN, TYPE_COLUMN
 
 logger = logging.getLogger(__name__)
@@ -146,14 +147,9 @@ class EvaluationData:
 
 def load_evaluation_data(in_csv, scores_csv) -> EvaluationData:
     """Merge the labelled list with a scores file on ``filename``, as the reference does."""
-    labels = _read(in_csv, "input")
-    scores = _read(scores_csv, "scores")
-    for frame, what, path in ((labels, "input", in_csv), (scores, "scores", scores_csv)):
-        if FILENAME_COLUMN not in frame.columns:
-            raise ValueError(f"{what} CSV {path} has no {FILENAME_COLUMN!r} column")
-    if TYPE_COLUMN not in labels.columns:
-        raise ValueError(f"input CSV {in_csv} has no {TYPE_COLUMN!r} column with the labels")
-    ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN}
+    labels, scores = read_labels_and_scores(in_csv, scores_csv)
+    # Attribution models' probabilities and scores are not LLRs: evaluated by --task attribution.
+    ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN} | attribution_column_set(scores.columns)
     score_columns = [
         c for c in scores.columns if c not in ignored and pd.api.types.is_numeric_dtype(scores[c])
     ]
@@ -161,7 +157,10 @@ def load_evaluation_data(in_csv, scores_csv) -> EvaluationData:
     if skipped:
         logger.info("not score columns (non-numeric), skipped: %s", ", ".join(skipped))
     if not score_columns:
-        raise ValueError(f"scores CSV {scores_csv} has no numeric score column")
+        raise ValueError(
+            f"scores CSV {scores_csv} has no detector score column"
+            + (" (attribution models: use --task attribution)" if len(ignored) > 3 else "")
+        )
     missing = labels.loc[~labels[FILENAME_COLUMN].isin(scores[FILENAME_COLUMN]), FILENAME_COLUMN]
     if len(missing):
         logger.warning(
@@ -182,7 +181,19 @@ def load_evaluation_data(in_csv, scores_csv) -> EvaluationData:
     return EvaluationData(table, score_columns, types)
 
 
-def _read(path, what: str) -> pd.DataFrame:
+def read_labels_and_scores(in_csv, scores_csv) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The labelled list (``filename``, ``typ``) and a scores file (``filename``, ...)."""
+    labels = read_csv(in_csv, "input")
+    scores = read_csv(scores_csv, "scores")
+    for frame, what, path in ((labels, "input", in_csv), (scores, "scores", scores_csv)):
+        if FILENAME_COLUMN not in frame.columns:
+            raise ValueError(f"{what} CSV {path} has no {FILENAME_COLUMN!r} column")
+    if TYPE_COLUMN not in labels.columns:
+        raise ValueError(f"input CSV {in_csv} has no {TYPE_COLUMN!r} column with the labels")
+    return labels, scores
+
+
+def read_csv(path, what: str) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype={FILENAME_COLUMN: str, TYPE_COLUMN: str})
     except FileNotFoundError as e:

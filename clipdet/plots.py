@@ -16,7 +16,7 @@ from .metrics import REAL, EvaluationData  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
@@ -43,7 +43,7 @@ def plot_roc_curves(data: EvaluationData, out_dir: str | Path) -> list[Path]:
         )
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-        written.append(_save(fig, out_dir / f"roc_{_safe(typ)}.png"))
+        written.append(_save(fig, out_dir / f"roc_{safe_name(typ)}.png"))
     return written
 
 
@@ -69,7 +69,7 @@ def plot_score_histograms(data: EvaluationData, out_dir: str | Path) -> list[Pat
         ax.axvline(0, c="k", lw=1, ls="--", label="threshold 0")
         ax.set(xlabel="LLR (> 0: synthetic)", ylabel="images", title=f"Scores of {column}")
         ax.legend(fontsize=8)
-        written.append(_save(fig, out_dir / f"hist_{_safe(column)}.png"))
+        written.append(_save(fig, out_dir / f"hist_{safe_name(column)}.png"))
     return written
 
 
@@ -80,3 +80,25 @@ def _save(fig, path: Path) -> Path:
     plt.close(fig)
     logger.info("wrote %s", path)
     return path
+
+
+def plot_confusion(matrix, path: str | Path, title: str) -> Path:
+    """Heat map of a confusion matrix (true rows x predicted columns): colour is the share of
+    the row, each cell shows its count."""
+    counts = matrix.to_numpy(dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    n_rows, n_cols = counts.shape
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * n_cols, 1.2 + 0.7 * n_rows))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i in range(n_rows):
+        for j in range(n_cols):
+            colour = "white" if shares[i, j] > 0.6 else "black"
+            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", color=colour)
+    if n_rows > n_cols - 1:  # rows below the known classes: generators held out of training
+        ax.axhline(n_cols - 1.5, color="grey", lw=1.2, ls="--")
+    ax.set_xticks(range(n_cols), [str(c) for c in matrix.columns], rotation=35, ha="right")
+    ax.set_yticks(range(n_rows), [str(r) for r in matrix.index])
+    ax.set(xlabel="predicted (at the stored threshold)", ylabel="true typ", title=title)
+    fig.colorbar(image, ax=ax, label="share of the true typ")
+    return _save(fig, Path(path))

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .metrics import AVERAGE_COLUMN
@@ -48,11 +49,11 @@ def to_markdown(tables: dict[str, pd.DataFrame]) -> str:
 
 
 def _fmt(value: float) -> str:
-    return (
-        "nan"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else f"{value:.3f}"
-    )
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    if isinstance(value, int | np.integer):
+        return str(value)
+    return f"{value:.3f}"
 
 
 def save_tables(tables: dict[str, pd.DataFrame], path: str | Path, fmt: str) -> Path:
@@ -74,4 +75,30 @@ def save_tables(tables: dict[str, pd.DataFrame], path: str | Path, fmt: str) -> 
         next(iter(tables.values())).to_csv(path)
     else:
         to_long(tables).to_csv(path, index=False)
+    return path
+
+
+def save_attribution_table(table: pd.DataFrame, path: str | Path, fmt: str) -> Path:
+    """Attribution figures (one row per model) as CSV, Markdown or JSON records."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; valid choices: {', '.join(FORMATS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        table.to_csv(path)
+    elif fmt == "md":
+        lines = [
+            "| model | " + " | ".join(table.columns) + " |",
+            "|---|" + "---:|" * table.shape[1],
+        ]
+        for model in table.index:
+            cells = [_fmt(table.at[model, c]) for c in table.columns]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        records = [
+            {"model": model, **{k: None if math.isnan(v) else v for k, v in row.items()}}
+            for model, row in table.astype(float).iterrows()
+        ]
+        path.write_text(json.dumps(records, indent=1), encoding="utf-8")
     return path

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .scoring import ImageResult, split_models
+
 logger = logging.getLogger(__name__)
 
 
@@ -43,8 +45,10 @@ def run_signature(paths: Sequence[str], models) -> dict:
     return {"images": len(paths), "list_sha256": listing, "models": fingerprints}
 
 
-def load_partial(path: Path, signature: dict, n_models: int) -> dict[int, tuple[np.ndarray, str]]:
-    """Rows already scored in ``path`` for a run with ``signature``."""
+def load_partial(path: Path, signature: dict, models) -> dict[int, ImageResult]:
+    """Rows already scored in ``path`` for a run of ``models`` with ``signature``."""
+    detectors, attributors = split_models(models)
+    widths = {m.name: m.detector.num_outputs for m in attributors}
     lines = path.read_text(encoding="utf-8").splitlines()
     try:
         header = json.loads(lines[0])["signature"] if lines else None
@@ -58,13 +62,26 @@ def load_partial(path: Path, signature: dict, n_models: int) -> dict[int, tuple[
     for number, line in enumerate(lines[1:], start=2):
         try:
             row = json.loads(line)
-            scores = np.array([np.nan if s is None else s for s in row["scores"]], dtype=float)
-            if scores.shape != (n_models,):
+            scores = _array(row["scores"])
+            logits = {name: _array(values) for name, values in row.get("logits", {}).items()}
+            if (
+                scores.shape != (len(detectors),)
+                or {n: v.size for n, v in logits.items()} != widths
+            ):
                 raise ValueError("wrong number of scores")
-            done[int(row["index"])] = (scores, str(row["error"]))
+            index = int(row["index"])
+            done[index] = ImageResult(index, scores, str(row["error"]), logits)
         except (ValueError, KeyError, TypeError):
             logger.warning("%s line %d is incomplete (run killed mid-write): ignored", path, number)
     return done
+
+
+def _array(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def _json_list(values: np.ndarray) -> list:
+    return [None if not np.isfinite(v) else float(v) for v in values]
 
 
 class PartialWriter:
@@ -86,9 +103,11 @@ class PartialWriter:
             with open(self.path, "r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)
 
-    def write(self, index: int, filename: str, scores: np.ndarray, error: str) -> None:
-        values = [None if not np.isfinite(s) else float(s) for s in scores]
-        row = {"index": index, "filename": filename, "scores": values, "error": error}
+    def write(self, filename: str, result: ImageResult) -> None:
+        row = {"index": result.index, "filename": filename, "scores": _json_list(result.scores)}
+        if result.logits:
+            row["logits"] = {name: _json_list(v) for name, v in result.logits.items()}
+        row["error"] = result.error
         self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def flush(self) -> None:

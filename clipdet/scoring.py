@@ -3,7 +3,7 @@
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -95,7 +95,7 @@ def feature_groups(models: Sequence[LoadedModel]) -> tuple[list[FeatureGroup], l
     for m in models:
         d = m.detector
         if d.frozen_backbone:
-            group = FeatureGroup.frozen(d.backbone, d.backbone_key, m.transform_key)
+            group = FeatureGroup.frozen(d.backbone, d.backbone_key, m.transform_key, d.layer)
         else:
             group = FeatureGroup(d.backbone, m.transform_key, d.fc.in_features)
         groups.setdefault(group.key, group)
@@ -106,8 +106,14 @@ def feature_groups(models: Sequence[LoadedModel]) -> tuple[list[FeatureGroup], l
 @dataclass
 class ImageResult:
     index: int
-    scores: np.ndarray  # one LLR per model, NaN where that model failed
+    scores: np.ndarray  # one LLR per detection model, NaN where that model failed
     error: str
+    logits: dict[str, np.ndarray] = field(default_factory=dict)  # per attribution model: [C]
+
+
+def split_models(models: Sequence[LoadedModel]) -> tuple[list[LoadedModel], list[LoadedModel]]:
+    """(detection models, attribution models), each in the given order."""
+    return [m for m in models if m.attribution is None], [m for m in models if m.attribution]
 
 
 def iter_scores(
@@ -120,8 +126,12 @@ def iter_scores(
     feature_cache: FeatureCache | None = None,
     perturbation=None,
 ) -> Iterator[ImageResult]:
-    """Score ``paths`` with every model, yielding results batch by batch in input order."""
+    """Score ``paths`` with every model, yielding results batch by batch in input order:
+    detection models give one LLR each (``scores``), attribution models their class logits
+    (``logits``). Models on one backbone share its forward pass."""
     groups, group_of_model = feature_groups(models)
+    group_of = {m.name: key for m, key in zip(models, group_of_model, strict=True)}
+    detectors, attributors = split_models(models)
     transforms = {m.transform_key: m.transform for m in models}
     for batch in iter_batch_features(
         groups,
@@ -134,16 +144,58 @@ def iter_scores(
         progress,
         perturbation,
     ):
-        scores = {i: np.full(len(models), np.nan) for i in batch.indices}
-        for column, (model, key) in enumerate(zip(models, group_of_model, strict=True)):
-            if key not in batch.features:
-                continue
-            rows, features = batch.features[key]
-            llrs = model.detector.forward_head(features).float().cpu().numpy()
-            for index, llr in zip(rows, llrs, strict=True):
-                scores[index][column] = llr
-        for index in batch.indices:
-            yield ImageResult(index, scores[index], batch.errors.get(index, ""))
+        results = {
+            i: ImageResult(
+                i,
+                np.full(len(detectors), np.nan),
+                batch.errors.get(i, ""),
+                {m.name: np.full(m.detector.num_outputs, np.nan) for m in attributors},
+            )
+            for i in batch.indices
+        }
+        for column, model in enumerate(detectors):
+            for index, llr in _apply_head(model, batch.features.get(group_of[model.name])):
+                results[index].scores[column] = llr
+        for model in attributors:
+            for index, logits in _apply_head(model, batch.features.get(group_of[model.name])):
+                results[index].logits[model.name] = logits
+        yield from results.values()
+
+
+def _apply_head(model: LoadedModel, group_features) -> Iterator[tuple[int, np.ndarray]]:
+    if group_features is None:
+        return
+    rows, features = group_features
+    outputs = model.detector.forward_head(features).float().cpu().numpy().astype(np.float64)
+    yield from zip(rows, outputs, strict=True)
+
+
+class ResultTable:
+    """Results of a run, filled image by image (in any order), turned into the output table."""
+
+    def __init__(self, models: Sequence[LoadedModel], n_images: int, error: str = ""):
+        self.detectors, self.attributors = split_models(models)
+        self.scores = np.full((n_images, len(self.detectors)), np.nan)
+        self.logits = {
+            m.name: np.full((n_images, m.detector.num_outputs), np.nan) for m in self.attributors
+        }
+        self.errors = [error] * n_images
+
+    @property
+    def detector_names(self) -> list[str]:
+        return [m.name for m in self.detectors]
+
+    def set(self, index: int, result: ImageResult) -> None:
+        self.scores[index] = result.scores
+        for name, logits in result.logits.items():
+            self.logits[name][index] = logits
+        self.errors[index] = result.error
+
+    def to_frame(self, filenames: Sequence[str], fusion: str | None) -> pd.DataFrame:
+        attribution = [(m.name, m.attribution, self.logits[m.name]) for m in self.attributors]
+        return build_table(
+            filenames, self.detector_names, self.scores, self.errors, fusion, attribution
+        )
 
 
 def score_images(
@@ -159,13 +211,13 @@ def score_images(
     progress: bool = False,
     precision: str = "fp32",
 ) -> pd.DataFrame:
-    """Score image files; returns a DataFrame with ``filename``, one LLR column per model,
-    ``fusion`` (unless ``fusion`` is None or "none") and ``error`` (empty when fine)."""
+    """Score image files; returns a DataFrame with ``filename``, one LLR column per detection
+    model, ``fusion`` of those (unless ``fusion`` is None or "none"), the columns of each
+    attribution model (see attribution.attribution_columns) and ``error`` (empty when fine)."""
     device = device or default_device()
     loaded = load_models(models, weights_dir, backbone_weights, device, precision)
     paths = [str(p) for p in paths]
-    scores = np.full((len(paths), len(loaded)), np.nan)
-    errors = [""] * len(paths)
+    results = ResultTable(loaded, len(paths))
     for result in iter_scores(
         loaded,
         paths,
@@ -175,6 +227,5 @@ def score_images(
         progress=progress,
         feature_cache=FeatureCache(feature_cache) if feature_cache else None,
     ):
-        scores[result.index] = result.scores
-        errors[result.index] = result.error
-    return build_table(paths, [m.name for m in loaded], scores, errors, fusion)
+        results.set(result.index, result)
+    return results.to_frame(paths, fusion)

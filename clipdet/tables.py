@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .attribution import UNKNOWN_SCORE_SUFFIX, AttributionSpec, attribution_columns
 from .constants import ERROR_COLUMN, FILENAME_COLUMN, FUSION_COLUMN
 from .fusion import NO_FUSION, apply_fusion
 from .weights import write_atomic
@@ -39,13 +40,18 @@ def build_table(
     scores: np.ndarray,
     errors: Sequence[str],
     fusion: str | None,
+    attribution: Sequence[tuple[str, AttributionSpec, np.ndarray]] = (),
 ) -> pd.DataFrame:
-    """The output table: filename, one LLR column per model, fusion, error (input order)."""
+    """The output table (input order): filename, one LLR column per detection model, their
+    fusion, the columns of each attribution model (name, spec, [n, C] logits), error."""
     table = pd.DataFrame({FILENAME_COLUMN: list(filenames)})
     for column, name in enumerate(model_names):
         table[name] = scores[:, column]
-    if fusion and fusion != NO_FUSION:
+    if fusion and fusion != NO_FUSION and len(model_names):
         table[FUSION_COLUMN] = apply_fusion(scores, fusion, axis=1) if len(table) else []
+    for name, spec, logits in attribution:
+        for column, values in attribution_columns(name, spec, logits).items():
+            table[column] = values
     table[ERROR_COLUMN] = list(errors)
     return table
 
@@ -58,16 +64,22 @@ def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
 VERDICT_COLUMN = "verdict"
 
 
-def decision_scores(table: pd.DataFrame, model_names: Sequence[str]) -> pd.Series:
-    """The score a verdict reads: the fusion column, else the largest model LLR."""
+def decision_scores(table: pd.DataFrame, model_names: Sequence[str]) -> pd.Series | None:
+    """The score a verdict reads: the fusion column, else the largest detector LLR (None when
+    there is no detector)."""
     if FUSION_COLUMN in table.columns:
         return table[FUSION_COLUMN]
+    if not model_names:
+        return None
     return table[list(model_names)].max(axis=1, skipna=False)
 
 
 def add_verdicts(table: pd.DataFrame, model_names: Sequence[str], threshold: float) -> pd.DataFrame:
-    """``synthetic`` / ``real`` at ``threshold``; empty where the image could not be scored."""
+    """``synthetic`` / ``real`` at ``threshold``; empty where the image could not be scored.
+    A table without detectors (attribution models only) is returned as it is."""
     score = decision_scores(table, model_names)
+    if score is None:
+        return table
     verdict = np.where(score > threshold, "synthetic", "real").astype(object)
     verdict[~np.isfinite(score.to_numpy(dtype=float))] = ""
     out = table.copy()
@@ -76,12 +88,22 @@ def add_verdicts(table: pd.DataFrame, model_names: Sequence[str], threshold: flo
 
 
 def format_for_terminal(table: pd.DataFrame) -> str:
-    """An aligned, human-readable table (LLRs with 2 decimals)."""
+    """An aligned, human-readable table: LLRs with a sign and 2 decimals, attribution
+    probabilities and scores with 3."""
     shown = table.copy()
     for column in shown.columns:
         if pd.api.types.is_float_dtype(shown[column]):
-            shown[column] = [("" if np.isnan(v) else f"{v:+.2f}") for v in shown[column]]
+            style = ".3f" if _is_attribution_number(column, table.columns) else "+.2f"
+            shown[column] = [("" if np.isnan(v) else f"{v:{style}}") for v in shown[column]]
     return shown.to_string(index=False)
+
+
+def _is_attribution_number(column: str, columns) -> bool:
+    return any(
+        column.startswith(f"{c.removesuffix(UNKNOWN_SCORE_SUFFIX)}_")
+        for c in columns
+        if c.endswith(UNKNOWN_SCORE_SUFFIX)
+    )
 
 
 def to_jsonl(table: pd.DataFrame) -> str:

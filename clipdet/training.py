@@ -1,5 +1,6 @@
-"""Few-shot training of a detector head on frozen CLIP features (the paper's recipe), saved in
-the reference layout so that both clipdet and the reference code load it."""
+"""Few-shot training on frozen CLIP features: detector heads (the paper's recipe), saved in the
+reference layout so that both clipdet and the reference code load them, and open-set
+attribution heads (one logit per generator, plus an ``unknown`` rule)."""
 
 import logging
 import os
@@ -15,12 +16,14 @@ import yaml
 from networks import parse_arch
 
 from . import __version__
+from .attribution import DEFAULT_ACCEPT_RATE, DEFAULT_UNKNOWN_SCORE, TASK, UNKNOWN, OpenSetRule
 from .constants import CONFIG_FILENAME, TYPE_COLUMN
 from .factory import BackboneCache, create_frozen_feature_group
 from .feature_cache import FeatureCache
-from .features import extract_features
-from .heads import LinearSVMHead
+from .features import FeatureGroup, extract_features
+from .heads import AttributionHead, LinearSVMHead
 from .metrics import REAL
+from .preprocess import ImageTransform
 from .tables import read_image_list
 from .weights import sha256_of, write_atomic
 
@@ -63,14 +66,52 @@ class FeatureSet:
         return np.isfinite(self.features).all(axis=1)
 
 
-def compute_features(images: LabelledImages, group, transform, **kwargs) -> FeatureSet:
-    features, errors = extract_features(group, transform, images.paths, **kwargs)
-    result = FeatureSet(features, errors)
-    skipped = int((~result.usable).sum())
-    if skipped:
-        examples = [f"{n}: {e}" for n, e in zip(images.filenames, errors, strict=True) if e][:3]
-        logger.warning("%d unreadable images skipped, e.g. %s", skipped, "; ".join(examples))
-    return result
+@dataclass
+class FeatureExtractor:
+    """The frozen backbone's features of labelled images, as training and validation use them
+    (the same preprocessing and features as scoring)."""
+
+    group: FeatureGroup
+    transform: ImageTransform
+    options: dict
+
+    @classmethod
+    def create(
+        cls,
+        arch: str,
+        block: int | None,
+        backbone_weights,
+        device,
+        batch_size: int,
+        num_workers: int,
+        feature_cache,
+        progress: bool,
+    ) -> "FeatureExtractor":
+        group, transform = create_frozen_feature_group(
+            arch, backbone_cache=BackboneCache(backbone_weights), block=block
+        )
+        group.backbone.to(device)
+        options = dict(
+            device=device,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            cache=FeatureCache(feature_cache) if feature_cache else None,
+            progress=progress,
+        )
+        return cls(group, transform, options)
+
+    def __call__(self, images: LabelledImages) -> FeatureSet:
+        features, errors = extract_features(
+            self.group, self.transform, images.paths, **self.options
+        )
+        result = FeatureSet(features, errors)
+        skipped = int((~result.usable).sum())
+        if skipped:
+            examples = [f"{n}: {e}" for n, e in zip(images.filenames, errors, strict=True) if e]
+            logger.warning(
+                "%d unreadable images skipped, e.g. %s", skipped, "; ".join(examples[:3])
+            )
+        return result
 
 
 def train_detector(
@@ -89,18 +130,10 @@ def train_detector(
 ) -> Path:
     """Train a calibrated linear SVM head and write ``<weights_dir>/<model_name>/``."""
     images = read_labelled_list(in_csv)
-    group, transform = create_frozen_feature_group(
-        arch, backbone_cache=BackboneCache(backbone_weights)
+    extractor = FeatureExtractor.create(
+        arch, None, backbone_weights, device, batch_size, num_workers, feature_cache, progress
     )
-    group.backbone.to(device)
-    extract = dict(
-        device=device,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        cache=FeatureCache(feature_cache) if feature_cache else None,
-        progress=progress,
-    )
-    train = compute_features(images, group, transform, **extract)
+    train = extractor(images)
     usable = train.usable
     labels = images.labels[usable]
     counts = {"real": int((labels == 0).sum()), "synthetic": int((labels == 1).sum())}
@@ -111,12 +144,11 @@ def train_detector(
         )
     head = LinearSVMHead(C=C).fit(train.features[usable], labels)
     metadata = {
-        "clipdet_version": __version__,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **_provenance(in_csv),
         "task": "detection",
         "head": "linear SVM (class-balanced)",
-        "backbone": group.identity,
-        "feature_layer": "next_to_last" if parse_arch(arch).next_to_last else "projected",
+        "backbone": extractor.group.identity,
+        "feature_layer": _layer_name(arch, None),
         "features_l2_normalised": True,
         "images": counts,
         "images_per_typ": {
@@ -127,20 +159,148 @@ def train_detector(
         "C_cv_roc_auc": {f"{c:g}": round(s, 6) for c, s in head.cv_scores_.items()},
         "cv_folds": head.n_splits_,
         "calibration": head.calibration_,
-        "train_list": str(Path(in_csv)),
-        "train_list_sha256": sha256_of(in_csv),
     }
     if val_csv is not None:
-        metadata["validation"] = _validate(
-            head, read_labelled_list(val_csv), group, transform, extract
-        )
+        val_images = read_labelled_list(val_csv)
+        metadata["validation"] = _validate(head, extractor(val_images), val_images)
     return save_head(Path(weights_dir) / model_name, arch, model_name, head, metadata)
 
 
-def _validate(head, images: LabelledImages, group, transform, extract) -> dict:
+def _provenance(in_csv) -> dict:
+    return {
+        "clipdet_version": __version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "train_list": str(Path(in_csv)),
+        "train_list_sha256": sha256_of(in_csv),
+    }
+
+
+def train_attributor(
+    in_csv: str | os.PathLike,
+    weights_dir: str | os.PathLike,
+    model_name: str,
+    arch: str = DEFAULT_ARCH,
+    block: int | None = None,
+    C: float | None = None,
+    val_csv: str | os.PathLike | None = None,
+    unknown_score: str = DEFAULT_UNKNOWN_SCORE,
+    accept_rate: float = DEFAULT_ACCEPT_RATE,
+    device: str = "cpu",
+    backbone_weights: str | os.PathLike | None = None,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    feature_cache: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> Path:
+    """Train an open-set attribution model over the ``typ`` classes of ``in_csv`` (``real``
+    included) and write ``<weights_dir>/<model_name>/``.
+
+    Features: the arch's (next-to-last by default), or the CLS token of transformer block
+    ``block``. Head: class-balanced multinomial logistic regression, C by cross-validation.
+    Open-set rule: ``unknown_score`` ("energy" or "msp") thresholded to accept ``accept_rate``
+    of the known-class images of ``val_csv``, or of the training images scored out of fold.
+    """
+    OpenSetRule(unknown_score, 0.0)  # a wrong score name fails before any feature is computed
+    if not 0 < accept_rate <= 1:
+        raise ValueError(f"accept rate must be in (0, 1], got {accept_rate}")
+    images = read_labelled_list(in_csv)
+    if UNKNOWN in images.types:
+        raise ValueError(f"{in_csv}: {UNKNOWN!r} is reserved for rejected images, not a typ")
+    extractor = FeatureExtractor.create(
+        arch, block, backbone_weights, device, batch_size, num_workers, feature_cache, progress
+    )
+    train = extractor(images)
+    usable = train.usable
+    types = np.asarray(images.types, dtype=object)[usable]
+    counts = {str(t): int(n) for t, n in pd.Series(types).value_counts().sort_index().items()}
+    few = {t: n for t, n in counts.items() if n < 2}
+    listed = pd.Series(images.types).value_counts()
+    if few or len(counts) < 2 or len(listed) > len(counts):
+        lost = sorted(set(listed.index) - set(counts))
+        raise ValueError(
+            "attribution needs at least 2 classes with at least 2 usable images each; "
+            + (f"too few images for {few}; " if few else "")
+            + (f"no usable image for {lost}; " if lost else "")
+            + f"usable images per class: {counts} ({int((~usable).sum())} unreadable skipped)"
+        )
+    head = AttributionHead(C=C).fit(train.features[usable], types)
+    classes = [str(c) for c in head.classes_]
+    if val_csv is not None:
+        validation, known_logits = _attribution_validation(
+            head, read_labelled_list(val_csv), extractor
+        )
+        fitted_on = f"{len(known_logits)} known-class images of {val_csv}"
+    else:
+        validation, known_logits = None, head.oof_logits_
+        fitted_on = f"{len(known_logits)} training images, {head.n_splits_}-fold out-of-fold logits"
+    rule = OpenSetRule.fit(known_logits, unknown_score, accept_rate)
+    logger.info(
+        "open-set rule: %s <= %.6g accepts %g of known images",
+        rule.score,
+        rule.threshold,
+        accept_rate,
+    )
+    extra = {
+        "task": TASK,
+        "classes": classes,
+        "block": extractor.group.layer,
+        "open_set": {
+            "score": rule.score,
+            "threshold": rule.threshold,
+            "accept_rate": accept_rate,
+            "fitted_on": fitted_on,
+        },
+    }
+    metadata = {
+        **_provenance(in_csv),
+        "task": TASK,
+        "head": "multinomial logistic regression (class-balanced)",
+        "backbone": extractor.group.identity,
+        "feature_layer": _layer_name(arch, extractor.group.layer),
+        "features_l2_normalised": True,
+        "images_per_class": counts,
+        "images_skipped": int((~usable).sum()),
+        "C": float(head.C_),
+        "C_cv": {
+            f"{c:g}": {k: round(v, 6) for k, v in r.items()} for c, r in head.cv_scores_.items()
+        },
+        "cv_folds": head.n_splits_,
+    }
+    if validation is not None:
+        metadata["validation"] = validation
+    return save_head(Path(weights_dir) / model_name, arch, model_name, head, metadata, extra)
+
+
+def _layer_name(arch: str, block: int | None) -> str:
+    if block is not None:
+        return f"CLS token of transformer block {block}"
+    return "next_to_last" if parse_arch(arch).next_to_last else "projected"
+
+
+def _attribution_validation(head, images: LabelledImages, extractor):
+    """Closed-set figures on the known-class images of a validation list and their logits."""
+    val = extractor(images)
+    types = np.asarray(images.types, dtype=object)
+    known = val.usable & np.isin(types, head.classes_)
+    others = sorted(set(types[val.usable & ~known]))
+    if others:
+        logger.warning("validation typs not among the classes, not used: %s", ", ".join(others))
+    if not known.any():
+        raise ValueError("the validation list has no usable image of a known class")
+    logits = head.decision_function(val.features[known])
+    predicted = head.classes_[logits.argmax(axis=1)]
+    report = {
+        "images": int(known.sum()),
+        "images_skipped": int((~val.usable).sum()),
+        "closed_set_accuracy": round(float(np.mean(predicted == types[known])), 6),
+    }
+    logger.info("validation: %s", report)
+    return report, logits
+
+
+def _validate(head, val: FeatureSet, images: LabelledImages) -> dict:
     from .metrics import METRICS
 
-    val = compute_features(images, group, transform, **extract)
     usable = val.usable
     labels, scores = images.labels[usable], head.decision_function(val.features[usable])
     report = {"images": int(usable.sum()), "images_skipped": int((~usable).sum())}
@@ -151,9 +311,11 @@ def _validate(head, images: LabelledImages, group, transform, extract) -> dict:
     return report
 
 
-def save_head(folder: Path, arch: str, model_name: str, head, metadata: dict) -> Path:
+def save_head(
+    folder: Path, arch: str, model_name: str, head, metadata: dict, extra: dict | None = None
+) -> Path:
     """Write weights.pth ({'model': {'fc.weight', 'fc.bias'}}) and config.yaml (the reference's
-    keys plus a ``training`` record) into ``folder``."""
+    keys, then ``extra`` keys, then a ``training`` record) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {
         "fc.weight": torch.tensor(head.coef_, dtype=torch.float32),
@@ -168,6 +330,7 @@ def save_head(folder: Path, arch: str, model_name: str, head, metadata: dict) ->
         "norm_type": "clip",
         "patch_size": "Clip224",
         "weights_file": "weights.pth",
+        **(extra or {}),
         "training": metadata,
     }
     write_atomic(folder / CONFIG_FILENAME, yaml.safe_dump(config, sort_keys=False).encode())

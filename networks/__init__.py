@@ -2,12 +2,13 @@
 
 from dataclasses import dataclass
 
-from .detector import Detector
+from .detector import Attributor, Detector
 from .openclip_features import OpenClipFeatures, create_openclip_features
 from .resnet_nodown import ResNetNoDownFeatures
 
 __all__ = [
     "ArchSpec",
+    "Attributor",
     "Detector",
     "OpenClipFeatures",
     "ResNetNoDownFeatures",

@@ -1,6 +1,7 @@
-"""A detector is a feature extractor (backbone) and a linear head giving one LLR per image.
+"""A detector is a feature extractor (backbone) and a linear head giving one LLR per image; an
+attributor is the same with one logit per class (which generator made the image).
 
-Detectors that read the same frozen backbone share the module, so the scoring loop runs it once
+Models that read the same frozen backbone share the module, so the scoring loop runs it once
 per image and applies every head to its features.
 """
 
@@ -11,24 +12,35 @@ from torch import nn
 class Detector(nn.Module):
     """``forward_features`` -> [N, D] features; ``forward_head`` -> [N] logits (LLR > 0: fake)."""
 
+    num_outputs = 1
+
     def __init__(
-        self, backbone: nn.Module, num_features: int, backbone_key: str, frozen_backbone=False
+        self,
+        backbone: nn.Module,
+        num_features: int,
+        backbone_key: str,
+        frozen_backbone=False,
+        layer: int | None = None,
     ):
         super().__init__()
         self.backbone = backbone
-        self.fc = nn.Linear(num_features, 1)
+        self.fc = nn.Linear(num_features, self.num_outputs)
         self.backbone_key = backbone_key
         # A frozen backbone is pretrained and shared; this model's weight file holds only `fc`.
         self.frozen_backbone = frozen_backbone
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        # None: the backbone's output features; K: the CLS token of transformer block K.
+        self.layer = layer
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features)[:, 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layer is None:
+            return self.backbone(x)
+        return self.backbone.forward_layers(x, [self.layer], final=False)[1][self.layer]
 
     def load_reference_state_dict(self, state: dict[str, torch.Tensor]):
         """Load a reference-layout state dict: ``fc.*`` is the head, every other key belongs to
@@ -50,6 +62,18 @@ class Detector(nn.Module):
                 )
             return
         _load_assign(self.backbone, rest)
+
+
+class Attributor(Detector):
+    """``forward_head`` -> [N, C] logits, one per class of ``classes`` (softmax: posteriors)."""
+
+    def __init__(self, backbone, num_features, backbone_key, classes, layer=None):
+        self.num_outputs = len(classes)
+        super().__init__(backbone, num_features, backbone_key, frozen_backbone=True, layer=layer)
+        self.classes = list(classes)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
 
 
 def _load_assign(module: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -25,11 +25,16 @@ VISUAL_PREFIX = "visual."
 HUB_CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
+class _StopForward(Exception):
+    """Raised by a block hook once every requested block has run: the rest is not needed."""
+
+
 class OpenClipFeatures(nn.Module):
     """L2-normalised image features of an open_clip image tower.
 
     ``next_to_last=True`` drops the visual projection, giving the pre-projection features
-    (1024-d for ViT-L/14) that the paper's detectors use.
+    (1024-d for ViT-L/14) that the paper's detectors use. ``forward_layers`` also returns the
+    CLS token of intermediate transformer blocks, from the same pass.
     """
 
     def __init__(self, visual: nn.Module, next_to_last: bool, normalize: bool = True):
@@ -45,6 +50,65 @@ class OpenClipFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.visual(x)
         return F.normalize(features, dim=-1) if self.normalize else features
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self._resblocks())
+
+    @property
+    def block_width(self) -> int:
+        """Width of the CLS token of a transformer block (1024 for ViT-L/14)."""
+        return int(self.visual.transformer.width)
+
+    def _resblocks(self) -> nn.ModuleList:
+        transformer = getattr(self.visual, "transformer", None)
+        blocks = getattr(transformer, "resblocks", None)
+        if blocks is None or getattr(self.visual, "class_embedding", None) is None:
+            raise ValueError(
+                f"{type(self.visual).__name__} has no transformer blocks with a CLS token: "
+                "block features need a ViT image tower"
+            )
+        return blocks
+
+    def check_block(self, block: int) -> int:
+        """``block`` as a non-negative index (negative ones count from the end)."""
+        n = self.num_blocks
+        if not -n <= block < n:
+            raise ValueError(f"block {block} out of range: this ViT has blocks 0..{n - 1}")
+        return block % n
+
+    def forward_layers(
+        self, x: torch.Tensor, blocks=(), final: bool = True
+    ) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
+        """One pass giving the output features (when ``final``) and the L2-normalised CLS
+        token after each transformer block in ``blocks``. Without ``final`` the pass stops
+        after the last requested block."""
+        blocks = sorted({self.check_block(b) for b in blocks})
+        if not blocks:
+            return (self(x) if final else None), {}
+        resblocks = self._resblocks()
+        batch_first = getattr(self.visual.transformer, "batch_first", True)
+        captured: dict[int, torch.Tensor] = {}
+
+        def capture(block: int):
+            def hook(module, args, output):
+                tokens = output[0] if isinstance(output, tuple) else output
+                cls = tokens[:, 0] if batch_first else tokens[0]
+                captured[block] = F.normalize(cls, dim=-1) if self.normalize else cls
+                if not final and block == blocks[-1]:
+                    raise _StopForward
+
+            return hook
+
+        handles = [resblocks[b].register_forward_hook(capture(b)) for b in blocks]
+        try:  # forward, not __call__: a compiled module (--compile) would not run the hooks
+            output = self.forward(x)
+        except _StopForward:
+            output = None
+        finally:
+            for handle in handles:
+                handle.remove()
+        return output, captured
 
 
 def build_visual_tower(spec: BackboneSpec) -> nn.Module:

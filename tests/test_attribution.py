@@ -1,0 +1,518 @@
+"""Open-set attribution end to end with the tiny backbone: training, scoring columns, shared
+backbone pass, block features, the unknown rule, evaluation and the split helper."""
+
+import json
+
+import numpy as np
+import open_clip
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from conftest import TINY_BACKBONE, TINY_MODEL, TINY_WIDTH
+from PIL import Image, ImageFilter
+
+import compute_metrics as metrics_cli
+import split as split_cli
+import train as train_cli
+from clipdet import score_images
+from clipdet.attribution import UNKNOWN, OpenSetRule, attribution_columns
+from clipdet.attribution_metrics import evaluate_attribution, oscr
+from clipdet.factory import BackboneCache, create_frozen_feature_group
+from clipdet.features import extract_features
+from clipdet.preprocess import make_transform
+from clipdet.resume import PartialWriter, load_partial, partial_path, run_signature
+from clipdet.scoring import load_models
+
+ARCH = f"opencliplinearnext_{TINY_BACKBONE}"
+KNOWN = ("gen_blocky", "gen_noise", "real")  # sorted, as the model stores them
+HELD_OUT = "gen_stripes"
+
+
+def make_class_image(path, typ: str, seed: int):
+    """Classes that differ in low-level statistics: colour, blur, noise, texture."""
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(64, 112, 2))
+    y, x = np.mgrid[0:h, 0:w] / 100.0
+    phase = rng.uniform(0, 6)
+    base = np.stack(
+        [0.55 + 0.2 * np.sin(3 * x + phase), 0.45 + 0.2 * y, 0.35 + 0.1 * np.cos(2 * y + phase)], -1
+    )
+    if typ == "real":  # smooth, warm, blurred
+        pixels = base + rng.normal(0, 0.01, base.shape)
+    elif typ == "gen_noise":  # cool colours, strong pixel noise
+        pixels = base[..., ::-1] + rng.normal(0, 0.15, base.shape)
+    elif typ == "gen_blocky":  # green 8x8 blocks
+        blocks = rng.uniform(0, 1, (h // 8 + 1, w // 8 + 1, 3)) * [0.3, 0.9, 0.3]
+        pixels = np.kron(blocks, np.ones((8, 8, 1)))[:h, :w]
+    else:  # held-out generator: saturated magenta stripes
+        stripes = (np.sin(x * 40 + phase) > 0).astype(float)
+        pixels = np.stack([0.9 * stripes + 0.1, 0.1 + 0 * x, 0.8 * (1 - stripes) + 0.2], -1)
+    image = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
+    if typ == "real":
+        image = image.filter(ImageFilter.GaussianBlur(1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def write_list(root, name, per_class: dict, seed0: int, extra_rows=()):
+    rows = []
+    for typ, n in per_class.items():
+        for i in range(n):
+            rel = f"{name}/{typ}_{i}.png"
+            make_class_image(root / rel, typ, seed0 + 100 * i + len(rows))
+            rows.append((rel, typ))
+    rows.extend(extra_rows)
+    csv = root / f"{name}.csv"
+    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(csv, index=False)
+    return csv
+
+
+def train(root, csv, checkpoint, name, *extra):
+    return train_cli.main(
+        [
+            "--task",
+            "attribution",
+            "-i",
+            str(csv),
+            "-w",
+            str(root / "w"),
+            "-n",
+            name,
+            "--arch",
+            ARCH,
+            "--backbone_weights",
+            str(checkpoint),
+            "-d",
+            "cpu",
+            "--num_workers",
+            "0",
+            "-q",
+            *extra,
+        ]
+    )
+
+
+def score(root, checkpoint, filenames, models, **extra):
+    """score_images on files of ``root`` with the models of ``root/w``, batches of 4."""
+    return score_images(
+        [root / f for f in filenames],
+        models=models,
+        weights_dir=root / "w",
+        device="cpu",
+        batch_size=4,
+        num_workers=0,
+        backbone_weights=checkpoint,
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tiny_clip_checkpoint):
+    """Attribution models trained on 3 known classes (one unreadable row): on the next-to-last
+    features (``attr``) and on block 0 (``attr_b0``); a test list that also holds a held-out
+    generator, scored by ``attr`` with main.py's library path."""
+    root = tmp_path_factory.mktemp("attribution")
+    (root / "train").mkdir()
+    (root / "train" / "broken.png").write_bytes(b"not an image")
+    train_csv = write_list(
+        root, "train", dict.fromkeys(KNOWN, 10), 0, [("train/broken.png", "real")]
+    )
+    test_csv = write_list(root, "test", {**dict.fromkeys(KNOWN, 6), HELD_OUT: 6}, 50_000)
+    assert train(root, train_csv, tiny_clip_checkpoint, "attr") == 0
+    assert train(root, train_csv, tiny_clip_checkpoint, "attr_b0", "--block", "0") == 0
+    test = pd.read_csv(test_csv)
+    scores = score(root, tiny_clip_checkpoint, test["filename"], ["attr"])
+    scores["filename"] = test["filename"]
+    scores.to_csv(root / "scores.csv", index=False)
+    return root, test, scores
+
+
+def test_folder_is_self_describing_and_loadable(data):
+    root, _, _ = data
+    folder = root / "w" / "attr"
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["arch"] == ARCH and config["weights_file"] == "weights.pth"
+    assert config["task"] == "attribution" and config["classes"] == list(KNOWN)
+    assert config["block"] is None
+    rule = config["open_set"]
+    assert rule["score"] == "energy" and rule["accept_rate"] == 0.95
+    assert isinstance(rule["threshold"], float) and "out-of-fold" in rule["fitted_on"]
+    record = config["training"]
+    assert record["images_per_class"] == dict.fromkeys(KNOWN, 10)
+    assert record["images_skipped"] == 1 and record["feature_layer"] == "next_to_last"
+    assert record["C"] > 0 and len(record["C_cv"]) == 7
+    state = torch.load(folder / "weights.pth", weights_only=True)["model"]
+    assert state["fc.weight"].shape == (3, TINY_WIDTH) and state["fc.bias"].shape == (3,)
+
+
+def test_known_classes_are_attributed_and_held_out_scores_higher(data):
+    _, test, scores = data
+    columns = ["attr", "attr_confidence", "attr_unknown_score"] + [f"attr_p_{c}" for c in KNOWN]
+    assert list(scores.columns) == ["filename", *columns, "error"]
+    assert (scores["error"] == "").all()
+    probs = scores[[f"attr_p_{c}" for c in KNOWN]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-9)
+    np.testing.assert_allclose(scores["attr_confidence"], probs.max(axis=1))
+    known = test["typ"].isin(KNOWN).to_numpy()
+    closed = np.asarray(KNOWN)[probs.argmax(axis=1)]
+    assert np.mean(closed[known] == test["typ"][known]) >= 0.9
+    unknown_score = scores["attr_unknown_score"].to_numpy()
+    assert unknown_score[~known].mean() > unknown_score[known].mean()
+    # the name column: the best class unless the unknown-score is over the stored threshold
+    threshold = yaml.safe_load((data[0] / "w" / "attr" / "config.yaml").read_text())["open_set"][
+        "threshold"
+    ]
+    expected = np.where(unknown_score <= threshold, closed, UNKNOWN)
+    assert list(scores["attr"]) == list(expected)
+    assert (scores["attr"][~known] == UNKNOWN).mean() > 0.5
+
+
+def test_saved_model_round_trips_to_the_same_probabilities(data, tiny_clip_checkpoint):
+    root, test, scores = data
+    state = torch.load(root / "w" / "attr" / "weights.pth", weights_only=True)["model"]
+    group, transform = create_frozen_feature_group(
+        ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint)
+    )
+    features, _ = extract_features(group, transform, [str(root / f) for f in test["filename"]])
+    logits = features.astype(np.float64) @ state["fc.weight"].double().numpy().T
+    logits += state["fc.bias"].double().numpy()
+    probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    np.testing.assert_allclose(scores[[f"attr_p_{c}" for c in KNOWN]], probs, atol=1e-4)
+    np.testing.assert_allclose(
+        scores["attr_unknown_score"], -torch.logsumexp(torch.from_numpy(logits), 1), atol=1e-4
+    )
+
+
+def count_forward_passes(monkeypatch):
+    """Images through the ViT's patch embedding (its only Conv2d): one call per pass."""
+    calls = []
+    original = torch.nn.Module.__call__
+
+    def spy(self, *args, **kwargs):
+        if isinstance(self, torch.nn.Conv2d):
+            calls.append(args[0].shape[0])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", spy)
+    return calls
+
+
+def test_block_features_are_the_cls_token_of_that_block(tmp_path, tiny_clip_checkpoint):
+    """Re-enacted with the full open_clip model and a hook of our own on block 0."""
+    images = [make_class_image(tmp_path / f"{t}.png", t, 7) for t in KNOWN]
+    group, transform = create_frozen_feature_group(
+        ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint), block=0
+    )
+    assert group.layer == 0 and group.num_features == TINY_WIDTH and "block0" in group.identity
+    ours, errors = extract_features(group, transform, [str(p) for p in images])
+    assert errors == [""] * 3
+
+    model = open_clip.create_model(TINY_MODEL, pretrained=str(tiny_clip_checkpoint)).eval()
+    seen = []
+    model.visual.transformer.resblocks[0].register_forward_hook(
+        lambda module, args, output: seen.append(output)
+    )
+    prep = make_transform("Clip224", "clip")
+    with torch.no_grad():
+        model.encode_image(torch.stack([prep(Image.open(p).convert("RGB")) for p in images]))
+    tokens = seen[0] if model.visual.transformer.batch_first else seen[0].transpose(0, 1)
+    np.testing.assert_allclose(ours, F.normalize(tokens[:, 0], dim=-1).numpy(), atol=1e-5)
+
+    # negative blocks count from the end; out of range is a clear error
+    last, _ = create_frozen_feature_group(
+        ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint), block=-1
+    )
+    assert last.layer == 1
+    with pytest.raises(ValueError, match=r"block 5 out of range: this ViT has blocks 0\.\.1"):
+        create_frozen_feature_group(
+            ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint), block=5
+        )
+
+
+def test_detectors_and_block_attributor_share_one_pass_and_detectors_are_unchanged(
+    data, weights_dir, tiny_clip_checkpoint, monkeypatch
+):
+    root, test, _ = data
+    assert yaml.safe_load((root / "w" / "attr_b0" / "config.yaml").read_text())["block"] == 0
+    for name in ("tiny_a", "tiny_b"):  # the detectors beside the attribution models
+        target = root / "w" / name
+        target.mkdir(exist_ok=True)
+        for f in (weights_dir / name).iterdir():
+            (target / f.name).write_bytes(f.read_bytes())
+    names = test["filename"][:8]
+    alone = score(root, tiny_clip_checkpoint, names, ["tiny_a", "tiny_b"])
+    calls = count_forward_passes(monkeypatch)
+    mixed = score(root, tiny_clip_checkpoint, names, ["tiny_a", "attr", "tiny_b", "attr_b0"])
+    assert calls == [4, 4]  # one pass per batch for two detectors and two attributors
+    pd.testing.assert_frame_equal(
+        mixed[["filename", "tiny_a", "tiny_b", "fusion"]], alone.drop(columns="error")
+    )
+    assert list(mixed.columns[:4]) == ["filename", "tiny_a", "tiny_b", "fusion"]
+    assert {"attr", "attr_b0", "attr_b0_p_real", "attr_unknown_score"} <= set(mixed.columns)
+    calls.clear()
+    score(root, tiny_clip_checkpoint, names[:4], ["attr_b0"])
+    assert calls == [4]
+
+
+def test_main_writes_attribution_columns_and_resumes(tmp_path, data, tiny_clip_checkpoint, capsys):
+    import main as main_cli
+
+    root, test, _ = data
+    out = tmp_path / "out.csv"
+    argv = [
+        "-i",
+        str(root / "test.csv"),
+        "-o",
+        str(out),
+        "-w",
+        str(root / "w"),
+        "-m",
+        "attr",
+        "--backbone_weights",
+        str(tiny_clip_checkpoint),
+        "-d",
+        "cpu",
+        "--num_workers",
+        "0",
+        "-q",
+    ]
+    assert main_cli.main(argv) == 0
+    clean = out.read_bytes()
+    table = pd.read_csv(out, keep_default_na=False)
+    assert "attr_p_gen_noise" in table.columns and "fusion" not in table.columns
+    assert "flagged" not in capsys.readouterr().err  # no detector, no verdict
+
+    # an interrupted run: half the rows in the partial file, then --resume
+    models = load_models(["attr"], root / "w", tiny_clip_checkpoint)
+    paths = [str(root / f) for f in test["filename"]]
+    from clipdet.scoring import iter_scores
+
+    writer = PartialWriter(
+        partial_path(out), run_signature(paths, models) | {"perturb": [None, 0]}, False
+    )
+    for result in iter_scores(models, paths[:12]):
+        writer.write(test["filename"][result.index], result)
+    writer.close()
+    row = json.loads(partial_path(out).read_text().splitlines()[1])
+    assert set(row["logits"]) == {"attr"} and len(row["logits"]["attr"]) == 3
+    done = load_partial(
+        partial_path(out), run_signature(paths, models) | {"perturb": [None, 0]}, models
+    )
+    assert sorted(done) == list(range(12))
+    out.unlink()
+    assert main_cli.main([*argv, "--resume"]) == 0
+    assert out.read_bytes() == clean and not partial_path(out).exists()
+
+
+def test_terminal_table_for_attribution(data, tiny_clip_checkpoint, capsys):
+    import main as main_cli
+
+    root, test, scores = data
+    image = str(root / test["filename"][0])
+    args = [image, "-w", str(root / "w"), "-m", "attr", "--backbone_weights"]
+    assert main_cli.main([*args, str(tiny_clip_checkpoint), "-d", "cpu", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert scores["attr"][0] in out and f"{scores['attr_confidence'][0]:.3f}" in out
+
+
+def train_message(tmp_path, checkpoint, rows, capsys, *extra):
+    for name, typ in rows:
+        if not (tmp_path / name).exists():
+            make_class_image(tmp_path / name, typ if typ in KNOWN else "real", len(name))
+    csv = tmp_path / "l.csv"
+    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(csv, index=False)
+    assert train(tmp_path, csv, checkpoint, "bad", *extra) == 2
+    return capsys.readouterr().err
+
+
+def test_a_class_with_fewer_than_two_images_is_refused(tmp_path, tiny_clip_checkpoint, capsys):
+    rows = [("a.png", "real"), ("b.png", "real"), ("c.png", "gen_noise"), ("d.png", "gen_noise")]
+    err = train_message(tmp_path, tiny_clip_checkpoint, [*rows, ("e.png", "gen_blocky")], capsys)
+    assert "at least 2 usable images each" in err and "'gen_blocky': 1" in err
+    (tmp_path / "f.png").write_bytes(b"")  # its only image is unreadable
+    err = train_message(tmp_path, tiny_clip_checkpoint, [*rows, ("f.png", "gen_x")], capsys)
+    assert "no usable image for ['gen_x']" in err and "1 unreadable skipped" in err
+    err = train_message(tmp_path, tiny_clip_checkpoint, [*rows, ("g.png", "unknown")], capsys)
+    assert "'unknown' is reserved" in err
+
+
+def test_validation_list_sets_the_threshold_at_the_accept_rate(
+    data, tmp_path, tiny_clip_checkpoint
+):
+    root, _, _ = data
+    val_csv = write_list(root, "val", {**dict.fromkeys(KNOWN, 7), HELD_OUT: 3}, 90_000)
+    extra = ["--val_csv", str(val_csv), "--unknown_score", "msp", "--accept_rate", "0.9"]
+    assert train(root, root / "train.csv", tiny_clip_checkpoint, "attr_val", *extra) == 0
+    config = yaml.safe_load((root / "w" / "attr_val" / "config.yaml").read_text())
+    assert config["open_set"]["fitted_on"].startswith("21 known-class images of")
+    assert config["training"]["validation"]["images"] == 21
+    val = pd.read_csv(val_csv)
+    known = val[val["typ"].isin(KNOWN)]
+    scores = score(root, tiny_clip_checkpoint, known["filename"], ["attr_val"])
+    accepted = scores["attr_val"] != UNKNOWN
+    assert accepted.mean() >= 0.9 and accepted.mean() < 0.9 + 1 / 21 + 1e-9  # the smallest such
+    np.testing.assert_allclose(scores["attr_val_unknown_score"], 1 - scores["attr_val_confidence"])
+
+
+def test_open_set_rule_threshold_is_the_smallest_reaching_the_rate():
+    logits = np.array([[4.0, 0.0], [3.0, 0.0], [2.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    rule = OpenSetRule.fit(logits, "msp", 0.8)
+    scores = rule.unknown_score(logits)
+    assert rule.accepts(logits).sum() == 4 and rule.threshold == pytest.approx(scores[3])
+    assert OpenSetRule.fit(logits, "energy", 1.0).accepts(logits).all()
+    with pytest.raises(ValueError, match="valid choices: energy, msp"):
+        OpenSetRule("maxlogit", 0.0)
+    with pytest.raises(ValueError, match=r"accept rate must be in \(0, 1\]"):
+        OpenSetRule.fit(logits, "msp", 0.0)
+
+
+def test_columns_of_a_failed_image_are_empty():
+    from clipdet.attribution import AttributionSpec
+
+    spec = AttributionSpec(("a", "b"), None, OpenSetRule("msp", 0.2))
+    cols = attribution_columns("m", spec, np.array([[2.0, 0.0], [np.nan, np.nan], [0.1, 0.0]]))
+    assert list(cols["m"]) == ["a", "", UNKNOWN]
+    assert np.isnan(cols["m_confidence"][1]) and np.isnan(cols["m_p_b"][1])
+    assert cols["m_unknown_score"][2] > 0.2 >= cols["m_unknown_score"][0]
+
+
+def test_oscr_by_hand():
+    # known: scores 0.1 (correct), 0.2 (wrong), 0.3 (correct); unknown: 0.15, 0.35
+    known_correct = np.array([True, False, True])
+    value = oscr(known_correct, np.array([0.1, 0.2, 0.3]), np.array([0.15, 0.35]))
+    # thresholds 0.1, 0.15, 0.2, 0.3, 0.35 -> (FPR, CCR): (0,1/3) (.5,1/3) (.5,1/3) (.5,2/3) (1,2/3)
+    expected = 0.5 * (1 / 3) + 0.5 * (2 / 3)  # trapezoids from (0, 0); vertical steps add 0
+    assert value == pytest.approx(expected)
+    perfect = oscr(np.array([True, True]), np.array([0.0, 0.1]), np.array([0.5, 0.6]))
+    assert perfect == pytest.approx(1.0)
+
+
+def hand_made_scores(tmp_path):
+    rows = [  # filename, typ, decision, p_a, p_b, unknown_score
+        ("1", "a", "a", 0.9, 0.1, 0.1),
+        ("2", "a", "b", 0.4, 0.6, 0.4),
+        ("3", "b", "b", 0.2, 0.8, 0.2),
+        ("4", "b", "unknown", 0.3, 0.7, 0.7),
+        ("5", "c", "unknown", 0.5, 0.5, 0.9),
+        ("6", "c", "a", 0.6, 0.4, 0.3),
+    ]
+    labels = pd.DataFrame([(r[0], r[1]) for r in rows], columns=["filename", "typ"])
+    scores = pd.DataFrame(
+        [(r[0], r[2], max(r[3], r[4]), r[5], r[3], r[4], "") for r in rows],
+        columns=["filename", "m", "m_confidence", "m_unknown_score", "m_p_a", "m_p_b", "error"],
+    )
+    labels.to_csv(tmp_path / "in.csv", index=False)
+    scores.to_csv(tmp_path / "scores.csv", index=False)
+    return tmp_path / "in.csv", tmp_path / "scores.csv"
+
+
+def test_attribution_figures_on_a_hand_made_table(tmp_path):
+    in_csv, scores_csv = hand_made_scores(tmp_path)
+    result = evaluate_attribution(in_csv, scores_csv, ["c"])
+    row = result.table.loc["m"]
+    assert row["closed_acc"] == pytest.approx(3 / 4)  # argmax: a, b, b, b
+    assert row["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)  # F1(a) = 2/3, F1(b) = 4/5
+    known_scores, unknown_scores = [0.1, 0.4, 0.2, 0.7], [0.9, 0.3]
+    pairs = [(u > k) + 0.5 * (u == k) for u in unknown_scores for k in known_scores]
+    assert row["auroc"] == pytest.approx(np.mean(pairs))
+    assert row["oscr"] == pytest.approx(
+        oscr(np.array([1, 0, 1, 1], bool), np.array(known_scores), np.array(unknown_scores))
+    )
+    assert row["open_acc"] == pytest.approx(3 / 6)  # 1, 3 and 5 are right
+    assert row["known_accepted"] == pytest.approx(3 / 4)
+    assert row["unknown_rejected"] == pytest.approx(1 / 2)
+    assert (row["n_known"], row["n_unknown"]) == (4, 2)
+    expected = pd.DataFrame(
+        [[1, 1, 0], [0, 1, 1], [1, 0, 1]],
+        index=pd.Index(["a", "b", "c"], name="true"),
+        columns=pd.Index(["a", "b", "unknown"], name="predicted"),
+    )
+    pd.testing.assert_frame_equal(result.confusion["m"], expected)
+
+
+def test_compute_metrics_attribution_cli(data, tmp_path, capsys):
+    root, _, _ = data
+    tab, plots = tmp_path / "tab.csv", tmp_path / "plots"
+    argv = ["--task", "attribution", "-i", str(root / "test.csv"), "-o", str(root / "scores.csv")]
+    code = metrics_cli.main(
+        [*argv, "--unknown", HELD_OUT, "--save_tab", str(tab), "--plot", str(plots)]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "closed_acc" in out and "oscr" in out and "confusion matrix of attr" in out
+    table = pd.read_csv(tab, index_col="model")
+    assert table.loc["attr", "closed_acc"] >= 0.9 and table.loc["attr", "auroc"] > 0.5
+    assert (table.loc["attr", "n_known"], table.loc["attr", "n_unknown"]) == (18, 6)
+    confusion = pd.read_csv(plots / "confusion_attr.csv", index_col="true")
+    assert list(confusion.index) == [*KNOWN, HELD_OUT]
+    assert list(confusion.columns) == [*KNOWN, UNKNOWN] and confusion.to_numpy().sum() == 24
+    png = Image.open(plots / "confusion_attr.png")
+    assert png.size[0] > 300 and png.size[1] > 200
+
+    # the model's own class cannot be "unknown"; detection tables skip attribution columns
+    assert metrics_cli.main([*argv, "--unknown", "real"]) == 2
+    assert "which model 'attr' was trained on" in capsys.readouterr().err
+    assert metrics_cli.main(["-i", str(root / "test.csv"), "-o", str(root / "scores.csv")]) == 2
+    assert "use --task attribution" in capsys.readouterr().err
+
+
+def test_split_keeps_held_out_generators_for_test(tmp_path):
+    rows = [(f"img/{t}_{i}.png", t) for t in ("real", "a", "b", "c") for i in range(10)]
+    rows += [("img/d_0.png", "d"), ("img/d_1.png", "d"), ("img/d_2.png", "d")]
+    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(tmp_path / "all.csv", index=False)
+    argv = ["-i", str(tmp_path / "all.csv"), "--unknown", "c", "--seed", "3"]
+    assert split_cli.main([*argv, "-o", str(tmp_path / "s1")]) == 0
+    assert split_cli.main([*argv, "-o", str(tmp_path / "s2")]) == 0
+    parts = {n: pd.read_csv(tmp_path / "s1" / f"{n}.csv") for n in ("train", "val", "test")}
+    for n in parts:  # same seed, same split
+        assert (tmp_path / "s1" / f"{n}.csv").read_bytes() == (
+            tmp_path / "s2" / f"{n}.csv"
+        ).read_bytes()
+    assert set(parts["train"]["typ"]) == {"real", "a", "b", "d"}
+    assert set(parts["val"]["typ"]) == {"real", "a", "b"}  # d: 3 images, 2 kept for train
+    assert (parts["test"]["typ"] == "c").sum() == 10
+    counts = {n: p["typ"].value_counts().to_dict() for n, p in parts.items()}
+    assert (
+        counts["train"]["real"] == 6 and counts["val"]["real"] == 2 and counts["test"]["real"] == 2
+    )
+    assert counts["train"]["d"] == 2 and counts["test"]["d"] == 1
+    names = pd.concat(parts.values())["filename"]
+    assert sorted(names) == sorted("../" + f for f, _ in rows) and names.is_unique
+    assert split_cli.main([*argv[:2], "-o", str(tmp_path / "s3"), "--seed", "4"]) == 0
+    other = pd.read_csv(tmp_path / "s3" / "train.csv")
+    assert set(other["filename"]) != set(parts["train"]["filename"])
+
+
+def test_split_refuses_bad_requests(tmp_path, capsys):
+    rows = [("x.png", "real"), ("y.png", "real"), ("z.png", "a")]
+    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(tmp_path / "all.csv", index=False)
+    base = ["-i", str(tmp_path / "all.csv"), "-o", str(tmp_path / "s")]
+    assert split_cli.main([*base, "--unknown", "zz"]) == 2
+    assert "--unknown typs not in" in capsys.readouterr().err
+    assert split_cli.main(base) == 2
+    assert "typ 'a' has 1 image(s): at least 2 needed" in capsys.readouterr().err
+
+
+def test_feature_cache_keeps_block_features_apart_and_reuses_them(
+    data, tiny_clip_checkpoint, monkeypatch, tmp_path
+):
+    root, test, _ = data
+    names, cache = test["filename"][:4], tmp_path / "cache"
+    calls = count_forward_passes(monkeypatch)
+    first = score(root, tiny_clip_checkpoint, names, ["attr", "attr_b0"], feature_cache=cache)
+    assert calls == [4]
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 8  # 4 images x 2 layers
+    calls.clear()
+    again = score(root, tiny_clip_checkpoint, names, ["attr", "attr_b0"], feature_cache=cache)
+    assert calls == []
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_block_is_refused_for_detection_training(tmp_path, tiny_clip_checkpoint, capsys):
+    csv = write_list(tmp_path, "l", {"real": 2, "gen_noise": 2}, 0)
+    argv = ["-i", str(csv), "-w", str(tmp_path / "w"), "-n", "x", "--block", "0"]
+    assert train_cli.main([*argv, "--backbone_weights", str(tiny_clip_checkpoint), "-q"]) == 2
+    assert "--block applies to --task attribution" in capsys.readouterr().err
