@@ -283,7 +283,10 @@ def test_main_writes_attribution_columns_and_resumes(tmp_path, data, tiny_clip_c
     clean = out.read_bytes()
     table = pd.read_csv(out, keep_default_na=False)
     assert "attr_p_gen_noise" in table.columns and "fusion" not in table.columns
-    assert "flagged" not in capsys.readouterr().err  # no detector, no verdict
+    err = capsys.readouterr().err
+    assert "flagged" not in err  # no detector, no verdict
+    counts = table["attr"].value_counts()
+    assert "attributed by attr: " + ", ".join(f"{k} {v}" for k, v in counts.items()) in err
 
     # an interrupted run: half the rows in the partial file, then --resume
     models = load_models(["attr"], root / "w", tiny_clip_checkpoint)
@@ -516,3 +519,43 @@ def test_block_is_refused_for_detection_training(tmp_path, tiny_clip_checkpoint,
     argv = ["-i", str(csv), "-w", str(tmp_path / "w"), "-n", "x", "--block", "0"]
     assert train_cli.main([*argv, "--backbone_weights", str(tiny_clip_checkpoint), "-q"]) == 2
     assert "--block applies to --task attribution" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"classes": ["only"]}, "'classes' must list at least 2 class names"),
+        ({"classes": ["a", "unknown", "b"]}, "must be distinct and not 'unknown'"),
+        ({"open_set": {"score": "energy"}}, "'open_set' needs 'score' and 'threshold'"),
+        ({"open_set": {"score": "odin", "threshold": 1}}, "valid choices: energy, msp"),
+        ({"block": "12"}, "'block' must be an integer or null"),
+        ({"task": "segmentation"}, "unknown task 'segmentation'"),
+        (
+            {"classes": ["a", "b"]},
+            r"fc.weight has shape \(3, 64\), the architecture expects \(2, 64\)",
+        ),
+    ],
+)
+def test_broken_attribution_configs_are_clear_errors(
+    data, tmp_path, tiny_clip_checkpoint, change, message
+):
+    from clipdet.factory import create_detector
+
+    root, _, _ = data
+    config = yaml.safe_load((root / "w" / "attr" / "config.yaml").read_text()) | change
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "m" / "weights.pth").write_bytes((root / "w" / "attr" / "weights.pth").read_bytes())
+    with pytest.raises(ValueError, match=message):
+        create_detector("m", tmp_path, BackboneCache(tiny_clip_checkpoint))
+
+
+def test_attributor_module_forward_matches_the_batch_path(data, tiny_clip_checkpoint):
+    root, test, _ = data
+    [model] = load_models(["attr_b0"], root / "w", tiny_clip_checkpoint)
+    images = [Image.open(root / f).convert("RGB") for f in test["filename"][:3]]
+    with torch.no_grad():
+        logits = model.detector(torch.stack([model.transform(i) for i in images])).double()
+    table = score(root, tiny_clip_checkpoint, test["filename"][:3], ["attr_b0"])
+    probs = table[[f"attr_b0_p_{c}" for c in KNOWN]].to_numpy()
+    np.testing.assert_allclose(probs, torch.softmax(logits, 1).numpy(), atol=1e-5)
