@@ -3,12 +3,12 @@
 Same flags and tables as the reference code's compute_metrics.py:
     python compute_metrics.py --in_csv data/demo/demo.csv --out_csv results.csv --metrics auc
 More metrics, confidence intervals, plots and formats:
-    python compute_metrics.py -i list.csv -o results.csv --metrics auc,ap,eer,pd_fpr5,cllr \
+    python compute_metrics.py -i list.csv -o results.csv --metrics auc,ap,eer,pd_fpr5,cllr \\
         --ci 0.95 --plot plots/ --save_tab table.md --format md
 Clean vs laundered (see launder.py):
     python compute_metrics.py -i test.csv -o scores.csv --compare laundered/list.csv,l_scores.csv
 Open-set attribution models (train.py --task attribution), generators held out of training:
-    python compute_metrics.py --task attribution -i test.csv -o scores.csv \
+    python compute_metrics.py --task attribution -i test.csv -o scores.csv \\
         --unknown midjourney-v5,firefly --plot plots/
 """
 

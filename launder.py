@@ -2,7 +2,7 @@
 
     python launder.py --in_csv test.csv --out_dir laundered/ --ops postprocessed --seed 0
     python main.py --in_csv laundered/list.csv --out_csv laundered_scores.csv
-    python compute_metrics.py -i test.csv -o scores.csv \
+    python compute_metrics.py -i test.csv -o scores.csv \\
         --compare laundered/list.csv,laundered_scores.csv
 
 --ops is a chain such as "crop:0.5..1,resize:0.5..1.5/bilinear,jpeg:65..100" or a preset

@@ -4,7 +4,7 @@ Detection (default; few-shot recipe of Cozzolino et al., CVPRW 2024): a class-ba
 SVM, C by cross-validation, its score calibrated into an LLR, written in the reference layout.
     python train.py --in_csv train.csv --weights_dir weights --model_name my_detector
 Open-set attribution: one class per typ ('real' included) and an 'unknown' rule.
-    python train.py --task attribution --in_csv train.csv --weights_dir weights \
+    python train.py --task attribution --in_csv train.csv --weights_dir weights \\
         --model_name my_attributor [--block 12] [--val_csv val.csv]
 The CSV has 'filename' and 'typ' ('real', or the generator's name for synthetic images).
 """

@@ -23,7 +23,7 @@ from sklearn import metrics as skm
 
 from .attribution import UNKNOWN, AttributionColumns, find_attribution_models
 from .constants import FILENAME_COLUMN, TYPE_COLUMN
-from .metrics import read_labels_and_scores
+from .metrics import read_csv, read_labels_and_scores
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def evaluate_attribution(in_csv, scores_csv, unknown_types=()) -> AttributionEva
             "<name>_unknown_score, <name>_p_<class>): score with a model trained by "
             "train.py --task attribution"
         )
+    scores = read_csv(scores_csv, "scores", [m.name for m in models])  # decisions as text
     merged = labels[[FILENAME_COLUMN, TYPE_COLUMN]].merge(scores, on=FILENAME_COLUMN)
     missing = len(labels) - len(merged)
     if missing:

@@ -193,9 +193,12 @@ def read_labels_and_scores(in_csv, scores_csv) -> tuple[pd.DataFrame, pd.DataFra
     return labels, scores
 
 
-def read_csv(path, what: str) -> pd.DataFrame:
+def read_csv(path, what: str, text_columns=()) -> pd.DataFrame:
+    """A CSV whose filename, typ and ``text_columns`` are read as text (a class named "1"
+    stays "1")."""
+    text = dict.fromkeys([FILENAME_COLUMN, TYPE_COLUMN, *text_columns], str)
     try:
-        return pd.read_csv(path, dtype={FILENAME_COLUMN: str, TYPE_COLUMN: str})
+        return pd.read_csv(path, dtype=text)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{what} CSV not found: {path}") from e
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:

@@ -559,3 +559,24 @@ def test_attributor_module_forward_matches_the_batch_path(data, tiny_clip_checkp
     table = score(root, tiny_clip_checkpoint, test["filename"][:3], ["attr_b0"])
     probs = table[[f"attr_b0_p_{c}" for c in KNOWN]].to_numpy()
     np.testing.assert_allclose(probs, torch.softmax(logits, 1).numpy(), atol=1e-5)
+
+
+def test_numeric_class_names_and_failed_rows_are_read_as_text(tmp_path):
+    labels = pd.DataFrame({"filename": ["a", "b", "c", "d"], "typ": ["1", "2", "1", "9"]})
+    scores = pd.DataFrame(
+        {
+            "filename": ["a", "b", "c", "d"],
+            "m": ["1", "2", "", "2"],  # all numeric: pandas would read 1.0, 2.0
+            "m_confidence": [0.9, 0.8, np.nan, 0.6],
+            "m_unknown_score": [0.1, 0.2, np.nan, 0.9],
+            "m_p_1": [0.9, 0.2, np.nan, 0.4],
+            "m_p_2": [0.1, 0.8, np.nan, 0.6],
+            "error": ["", "", "broken", ""],
+        }
+    )
+    labels.to_csv(tmp_path / "in.csv", index=False)
+    scores.to_csv(tmp_path / "scores.csv", index=False)
+    row = evaluate_attribution(tmp_path / "in.csv", tmp_path / "scores.csv", ["9"]).table.loc["m"]
+    assert (row["n_known"], row["n_unknown"]) == (2, 1)  # the failed row is left out
+    assert row["closed_acc"] == 1.0 and row["auroc"] == 1.0
+    assert row["open_acc"] == pytest.approx(2 / 3) and row["unknown_rejected"] == 0.0
