@@ -95,8 +95,12 @@ def test_vit_l14_random_init_forward_gives_1024_features(tmp_path):
     features = create_openclip_features(get_backbone("clipL14commonpool"), True, checkpoint=path)
     with torch.no_grad():
         out = features(torch.randn(1, 3, 224, 224))
+        # attribution's block features: the CLS token of block 12 of 24, 1024-d, same pass
+        final, blocks = features.forward_layers(torch.randn(1, 3, 224, 224), [12, -1])
     assert out.shape == (1, 1024)
     assert float(out.norm()) == pytest.approx(1.0, abs=1e-5)
+    assert (features.num_blocks, features.block_width) == (24, 1024)
+    assert final.shape == blocks[12].shape == blocks[23].shape == (1, 1024)
 
 
 def test_quick_gelu_follows_the_pretrained_tag():
