@@ -12,7 +12,7 @@ COPY clipdet/ clipdet/
 COPY networks/ networks/
 COPY configs/ configs/
 COPY weights/ weights/
-COPY main.py compute_metrics.py train.py launder.py ./
+COPY main.py compute_metrics.py train.py launder.py split.py ./
 
 VOLUME ["/app/weights"]
 ENTRYPOINT ["python", "main.py"]
