@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import TINY_BACKBONE, TINY_MODEL, TINY_WIDTH
+from conftest import TINY_BACKBONE, TINY_CONFIG, TINY_MODEL, TINY_WIDTH
 from PIL import Image, ImageFilter
 
 import compute_metrics as metrics_cli
@@ -580,3 +580,37 @@ def test_numeric_class_names_and_failed_rows_are_read_as_text(tmp_path):
     assert (row["n_known"], row["n_unknown"]) == (2, 1)  # the failed row is left out
     assert row["closed_acc"] == 1.0 and row["auroc"] == 1.0
     assert row["open_acc"] == pytest.approx(2 / 3) and row["unknown_rejected"] == 0.0
+
+
+def test_unreadable_images_get_empty_attribution_and_an_error(
+    data, tmp_path, tiny_clip_checkpoint, capsys
+):
+    import main as main_cli
+
+    root, test, _ = data
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    paths = [
+        str(root / test["filename"][0]),
+        str(tmp_path / "broken.jpg"),
+        str(tmp_path / "gone.png"),
+    ]
+    out = tmp_path / "out.csv"
+    argv = [*paths, "-o", str(out), "-w", str(root / "w"), "-m", "attr,attr_b0", "-q"]
+    assert main_cli.main([*argv, "--backbone_weights", str(tiny_clip_checkpoint), "-d", "cpu"]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert len(table) == 3 and table["error"][0] == ""
+    assert table["attr"][0] in KNOWN + (UNKNOWN,)
+    for row in (1, 2):
+        assert table["error"][row] != "" and table["attr"][row] == table["attr_b0"][row] == ""
+        assert table["attr_confidence"][row] == "" and table["attr_b0_p_real"][row] == ""
+    assert "1 scored, 2 failed" in capsys.readouterr().err
+
+
+def test_projected_features_arch_trains_an_attributor(data, tiny_clip_checkpoint):
+    root, test, _ = data
+    arch = ["--arch", f"opencliplinear_{TINY_BACKBONE}"]  # overrides train()'s --arch
+    assert train(root, root / "train.csv", tiny_clip_checkpoint, "attr_proj", *arch) == 0
+    state = torch.load(root / "w" / "attr_proj" / "weights.pth", weights_only=True)["model"]
+    assert state["fc.weight"].shape == (3, TINY_CONFIG["embed_dim"])  # the projection's width
+    table = score(root, tiny_clip_checkpoint, test["filename"][:4], ["attr_proj"])
+    assert (table["error"] == "").all() and table["attr_proj"].isin([*KNOWN, UNKNOWN]).all()
