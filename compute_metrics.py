@@ -131,9 +131,9 @@ def _attribution(args) -> int:
         from clipdet.plots import plot_confusion, safe_name
 
         for name, matrix in result.confusion.items():
-            stem = Path(args.plot) / f"confusion_{safe_name(name)}"
-            write_csv_atomic(matrix.reset_index(), stem.with_suffix(".csv"))
-            plot_confusion(matrix, stem.with_suffix(".png"), f"Attribution by {name}")
+            stem = Path(args.plot) / f"confusion_{safe_name(name)}"  # names may hold dots
+            write_csv_atomic(matrix.reset_index(), f"{stem}.csv")
+            plot_confusion(matrix, f"{stem}.png", f"Attribution by {name}")
         print(f"wrote {len(result.confusion)} confusion matrices to {args.plot}", file=sys.stderr)
     return 0
 

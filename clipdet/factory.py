@@ -93,7 +93,8 @@ def create_detector(
     key = transform_key(config["patch_size"], config["norm_type"])
     weights_path = resolve_weights_file(name, config, weights_dir)
     state = load_state_dict(weights_path)
-    attribution = AttributionSpec.from_config(config) if "task" in config else None
+    is_detector = config.get("task", "detection") == "detection"
+    attribution = None if is_detector else AttributionSpec.from_config(config)
     if attribution is not None:
         if arch.family != "openclip":
             raise ValueError(f"model {name!r}: attribution models need an opencliplinear* arch")

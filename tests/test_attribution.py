@@ -521,6 +521,19 @@ def test_block_is_refused_for_detection_training(tmp_path, tiny_clip_checkpoint,
     assert "--block applies to --task attribution" in capsys.readouterr().err
 
 
+def test_an_explicit_detection_task_is_a_detector(weights_dir, tmp_path, tiny_clip_checkpoint):
+    from clipdet.factory import create_detector
+
+    config = yaml.safe_load((weights_dir / "tiny_a" / "config.yaml").read_text())
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "config.yaml").write_text(yaml.safe_dump(config | {"task": "detection"}))
+    (tmp_path / "d" / "weights.pth").write_bytes(
+        (weights_dir / "tiny_a" / "weights.pth").read_bytes()
+    )
+    model = create_detector("d", tmp_path, BackboneCache(tiny_clip_checkpoint))
+    assert model.task == "detection" and model.attribution is None
+
+
 @pytest.mark.parametrize(
     "change,message",
     [
@@ -614,3 +627,16 @@ def test_projected_features_arch_trains_an_attributor(data, tiny_clip_checkpoint
     assert state["fc.weight"].shape == (3, TINY_CONFIG["embed_dim"])  # the projection's width
     table = score(root, tiny_clip_checkpoint, test["filename"][:4], ["attr_proj"])
     assert (table["error"] == "").all() and table["attr_proj"].isin([*KNOWN, UNKNOWN]).all()
+
+
+def test_confusion_files_keep_dotted_model_names(tmp_path):
+    in_csv, scores_csv = hand_made_scores(tmp_path)
+    scores = pd.read_csv(scores_csv, keep_default_na=False)
+    scores.columns = [c.replace("m", "attr.v2", 1) if c.startswith("m") else c for c in scores]
+    scores.to_csv(scores_csv, index=False)
+    argv = ["--task", "attribution", "-i", str(in_csv), "-o", str(scores_csv), "--unknown", "c"]
+    assert metrics_cli.main([*argv, "--plot", str(tmp_path / "plots")]) == 0
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "confusion_attr.v2.csv",
+        "confusion_attr.v2.png",
+    ]
