@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         if writer:
             writer.flush()
             writer.close()
-        table = results.to_frame(filenames, None if args.fusion == NO_FUSION else args.fusion)
+        table = results.to_frame(filenames, args.fusion)  # "none": no fusion column
         _write_output(table, results.detector_names, out_path, fmt, args.threshold)
     _report(table, results, out_path, args.threshold)
     if interrupted:

@@ -6,13 +6,17 @@ block-12 model stops the pass halfway.
     python benchmarks/bench_attribution.py [--work /tmp/clipdet-bench]
 """
 
-import argparse
 import os
-from pathlib import Path
 
 import numpy as np
 from bench_scoring import run
-from common import make_attribution_head, make_head, make_images, make_vit_l14_checkpoint
+from common import (
+    bench_parser,
+    make_attribution_head,
+    make_head,
+    make_images,
+    make_vit_l14_checkpoint,
+)
 
 CLASSES = ("real", "dalle2", "dalle3", "firefly", "midjourney-v5")
 RUNS = [  # (label, models)
@@ -25,11 +29,7 @@ RUNS = [  # (label, models)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--work", type=Path, default=Path("/tmp/clipdet-bench"))
-    p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1))
-    args = p.parse_args()
+    args = bench_parser(__doc__, scoring=True).parse_args()
     images = make_images(args.work / "images")
     checkpoint = make_vit_l14_checkpoint(args.work / "vit_l14_random.bin")
     weights = args.work / "weights"

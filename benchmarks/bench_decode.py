@@ -4,12 +4,10 @@ limit of a GPU run, since a GPU computes ViT-L/14 features far faster than a cor
     python benchmarks/bench_decode.py
 """
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
-from common import make_images
+from common import bench_parser, make_images
 
 from clipdet.images import load_rgb
 from clipdet.preprocess import make_transform
@@ -18,8 +16,7 @@ KINDS = [(512, 512, "JPEG"), (1024, 1024, "PNG"), (2000, 1500, "JPEG"), (4000, 3
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--work", type=Path, default=Path("/tmp/clipdet-bench"))
+    p = bench_parser(__doc__)
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
     torch.set_num_threads(1)

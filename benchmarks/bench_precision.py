@@ -4,13 +4,11 @@
     python benchmarks/bench_precision.py [--work /tmp/clipdet-bench]
 """
 
-import argparse
 import os
-from pathlib import Path
 
 import numpy as np
 from bench_scoring import run
-from common import make_head, make_images, make_vit_l14_checkpoint
+from common import bench_parser, make_head, make_images, make_vit_l14_checkpoint
 
 RUNS = [  # (label, batch size, workers, precision)
     ("fp32 batch 1", 1, 0, "fp32"),
@@ -20,9 +18,7 @@ RUNS = [  # (label, batch size, workers, precision)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--work", type=Path, default=Path("/tmp/clipdet-bench"))
-    args = p.parse_args()
+    args = bench_parser(__doc__).parse_args()
     images = make_images(args.work / "images")
     checkpoint = make_vit_l14_checkpoint(args.work / "vit_l14_random.bin")
     make_head(args.work / "weights", "head_a", 1)

@@ -5,7 +5,6 @@ start-up and peak RSS are those a user sees.
     python benchmarks/bench_scoring.py [--work /tmp/clipdet-bench] [--batch_size 4]
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from common import make_head, make_images, make_vit_l14_checkpoint
+from common import bench_parser, make_head, make_images, make_vit_l14_checkpoint
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,11 +28,7 @@ def run(script: str, *args) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--work", type=Path, default=Path("/tmp/clipdet-bench"))
-    p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1))
-    args = p.parse_args()
+    args = bench_parser(__doc__, scoring=True).parse_args()
 
     images = make_images(args.work / "images")
     checkpoint = make_vit_l14_checkpoint(args.work / "vit_l14_random.bin")

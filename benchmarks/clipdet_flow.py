@@ -1,12 +1,11 @@
 """clipdet's scoring path, timed: python benchmarks/clipdet_flow.py CHECKPOINT WEIGHTS_DIR MODELS
 BATCH_SIZE NUM_WORKERS PRECISION IMAGE...   Prints one JSON line like reference_flow.py."""
 
-import json
 import sys
 import time
 
 import numpy as np
-from common import peak_rss_mb
+from common import print_run
 
 from clipdet.scoring import iter_scores, load_models
 
@@ -21,22 +20,16 @@ def main() -> None:
     results = list(
         iter_scores(loaded, images, batch_size=int(batch_size), num_workers=int(num_workers))
     )
-    total = time.perf_counter() - t0
-    print(
-        json.dumps(
-            {
-                "startup_s": startup,
-                "total_s": total,
-                "peak_rss_mb": peak_rss_mb(),
-                "llrs": np.asarray([r.scores for r in results]).tolist(),
-                "logits": {
-                    m.name: np.asarray([r.logits[m.name] for r in results]).tolist()
-                    for m in loaded
-                    if m.attribution is not None
-                },
-                "errors": [r.error for r in results if r.error],
-            }
-        )
+    print_run(
+        t0,
+        startup,
+        [r.scores for r in results],
+        logits={
+            m.name: np.asarray([r.logits[m.name] for r in results]).tolist()
+            for m in loaded
+            if m.attribution is not None
+        },
+        errors=[r.error for r in results if r.error],
     )
 
 

@@ -1,7 +1,11 @@
 """Helpers shared by the benchmarks: generated test images and a random-weight ViT-L/14."""
 
+import argparse
+import json
+import os
 import resource
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,38 +55,10 @@ def make_vit_l14_checkpoint(path: Path) -> Path:
     return path
 
 
-def make_head(folder: Path, name: str, seed: int, dim: int = 1024) -> None:
+def _write_model(folder: Path, name: str, state: dict, **config) -> None:
+    """A model folder on the ViT-L/14 backbone: config.yaml and weights.pth."""
     import yaml
 
-    g = torch.Generator().manual_seed(seed)
-    (folder / name).mkdir(parents=True, exist_ok=True)
-    (folder / name / "config.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "arch": "opencliplinearnext_clipL14commonpool",
-                "model_name": name,
-                "norm_type": "clip",
-                "patch_size": "Clip224",
-                "weights_file": "weights.pth",
-            }
-        )
-    )
-    state = {"fc.weight": torch.randn(1, dim, generator=g) * 5, "fc.bias": torch.zeros(1)}
-    torch.save({"model": state}, folder / name / "weights.pth")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def make_attribution_head(
-    folder: Path, name: str, seed: int, classes, block=None, dim: int = 1024
-) -> None:
-    """A random attribution model folder on the ViT-L/14 backbone (``block``: CLS features of
-    that transformer block)."""
-    import yaml
-
-    g = torch.Generator().manual_seed(seed)
     (folder / name).mkdir(parents=True, exist_ok=True)
     config = {
         "arch": "opencliplinearnext_clipL14commonpool",
@@ -90,14 +66,56 @@ def make_attribution_head(
         "norm_type": "clip",
         "patch_size": "Clip224",
         "weights_file": "weights.pth",
-        "task": "attribution",
-        "classes": list(classes),
-        "block": block,
-        "open_set": {"score": "energy", "threshold": 0.0},
+        **config,
     }
     (folder / name / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.save({"model": state}, folder / name / "weights.pth")
+
+
+def make_head(folder: Path, name: str, seed: int, dim: int = 1024) -> None:
+    g = torch.Generator().manual_seed(seed)
+    state = {"fc.weight": torch.randn(1, dim, generator=g) * 5, "fc.bias": torch.zeros(1)}
+    _write_model(folder, name, state)
+
+
+def make_attribution_head(
+    folder: Path, name: str, seed: int, classes, block=None, dim: int = 1024
+) -> None:
+    """A random attribution model (``block``: CLS features of that transformer block)."""
+    g = torch.Generator().manual_seed(seed)
     state = {
         "fc.weight": torch.randn(len(classes), dim, generator=g) * 5,
         "fc.bias": torch.zeros(len(classes)),
     }
-    torch.save({"model": state}, folder / name / "weights.pth")
+    open_set = {"score": "energy", "threshold": 0.0}
+    _write_model(
+        folder,
+        name,
+        state,
+        task="attribution",
+        classes=list(classes),
+        block=block,
+        open_set=open_set,
+    )
+
+
+def bench_parser(description: str, scoring: bool = False) -> argparse.ArgumentParser:
+    """--work (where images, checkpoints and models are kept); with ``scoring`` also
+    --batch_size and --num_workers."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--work", type=Path, default=Path("/tmp/clipdet-bench"))
+    if scoring:
+        p.add_argument("--batch_size", type=int, default=4)
+        p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1))
+    return p
+
+
+def print_run(t0: float, startup: float, llrs, **extra) -> None:
+    """One JSON line describing a timed scoring run (read by bench_scoring.run)."""
+    total = time.perf_counter() - t0
+    record = {"startup_s": startup, "total_s": total, "peak_rss_mb": peak_rss_mb()}
+    print(json.dumps(record | {"llrs": np.asarray(llrs).tolist()} | extra))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -6,14 +6,12 @@ every image decode it, transform it and run the model at batch size 1.
 Prints one JSON line: start-up seconds, total seconds, peak RSS, LLRs.
 """
 
-import json
 import sys
 import time
 
-import numpy as np
 import open_clip
 import torch
-from common import peak_rss_mb
+from common import print_run
 from PIL import Image
 from torchvision import transforms as T
 
@@ -45,17 +43,7 @@ def main() -> None:
                 f = clip.encode_image(x, normalize=True)
                 row.append(float(f @ head["fc.weight"].T + head["fc.bias"]))
             llrs.append(row)
-    total = time.perf_counter() - t0
-    print(
-        json.dumps(
-            {
-                "startup_s": startup,
-                "total_s": total,
-                "peak_rss_mb": peak_rss_mb(),
-                "llrs": np.asarray(llrs).tolist(),
-            }
-        )
-    )
+    print_run(t0, startup, llrs)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ and rejects an image as ``unknown`` above a threshold fitted so that a chosen sh
 default) of known-class validation images is accepted.
 """
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +39,13 @@ def _check_score_name(name: str) -> str:
     return name
 
 
+def check_open_set_options(score: str, accept_rate: float) -> None:
+    """Clear errors for an unknown score name or an accept rate outside (0, 1]."""
+    _check_score_name(score)
+    if not 0 < accept_rate <= 1:
+        raise ValueError(f"accept rate must be in (0, 1], got {accept_rate}")
+
+
 @dataclass(frozen=True)
 class OpenSetRule:
     """``unknown`` when ``unknown_score(logits) > threshold``."""
@@ -60,11 +66,10 @@ class OpenSetRule:
     def fit(cls, known_logits: np.ndarray, score: str, accept_rate: float) -> "OpenSetRule":
         """The smallest threshold accepting at least ``accept_rate`` of ``known_logits`` (the
         logits of known-class images the head was not fitted on)."""
-        if not 0 < accept_rate <= 1:
-            raise ValueError(f"accept rate must be in (0, 1], got {accept_rate}")
+        check_open_set_options(score, accept_rate)
         if len(known_logits) == 0:
             raise ValueError("no known-class images to fit the open-set threshold on")
-        values = UNKNOWN_SCORES[_check_score_name(score)](np.asarray(known_logits, np.float64))
+        values = UNKNOWN_SCORES[score](np.asarray(known_logits, np.float64))
         return cls(score, float(np.quantile(values, accept_rate, method="inverted_cdf")))
 
 
@@ -98,6 +103,30 @@ class AttributionSpec:
         return cls(classes, block, OpenSetRule(open_set["score"], float(open_set["threshold"])))
 
 
+@dataclass
+class AttributionColumns:
+    """Where a scores file holds one attribution model's outputs."""
+
+    name: str
+    classes: list[str]
+
+    @property
+    def probabilities(self) -> list[str]:
+        return [f"{self.name}_p_{c}" for c in self.classes]
+
+    @property
+    def confidence(self) -> str:
+        return f"{self.name}_confidence"
+
+    @property
+    def unknown_score(self) -> str:
+        return f"{self.name}{UNKNOWN_SCORE_SUFFIX}"
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.name, self.confidence, self.unknown_score, *self.probabilities]
+
+
 def attribution_columns(name: str, spec: AttributionSpec, logits: np.ndarray) -> dict:
     """Output columns of model ``name`` from [n, C] logits (NaN rows: image not scored):
     ``name`` (class or ``unknown``), ``name_confidence`` (probability of the most likely known
@@ -114,40 +143,10 @@ def attribution_columns(name: str, spec: AttributionSpec, logits: np.ndarray) ->
         unknown_score[ok] = spec.rule.unknown_score(logits[ok])
         best = np.asarray(spec.classes, dtype=object)[probs[ok].argmax(axis=1)]
         label[ok] = np.where(unknown_score[ok] <= spec.rule.threshold, best, UNKNOWN)
-    columns = {
-        name: label,
-        f"{name}_confidence": confidence,
-        f"{name}{UNKNOWN_SCORE_SUFFIX}": unknown_score,
-    }
-    for i, cls in enumerate(spec.classes):
-        columns[f"{name}_p_{cls}"] = probs[:, i]
+    names = AttributionColumns(name, list(spec.classes))
+    columns = {name: label, names.confidence: confidence, names.unknown_score: unknown_score}
+    columns.update(zip(names.probabilities, probs.T, strict=True))
     return columns
-
-
-def attribution_column_names(name: str, classes: Sequence[str]) -> list[str]:
-    return [name, f"{name}_confidence", f"{name}{UNKNOWN_SCORE_SUFFIX}"] + [
-        f"{name}_p_{c}" for c in classes
-    ]
-
-
-@dataclass
-class AttributionColumns:
-    """Where a scores file holds one attribution model's outputs."""
-
-    name: str
-    classes: list[str]
-
-    @property
-    def probabilities(self) -> list[str]:
-        return [f"{self.name}_p_{c}" for c in self.classes]
-
-    @property
-    def unknown_score(self) -> str:
-        return f"{self.name}{UNKNOWN_SCORE_SUFFIX}"
-
-    @property
-    def columns(self) -> list[str]:
-        return [self.name, f"{self.name}_confidence", self.unknown_score, *self.probabilities]
 
 
 def find_attribution_models(columns) -> list[AttributionColumns]:

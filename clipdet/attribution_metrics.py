@@ -65,15 +65,15 @@ def evaluate_attribution(in_csv, scores_csv, unknown_types=()) -> AttributionEva
     """Figures of every attribution model in ``scores_csv`` against the labels of ``in_csv``.
     ``unknown_types`` names the generators held out of training; a typ that is neither a class
     of the model nor listed there is counted as unknown too, with a warning."""
-    labels, scores = read_labels_and_scores(in_csv, scores_csv)
-    models = find_attribution_models(scores.columns)
+    models = find_attribution_models(read_csv(scores_csv, "scores", nrows=0).columns)
     if not models:
         raise ValueError(
             f"scores CSV {scores_csv} has no attribution model columns (<name>, "
             "<name>_unknown_score, <name>_p_<class>): score with a model trained by "
             "train.py --task attribution"
         )
-    scores = read_csv(scores_csv, "scores", [m.name for m in models])  # decisions as text
+    # the decision columns as text (a class named "1" stays "1")
+    labels, scores = read_labels_and_scores(in_csv, scores_csv, [m.name for m in models])
     merged = labels[[FILENAME_COLUMN, TYPE_COLUMN]].merge(scores, on=FILENAME_COLUMN)
     missing = len(labels) - len(merged)
     if missing:

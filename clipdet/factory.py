@@ -42,6 +42,21 @@ class LoadedModel:
         return "detection" if self.attribution is None else "attribution"
 
 
+@dataclass(frozen=True)
+class FrozenLayer:
+    """One feature layer of a shared, pretrained backbone: ``layer`` None is the module's
+    output, an int the (non-negative) index of the transformer block whose CLS token is read;
+    ``identity`` names model, weights and layer, and keys the feature cache."""
+
+    identity: str
+    module: nn.Module
+    layer: int | None
+
+    @property
+    def width(self) -> int:
+        return self.module.layer_width(self.layer)
+
+
 class BackboneCache:
     """Frozen backbones by identity, so that several heads on one backbone share one module."""
 
@@ -49,13 +64,11 @@ class BackboneCache:
         self.backbone_weights = backbone_weights
         self._modules: dict[str, nn.Module] = {}
 
-    def get(
-        self, backbone: str, next_to_last: bool, block: int | None = None
-    ) -> tuple[str, nn.Module]:
-        """(identity, module): the identity names model, weights and layer, e.g.
-        ``ViT-L-14|commonpool_xl_s13b_b90k|next_to_last``; it also keys the feature cache.
-        With ``block`` K the layer is the CLS token of transformer block K, read from the same
-        (next-to-last) module, so that those features come from the detectors' pass."""
+    def get(self, backbone: str, next_to_last: bool, block: int | None = None) -> FrozenLayer:
+        """The layer's identity is e.g. ``ViT-L-14|commonpool_xl_s13b_b90k|next_to_last``.
+        With ``block`` K (negative: from the end) the layer is the CLS token of transformer
+        block K, read from the same (next-to-last) module, so that those features come from
+        the detectors' pass."""
         spec = get_backbone(backbone)
         base = f"{spec.model}|{self._weights_identity(spec)}"
         if block is not None:
@@ -67,8 +80,9 @@ class BackboneCache:
             )
         module = self._modules[key]
         if block is None:
-            return key, module
-        return f"{base}|block{module.check_block(block)}", module
+            return FrozenLayer(key, module, None)
+        block = module.check_block(block)
+        return FrozenLayer(f"{base}|block{block}", module, block)
 
     def _weights_identity(self, spec) -> str:
         if not self.backbone_weights:
@@ -95,18 +109,16 @@ def create_detector(
     state = load_state_dict(weights_path)
     is_detector = config.get("task", "detection") == "detection"
     attribution = None if is_detector else AttributionSpec.from_config(config)
-    if attribution is not None:
-        if arch.family != "openclip":
-            raise ValueError(f"model {name!r}: attribution models need an opencliplinear* arch")
-        cache = backbone_cache or BackboneCache()
-        block = attribution.block
-        backbone_key, backbone = cache.get(arch.backbone, arch.next_to_last, block)
-        width = backbone.num_features if block is None else backbone.block_width
-        detector = Attributor(backbone, width, backbone_key, attribution.classes, block)
-    elif arch.family == "openclip":
-        cache = backbone_cache or BackboneCache()
-        backbone_key, backbone = cache.get(arch.backbone, arch.next_to_last)
-        detector = Detector(backbone, backbone.num_features, backbone_key, frozen_backbone=True)
+    if attribution is not None and arch.family != "openclip":
+        raise ValueError(f"model {name!r}: attribution models need an opencliplinear* arch")
+    if arch.family == "openclip":
+        f = (backbone_cache or BackboneCache()).get(
+            arch.backbone, arch.next_to_last, attribution.block if attribution else None
+        )
+        if attribution is not None:
+            detector = Attributor(f.module, f.width, f.identity, attribution.classes, f.layer)
+        else:
+            detector = Detector(f.module, f.width, f.identity, frozen_backbone=True)
     else:
         backbone = ResNetNoDownFeatures()
         backbone_key = f"{name}:{Path(weights_path).resolve()}"
@@ -143,9 +155,6 @@ def create_frozen_feature_group(
             f"opencliplinearnext_<backbone> or opencliplinear_<backbone>, got {arch!r}"
         )
     key = transform_key(patch_size, norm_type)
-    cache = backbone_cache or BackboneCache()
-    identity, backbone = cache.get(spec.backbone, spec.next_to_last, block)
-    group = FeatureGroup.frozen(
-        backbone, identity, key, None if block is None else backbone.check_block(block)
-    )
+    f = (backbone_cache or BackboneCache()).get(spec.backbone, spec.next_to_last, block)
+    group = FeatureGroup.frozen(f.module, f.identity, key, f.layer)
     return group, make_transform(patch_size, norm_type)

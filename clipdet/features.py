@@ -39,8 +39,8 @@ class FeatureGroup:
         cls, backbone: nn.Module, backbone_key: str, transform_key: str, layer: int | None = None
     ) -> "FeatureGroup":
         """A pretrained, shared backbone: its features are cacheable under its identity."""
-        width = backbone.num_features if layer is None else backbone.block_width
-        return cls(backbone, transform_key, width, f"{backbone_key}|{transform_key}", layer)
+        identity = f"{backbone_key}|{transform_key}"
+        return cls(backbone, transform_key, backbone.layer_width(layer), identity, layer)
 
     @property
     def pass_key(self) -> str:
@@ -201,10 +201,7 @@ def _forward(members: list[FeatureGroup], x: torch.Tensor) -> dict[str, torch.Te
         return {g.key: out for g in members}
     final = any(g.layer is None for g in members)
     out, captured = backbone.forward_layers(x, blocks, final=final)
-    return {
-        g.key: (out if g.layer is None else captured[backbone.check_block(g.layer)]).float()
-        for g in members
-    }
+    return {g.key: (out if g.layer is None else captured[g.layer]).float() for g in members}
 
 
 def _stack(items: list[_Item], key: str) -> Iterator[tuple[list[_Item], torch.Tensor]]:

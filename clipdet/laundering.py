@@ -12,7 +12,7 @@ from .constants import ERROR_COLUMN, FILENAME_COLUMN, TYPE_COLUMN
 from .features import describe_error
 from .images import load_rgb
 from .perturb import Perturbation
-from .tables import read_image_list, write_csv_atomic
+from .tables import read_list, write_csv_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ def launder_list(
     chain and the parameters drawn for each image (JSON). Images that cannot be read are
     listed with their error in ``failed.csv`` instead. Returns the new list's path."""
     perturbation = Perturbation(spec, seed)
-    filenames, paths = read_image_list(in_csv)
-    source = pd.read_csv(in_csv, dtype=str, keep_default_na=False)
+    source, paths = read_list(in_csv)
+    filenames = source[FILENAME_COLUMN].tolist()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -181,10 +181,13 @@ def load_evaluation_data(in_csv, scores_csv) -> EvaluationData:
     return EvaluationData(table, score_columns, types)
 
 
-def read_labels_and_scores(in_csv, scores_csv) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The labelled list (``filename``, ``typ``) and a scores file (``filename``, ...)."""
+def read_labels_and_scores(
+    in_csv, scores_csv, text_columns=()
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The labelled list (``filename``, ``typ``) and a scores file (``filename``, ...; the
+    ``text_columns`` read as text)."""
     labels = read_csv(in_csv, "input")
-    scores = read_csv(scores_csv, "scores")
+    scores = read_csv(scores_csv, "scores", text_columns)
     for frame, what, path in ((labels, "input", in_csv), (scores, "scores", scores_csv)):
         if FILENAME_COLUMN not in frame.columns:
             raise ValueError(f"{what} CSV {path} has no {FILENAME_COLUMN!r} column")
@@ -193,12 +196,12 @@ def read_labels_and_scores(in_csv, scores_csv) -> tuple[pd.DataFrame, pd.DataFra
     return labels, scores
 
 
-def read_csv(path, what: str, text_columns=()) -> pd.DataFrame:
+def read_csv(path, what: str, text_columns=(), nrows: int | None = None) -> pd.DataFrame:
     """A CSV whose filename, typ and ``text_columns`` are read as text (a class named "1"
-    stays "1")."""
+    stays "1"); ``nrows=0`` reads the header only."""
     text = dict.fromkeys([FILENAME_COLUMN, TYPE_COLUMN, *text_columns], str)
     try:
-        return pd.read_csv(path, dtype=text)
+        return pd.read_csv(path, dtype=text, nrows=nrows)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{what} CSV not found: {path}") from e
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:

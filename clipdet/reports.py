@@ -35,7 +35,7 @@ def to_markdown(tables: dict[str, pd.DataFrame]) -> str:
     parts = []
     for metric, table in tables.items():
         types = [c for c in table.columns if not c.endswith(("_lo", "_hi"))]
-        lines = [f"| {metric} | " + " | ".join(types) + " |", "|---|" + "---:|" * len(types)]
+        rows = []
         for model, row in table.iterrows():
             cells = []
             for typ in types:
@@ -43,9 +43,16 @@ def to_markdown(tables: dict[str, pd.DataFrame]) -> str:
                 if f"{typ}_lo" in table.columns and typ != AVERAGE_COLUMN:
                     cell += f" [{_fmt(row[f'{typ}_lo'])}, {_fmt(row[f'{typ}_hi'])}]"
                 cells.append(cell)
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines))
+            rows.append((model, cells))
+        parts.append(_markdown_table(metric, types, rows))
     return "\n\n".join(parts) + "\n"
+
+
+def _markdown_table(corner: str, columns, rows) -> str:
+    """A Markdown table: ``corner`` heads the row labels; ``rows`` are (label, cells)."""
+    lines = [f"| {corner} | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    return "\n".join(lines)
 
 
 def _fmt(value: float) -> str:
@@ -56,21 +63,30 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
-def save_tables(tables: dict[str, pd.DataFrame], path: str | Path, fmt: str) -> Path:
-    """CSV: the reference's wide table for one metric without CI, the long table otherwise."""
+def _target(path: str | Path, fmt: str) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_json(records: list[dict], path: Path) -> None:
+    """Records as JSON, NaN as null."""
+    clean = [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in records
+    ]
+    path.write_text(json.dumps(clean, indent=1), encoding="utf-8")
+
+
+def save_tables(tables: dict[str, pd.DataFrame], path: str | Path, fmt: str) -> Path:
+    """CSV: the reference's wide table for one metric without CI, the long table otherwise."""
+    path = _target(path, fmt)
     if fmt == "md":
         path.write_text(to_markdown(tables), encoding="utf-8")
     elif fmt == "json":
-        records = to_long(tables).to_dict(orient="records")
-        clean = [
-            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-            for r in records
-        ]
-        path.write_text(json.dumps(clean, indent=1), encoding="utf-8")
+        _write_json(to_long(tables).to_dict(orient="records"), path)
     elif len(tables) == 1 and not any(c.endswith("_lo") for c in next(iter(tables.values()))):
         next(iter(tables.values())).to_csv(path)
     else:
@@ -80,25 +96,13 @@ def save_tables(tables: dict[str, pd.DataFrame], path: str | Path, fmt: str) -> 
 
 def save_attribution_table(table: pd.DataFrame, path: str | Path, fmt: str) -> Path:
     """Attribution figures (one row per model) as CSV, Markdown or JSON records."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; valid choices: {', '.join(FORMATS)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _target(path, fmt)
     if fmt == "csv":
         table.to_csv(path)
     elif fmt == "md":
-        lines = [
-            "| model | " + " | ".join(table.columns) + " |",
-            "|---|" + "---:|" * table.shape[1],
-        ]
-        for model in table.index:
-            cells = [_fmt(table.at[model, c]) for c in table.columns]
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        rows = [(m, [_fmt(table.at[m, c]) for c in table.columns]) for m in table.index]
+        path.write_text(_markdown_table("model", table.columns, rows) + "\n", encoding="utf-8")
     else:
-        records = [
-            {"model": model, **{k: None if math.isnan(v) else v for k, v in row.items()}}
-            for model, row in table.astype(float).iterrows()
-        ]
-        path.write_text(json.dumps(records, indent=1), encoding="utf-8")
+        records = [{"model": m, **row} for m, row in table.astype(float).iterrows()]
+        _write_json(records, path)
     return path

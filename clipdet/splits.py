@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .constants import FILENAME_COLUMN, TYPE_COLUMN
-from .tables import write_csv_atomic
+from .tables import read_list, write_csv_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +33,10 @@ def split_open_set(
     columns are kept. Returns the images per typ and split."""
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise ValueError(f"val and test shares must be in [0, 1) with a sum < 1, got {val}, {test}")
-    in_csv, out_dir = Path(in_csv), Path(out_dir)
-    table = pd.read_csv(in_csv, dtype=str, keep_default_na=False)
-    for column in (FILENAME_COLUMN, TYPE_COLUMN):
-        if column not in table.columns:
-            raise ValueError(f"{in_csv} has no {column!r} column")
+    out_dir = Path(out_dir)
+    table, paths = read_list(in_csv)
+    if TYPE_COLUMN not in table.columns:
+        raise ValueError(f"{in_csv} has no {TYPE_COLUMN!r} column")
     table[TYPE_COLUMN] = table[TYPE_COLUMN].str.strip()
     present = set(table[TYPE_COLUMN])
     absent = sorted(set(unknown) - present)
@@ -62,11 +61,8 @@ def split_open_set(
         split[order[n_test : n_test + n_val]] = "val"
         split[order[n_test + n_val :]] = "train"
     out_dir.mkdir(parents=True, exist_ok=True)
-    source_root = in_csv.resolve().parent
     relocated = table.copy()
-    relocated[FILENAME_COLUMN] = [
-        os.path.relpath(source_root / name, out_dir.resolve()) for name in table[FILENAME_COLUMN]
-    ]
+    relocated[FILENAME_COLUMN] = [os.path.relpath(path, out_dir.resolve()) for path in paths]
     for name in SPLITS:
         write_csv_atomic(relocated[split == name], out_dir / f"{name}.csv")
     counts = pd.crosstab(table[TYPE_COLUMN], split).reindex(columns=list(SPLITS), fill_value=0)

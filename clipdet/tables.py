@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .attribution import UNKNOWN_SCORE_SUFFIX, AttributionSpec, attribution_columns
+from .attribution import AttributionSpec, attribution_column_set, attribution_columns
 from .constants import ERROR_COLUMN, FILENAME_COLUMN, FUSION_COLUMN
 from .fusion import NO_FUSION, apply_fusion
 from .weights import write_atomic
 
 
-def read_image_list(in_csv: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """Filenames as written in the CSV's ``filename`` column and the paths they name (relative
-    ones are relative to the CSV's folder; absolute ones are kept)."""
+def read_list(in_csv: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
+    """An image list's table (every column as text) and the paths its ``filename`` column
+    names (relative ones are relative to the CSV's folder; absolute ones are kept)."""
     in_csv = Path(in_csv)
     try:
         table = pd.read_csv(in_csv, dtype=str, keep_default_na=False)
@@ -30,8 +30,13 @@ def read_image_list(in_csv: str | os.PathLike) -> tuple[list[str], list[str]]:
             f"{', '.join(map(str, table.columns))})"
         )
     root = in_csv.resolve().parent
-    filenames = table[FILENAME_COLUMN].tolist()
-    return filenames, [str(root / name) for name in filenames]
+    return table, [str(root / name) for name in table[FILENAME_COLUMN]]
+
+
+def read_image_list(in_csv: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Filenames as written in the CSV's ``filename`` column and the paths they name."""
+    table, paths = read_list(in_csv)
+    return table[FILENAME_COLUMN].tolist(), paths
 
 
 def build_table(
@@ -91,19 +96,12 @@ def format_for_terminal(table: pd.DataFrame) -> str:
     """An aligned, human-readable table: LLRs with a sign and 2 decimals, attribution
     probabilities and scores with 3."""
     shown = table.copy()
+    attribution = attribution_column_set(table.columns)
     for column in shown.columns:
         if pd.api.types.is_float_dtype(shown[column]):
-            style = ".3f" if _is_attribution_number(column, table.columns) else "+.2f"
+            style = ".3f" if column in attribution else "+.2f"
             shown[column] = [("" if np.isnan(v) else f"{v:{style}}") for v in shown[column]]
     return shown.to_string(index=False)
-
-
-def _is_attribution_number(column: str, columns) -> bool:
-    return any(
-        column.startswith(f"{c.removesuffix(UNKNOWN_SCORE_SUFFIX)}_")
-        for c in columns
-        if c.endswith(UNKNOWN_SCORE_SUFFIX)
-    )
 
 
 def to_jsonl(table: pd.DataFrame) -> str:

@@ -16,15 +16,22 @@ import yaml
 from networks import parse_arch
 
 from . import __version__
-from .attribution import DEFAULT_ACCEPT_RATE, DEFAULT_UNKNOWN_SCORE, TASK, UNKNOWN, OpenSetRule
-from .constants import CONFIG_FILENAME, TYPE_COLUMN
+from .attribution import (
+    DEFAULT_ACCEPT_RATE,
+    DEFAULT_UNKNOWN_SCORE,
+    TASK,
+    UNKNOWN,
+    OpenSetRule,
+    check_open_set_options,
+)
+from .constants import CONFIG_FILENAME, FILENAME_COLUMN, TYPE_COLUMN
 from .factory import BackboneCache, create_frozen_feature_group
 from .feature_cache import FeatureCache
 from .features import FeatureGroup, extract_features
 from .heads import AttributionHead, LinearSVMHead
-from .metrics import REAL
+from .metrics import METRICS, REAL
 from .preprocess import ImageTransform
-from .tables import read_image_list
+from .tables import read_list
 from .weights import sha256_of, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -44,8 +51,7 @@ class LabelledImages:
 
 
 def read_labelled_list(csv: str | os.PathLike) -> LabelledImages:
-    filenames, paths = read_image_list(csv)
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    table, paths = read_list(csv)
     if TYPE_COLUMN not in table.columns:
         raise ValueError(
             f"{csv} has no {TYPE_COLUMN!r} column: label each image 'real' or with its generator"
@@ -53,7 +59,7 @@ def read_labelled_list(csv: str | os.PathLike) -> LabelledImages:
     types = table[TYPE_COLUMN].str.strip().tolist()
     if any(t == "" for t in types):
         raise ValueError(f"{csv}: {types.count('')} rows have an empty {TYPE_COLUMN!r}")
-    return LabelledImages(filenames, paths, types)
+    return LabelledImages(table[FILENAME_COLUMN].tolist(), paths, types)
 
 
 @dataclass
@@ -200,9 +206,7 @@ def train_attributor(
     Open-set rule: ``unknown_score`` ("energy" or "msp") thresholded to accept ``accept_rate``
     of the known-class images of ``val_csv``, or of the training images scored out of fold.
     """
-    OpenSetRule(unknown_score, 0.0)  # a wrong score name fails before any feature is computed
-    if not 0 < accept_rate <= 1:
-        raise ValueError(f"accept rate must be in (0, 1], got {accept_rate}")
+    check_open_set_options(unknown_score, accept_rate)  # before any feature is computed
     images = read_labelled_list(in_csv)
     if UNKNOWN in images.types:
         raise ValueError(f"{in_csv}: {UNKNOWN!r} is reserved for rejected images, not a typ")
@@ -299,8 +303,6 @@ def _attribution_validation(head, images: LabelledImages, extractor):
 
 
 def _validate(head, val: FeatureSet, images: LabelledImages) -> dict:
-    from .metrics import METRICS
-
     usable = val.usable
     labels, scores = images.labels[usable], head.decision_function(val.features[usable])
     report = {"images": int(usable.sum()), "images_skipped": int((~usable).sum())}

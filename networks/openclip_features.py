@@ -70,6 +70,10 @@ class OpenClipFeatures(nn.Module):
             )
         return blocks
 
+    def layer_width(self, layer: int | None) -> int:
+        """Width of a feature layer: the output (None) or a block's CLS token (int)."""
+        return self.num_features if layer is None else self.block_width
+
     def check_block(self, block: int) -> int:
         """``block`` as a non-negative index (negative ones count from the end)."""
         n = self.num_blocks

@@ -157,3 +157,16 @@ def main_command(checkpoint: Path, *args: str) -> list[str]:
         "--device",
         "cpu",
     ]
+
+
+def local_run_args(checkpoint: Path, weights_dir: Path | None = None, models: str | None = None):
+    """Flags every in-process CLI run shares: the tiny backbone's checkpoint, CPU, no worker
+    processes, quiet; plus the weights folder and models when given."""
+    args = [] if weights_dir is None else ["-w", str(weights_dir)]
+    args += [] if models is None else ["-m", models]
+    return [*args, "--backbone_weights", str(checkpoint), "-d", "cpu", "--num_workers", "0", "-q"]
+
+
+def train_args(csv: Path, weights_dir: Path, name: str, checkpoint: Path, arch: str) -> list[str]:
+    """train.py flags for a head on the tiny backbone."""
+    return ["-i", str(csv), "-n", name, "--arch", arch, *local_run_args(checkpoint, weights_dir)]

@@ -10,7 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import TINY_BACKBONE, TINY_CONFIG, TINY_MODEL, TINY_WIDTH
+from conftest import (
+    TINY_BACKBONE,
+    TINY_CONFIG,
+    TINY_MODEL,
+    TINY_WIDTH,
+    local_run_args,
+    train_args,
+)
 from PIL import Image, ImageFilter
 
 import compute_metrics as metrics_cli
@@ -71,28 +78,8 @@ def write_list(root, name, per_class: dict, seed0: int, extra_rows=()):
 
 
 def train(root, csv, checkpoint, name, *extra):
-    return train_cli.main(
-        [
-            "--task",
-            "attribution",
-            "-i",
-            str(csv),
-            "-w",
-            str(root / "w"),
-            "-n",
-            name,
-            "--arch",
-            ARCH,
-            "--backbone_weights",
-            str(checkpoint),
-            "-d",
-            "cpu",
-            "--num_workers",
-            "0",
-            "-q",
-            *extra,
-        ]
-    )
+    args = train_args(csv, root / "w", name, checkpoint, ARCH)
+    return train_cli.main(["--task", "attribution", *args, *extra])
 
 
 def score(root, checkpoint, filenames, models, **extra):
@@ -262,23 +249,8 @@ def test_main_writes_attribution_columns_and_resumes(tmp_path, data, tiny_clip_c
 
     root, test, _ = data
     out = tmp_path / "out.csv"
-    argv = [
-        "-i",
-        str(root / "test.csv"),
-        "-o",
-        str(out),
-        "-w",
-        str(root / "w"),
-        "-m",
-        "attr",
-        "--backbone_weights",
-        str(tiny_clip_checkpoint),
-        "-d",
-        "cpu",
-        "--num_workers",
-        "0",
-        "-q",
-    ]
+    argv = ["-i", str(root / "test.csv"), "-o", str(out)]
+    argv += local_run_args(tiny_clip_checkpoint, root / "w", "attr")
     assert main_cli.main(argv) == 0
     clean = out.read_bytes()
     table = pd.read_csv(out, keep_default_na=False)

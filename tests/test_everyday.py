@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, main_command, make_image
+from conftest import REPO, local_run_args, main_command, make_image
 
 import main as cli
 from clipdet.inputs import collect_images
@@ -48,17 +48,7 @@ def test_few_images_print_a_readable_table(image_dir, weights_dir, tiny_clip_che
         [
             str(image_dir / "img0.png"),
             str(image_dir / "gone.png"),
-            "-w",
-            str(weights_dir),
-            "-m",
-            "tiny_a,tiny_b",
-            "--backbone_weights",
-            str(tiny_clip_checkpoint),
-            "-d",
-            "cpu",
-            "--num_workers",
-            "0",
-            "-q",
+            *local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a,tiny_b"),
             "--threshold",
             "-100",
         ]
@@ -81,17 +71,7 @@ def test_jsonl_output(tmp_path, image_dir, weights_dir, tiny_clip_checkpoint):
             str(out),
             "--format",
             "jsonl",
-            "-w",
-            str(weights_dir),
-            "-m",
-            "tiny_a",
-            "--backbone_weights",
-            str(tiny_clip_checkpoint),
-            "-d",
-            "cpu",
-            "--num_workers",
-            "0",
-            "-q",
+            *local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a"),
         ]
     )
     assert code == 0

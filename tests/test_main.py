@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, main_command, make_image
+from conftest import REPO, local_run_args, main_command, make_image
 from PIL import Image
 
 import main as cli
@@ -19,24 +19,8 @@ CLIP_MODELS = "tiny_a,tiny_b"
 
 def run_main(tmp_path, csv, weights_dir, checkpoint, *extra, models=CLIP_MODELS):
     out = tmp_path / "out" / "results.csv"
-    argv = [
-        "-i",
-        str(csv),
-        "-o",
-        str(out),
-        "-w",
-        str(weights_dir),
-        "-m",
-        models,
-        "--backbone_weights",
-        str(checkpoint),
-        "-d",
-        "cpu",
-        "--num_workers",
-        "0",
-        "-q",
-        *extra,
-    ]
+    argv = ["-i", str(csv), "-o", str(out), *local_run_args(checkpoint, weights_dir, models)]
+    argv += extra
     code = cli.main(argv)
     return code, (pd.read_csv(out, keep_default_na=False, na_values=[""]) if out.exists() else None)
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_image
+from conftest import local_run_args, make_image
 from PIL import Image
 
 import compute_metrics as metrics_cli
@@ -165,19 +165,7 @@ def test_perturb_on_the_fly_equals_scoring_laundered_files(
             "-q",
         ]
     )
-    common = [
-        "-w",
-        str(weights_dir),
-        "-m",
-        "tiny_a",
-        "--backbone_weights",
-        str(tiny_clip_checkpoint),
-        "-d",
-        "cpu",
-        "--num_workers",
-        "0",
-        "-q",
-    ]
+    common = local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a")
     main_cli.main(
         [
             "-i",

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import TINY_BACKBONE, TINY_WIDTH
+from conftest import TINY_BACKBONE, TINY_WIDTH, train_args
 from PIL import Image, ImageFilter
 
 import train as train_cli
@@ -62,26 +62,7 @@ def count_backbone_calls(monkeypatch):
 
 
 def train(tmp_path, csv, checkpoint, name="mine", *extra):
-    return train_cli.main(
-        [
-            "-i",
-            str(csv),
-            "-w",
-            str(tmp_path / "w"),
-            "-n",
-            name,
-            "--arch",
-            ARCH,
-            "--backbone_weights",
-            str(checkpoint),
-            "-d",
-            "cpu",
-            "--num_workers",
-            "0",
-            "-q",
-            *extra,
-        ]
-    )
+    return train_cli.main([*train_args(csv, tmp_path / "w", name, checkpoint, ARCH), *extra])
 
 
 def test_trained_head_separates_held_out_images_and_round_trips(tmp_path, tiny_clip_checkpoint):
