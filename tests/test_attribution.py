@@ -612,3 +612,26 @@ def test_confusion_files_keep_dotted_model_names(tmp_path):
         "confusion_attr.v2.csv",
         "confusion_attr.v2.png",
     ]
+
+
+def test_a_negative_block_in_a_config_counts_from_the_end(data, tmp_path, tiny_clip_checkpoint):
+    from clipdet.factory import create_detector
+
+    root, test, _ = data
+    config = yaml.safe_load((root / "w" / "attr_b0" / "config.yaml").read_text())
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.yaml").write_text(yaml.safe_dump(config | {"block": -2}))
+    (tmp_path / "m" / "weights.pth").write_bytes(
+        (root / "w" / "attr_b0" / "weights.pth").read_bytes()
+    )
+    model = create_detector("m", tmp_path, BackboneCache(tiny_clip_checkpoint))
+    assert model.detector.layer == 0 and model.detector.backbone_key.endswith("|block0")
+    image = Image.open(root / test["filename"][0]).convert("RGB")
+    with torch.no_grad():
+        logits = model.detector(model.transform(image)[None])
+    table = score(root, tiny_clip_checkpoint, test["filename"][:1], ["attr_b0"])
+    np.testing.assert_allclose(
+        table[[f"attr_b0_p_{c}" for c in KNOWN]].to_numpy()[0],
+        torch.softmax(logits.double(), 1).numpy()[0],
+        atol=1e-5,
+    )
