@@ -239,12 +239,14 @@ def _read_inputs(args) -> tuple[list[str], list[str]]:
 
 def _choose_output(args, n_images: int) -> tuple[str | None, str]:
     """(file or None for stdout, format). Few images named on the command line with no
-    --out_csv print a table; otherwise results go to --out_csv (default ./results.csv)."""
+    --out_csv print a table; otherwise results go to --out_csv (default ./results.csv), as
+    CSV unless --format says otherwise (``-o -``: CSV on stdout, for pipes)."""
     out = args.out_csv
+    on_screen = out is None and bool(args.paths) and n_images <= SCREEN_ROWS
     if out is None:
-        out = "-" if args.paths and n_images <= SCREEN_ROWS else DEFAULT_OUT_CSV
+        out = "-" if on_screen else DEFAULT_OUT_CSV
     path = None if out == "-" else out
-    fmt = args.format or ("table" if path is None else "csv")
+    fmt = args.format or ("table" if on_screen else "csv")
     if args.resume and path is None:
         raise ValueError("--resume needs an output file (--out_csv)")
     return path, fmt

@@ -3,6 +3,7 @@
 import logging
 
 import numpy as np
+import torch
 from scipy.special import logsumexp, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
@@ -14,6 +15,18 @@ from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
 logger = logging.getLogger(__name__)
 
 DEFAULT_C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
+
+
+def float32_logits(X, coef, intercept) -> np.ndarray:
+    """Logits as scoring computes them from a saved head: float32 features, float32 weights,
+    torch's linear layer on C-ordered weights as a loaded ``nn.Linear`` holds them (then
+    widened to float64). A threshold fitted on these values holds for the scores a run writes;
+    one fitted on float64 logits, or on another memory layout, can miss by a rounding step."""
+    weight = torch.tensor(np.ascontiguousarray(np.atleast_2d(coef)), dtype=torch.float32)
+    bias = torch.as_tensor(np.atleast_1d(intercept), dtype=torch.float32)
+    features = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+    with torch.inference_mode():
+        return torch.nn.functional.linear(features, weight, bias).numpy().astype(np.float64)
 
 
 def _folds(y, smallest_class: int, cv: int, random_state) -> tuple[int, list]:
@@ -115,7 +128,8 @@ class AttributionHead(ClassifierMixin, BaseEstimator):
     ``C=None`` picks C from ``C_grid`` by stratified cross-validation: best balanced accuracy,
     ties to the lower log loss, then to the smaller C. ``oof_logits_`` holds the out-of-fold
     logits at the chosen C (each image scored by a head that did not see it), on which an
-    open-set threshold can be fitted without a separate validation set.
+    open-set threshold can be fitted without a separate validation set; like
+    ``scoring_logits``, they are computed in float32 as a saved head is at scoring time.
     """
 
     def __init__(self, C=None, C_grid=DEFAULT_C_GRID, cv=5, random_state=0):
@@ -165,7 +179,7 @@ class AttributionHead(ClassifierMixin, BaseEstimator):
         for train, test in splits:
             model = self._model(C).fit(X[train], y[train])
             w, b = self._logits_layer(model)
-            logits[test] = X[test] @ w.T + b
+            logits[test] = float32_logits(X[test], w, b)
         index = np.searchsorted(self.classes_, y)
         log_prob = logits - logsumexp(logits, axis=1, keepdims=True)
         predicted = self.classes_[logits.argmax(axis=1)]
@@ -180,6 +194,11 @@ class AttributionHead(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return X @ self.coef_.T + self.intercept_
+
+    def scoring_logits(self, X) -> np.ndarray:
+        """[n, C] logits exactly as scoring computes them with the saved (float32) head."""
+        check_is_fitted(self, "coef_")
+        return float32_logits(X, self.coef_, self.intercept_)
 
     def predict_proba(self, X) -> np.ndarray:
         return softmax(self.decision_function(X), axis=1)

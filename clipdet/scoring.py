@@ -210,12 +210,14 @@ def score_images(
     feature_cache: str | os.PathLike | None = None,
     progress: bool = False,
     precision: str = "fp32",
+    tile_size: int | None = None,
 ) -> pd.DataFrame:
     """Score image files; returns a DataFrame with ``filename``, one LLR column per detection
     model, ``fusion`` of those (unless ``fusion`` is None or "none"), the columns of each
-    attribution model (see attribution.attribution_columns) and ``error`` (empty when fine)."""
+    attribution model (see attribution.attribution_columns) and ``error`` (empty when fine).
+    ``precision`` and ``tile_size`` are those of ``load_models``."""
     device = device or default_device()
-    loaded = load_models(models, weights_dir, backbone_weights, device, precision)
+    loaded = load_models(models, weights_dir, backbone_weights, device, precision, tile_size)
     paths = [str(p) for p in paths]
     results = ResultTable(loaded, len(paths))
     for result in iter_scores(

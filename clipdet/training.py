@@ -291,7 +291,7 @@ def _attribution_validation(head, images: LabelledImages, extractor):
         logger.warning("validation typs not among the classes, not used: %s", ", ".join(others))
     if not known.any():
         raise ValueError("the validation list has no usable image of a known class")
-    logits = head.decision_function(val.features[known])
+    logits = head.scoring_logits(val.features[known])  # what main.py will compute
     predicted = head.classes_[logits.argmax(axis=1)]
     report = {
         "images": int(known.sum()),

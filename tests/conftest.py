@@ -170,3 +170,19 @@ def local_run_args(checkpoint: Path, weights_dir: Path | None = None, models: st
 def train_args(csv: Path, weights_dir: Path, name: str, checkpoint: Path, arch: str) -> list[str]:
     """train.py flags for a head on the tiny backbone."""
     return ["-i", str(csv), "-n", name, "--arch", arch, *local_run_args(checkpoint, weights_dir)]
+
+
+def count_forward_passes(monkeypatch) -> list[int]:
+    """Images through a ViT's patch embedding (its only Conv2d), one entry per backbone pass.
+    Counted below the module boundary so that every kind of pass is seen: plain forward,
+    block-feature passes (forward_layers) and passes stopped early."""
+    calls = []
+    original = torch.nn.Module.__call__
+
+    def spy(self, *args, **kwargs):
+        if isinstance(self, torch.nn.Conv2d):
+            calls.append(args[0].shape[0])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", spy)
+    return calls

@@ -15,6 +15,7 @@ from conftest import (
     TINY_CONFIG,
     TINY_MODEL,
     TINY_WIDTH,
+    count_forward_passes,
     local_run_args,
     train_args,
 )
@@ -173,20 +174,6 @@ def test_saved_model_round_trips_to_the_same_probabilities(data, tiny_clip_check
     )
 
 
-def count_forward_passes(monkeypatch):
-    """Images through the ViT's patch embedding (its only Conv2d): one call per pass."""
-    calls = []
-    original = torch.nn.Module.__call__
-
-    def spy(self, *args, **kwargs):
-        if isinstance(self, torch.nn.Conv2d):
-            calls.append(args[0].shape[0])
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.Module, "__call__", spy)
-    return calls
-
-
 def test_block_features_are_the_cls_token_of_that_block(tmp_path, tiny_clip_checkpoint):
     """Re-enacted with the full open_clip model and a hook of our own on block 0."""
     images = [make_class_image(tmp_path / f"{t}.png", t, 7) for t in KNOWN]
@@ -289,8 +276,9 @@ def test_terminal_table_for_attribution(data, tiny_clip_checkpoint, capsys):
     image = str(root / test["filename"][0])
     args = [image, "-w", str(root / "w"), "-m", "attr", "--backbone_weights"]
     assert main_cli.main([*args, str(tiny_clip_checkpoint), "-d", "cpu", "-q"]) == 0
-    out = capsys.readouterr().out
-    assert scores["attr"][0] in out and f"{scores['attr_confidence'][0]:.3f}" in out
+    header, row = (line.split() for line in capsys.readouterr().out.splitlines()[:2])
+    assert row[header.index("attr")] == scores["attr"][0]  # the class (or unknown) of the image
+    assert row[header.index("attr_confidence")] == f"{scores['attr_confidence'][0]:.3f}"
 
 
 def train_message(tmp_path, checkpoint, rows, capsys, *extra):
@@ -393,9 +381,9 @@ def test_attribution_figures_on_a_hand_made_table(tmp_path):
     known_scores, unknown_scores = [0.1, 0.4, 0.2, 0.7], [0.9, 0.3]
     pairs = [(u > k) + 0.5 * (u == k) for u in unknown_scores for k in known_scores]
     assert row["auroc"] == pytest.approx(np.mean(pairs))
-    assert row["oscr"] == pytest.approx(
-        oscr(np.array([1, 0, 1, 1], bool), np.array(known_scores), np.array(unknown_scores))
-    )
+    # accept when score <= t; (FPR, CCR) at t = 0.1, 0.2, 0.3, 0.4, 0.7, 0.9:
+    # (0, 1/4) (0, 2/4) (1/2, 2/4) (1/2, 2/4) (1/2, 3/4) (1, 3/4) -> 0.5 * 2/4 + 0.5 * 3/4
+    assert row["oscr"] == pytest.approx(0.625)
     assert row["open_acc"] == pytest.approx(3 / 6)  # 1, 3 and 5 are right
     assert row["known_accepted"] == pytest.approx(3 / 4)
     assert row["unknown_rejected"] == pytest.approx(1 / 2)
@@ -635,3 +623,35 @@ def test_a_negative_block_in_a_config_counts_from_the_end(data, tmp_path, tiny_c
         torch.softmax(logits.double(), 1).numpy()[0],
         atol=1e-5,
     )
+
+
+def test_threshold_holds_for_the_logits_scoring_computes(tmp_path, tiny_clip_checkpoint):
+    """The threshold is fitted on the float32 logits of the saved head, so on the very images
+    it was fitted on, scoring accepts at least the stored share, for every accept rate (a
+    float64 fit misses by one image about every other rate)."""
+    from clipdet.heads import AttributionHead
+    from clipdet.scoring import _apply_head
+    from clipdet.training import save_head
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, TINY_WIDTH))
+
+    def features(n):
+        y = np.arange(n) % 3
+        x = centres[y] + rng.normal(scale=1.5, size=(n, TINY_WIDTH))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y.astype(str)
+
+    head = AttributionHead(C=10.0).fit(*features(60))
+    val, _ = features(40)
+    extra = {"task": "attribution", "classes": [str(c) for c in head.classes_], "block": None}
+    extra["open_set"] = {"score": "energy", "threshold": 0.0}
+    save_head(tmp_path / "m", ARCH, "m", head, {}, extra)
+    (model,) = load_models(["m"], tmp_path, tiny_clip_checkpoint)
+    with torch.inference_mode():  # as the scoring loop applies a head: batches of 4
+        batches = [
+            _apply_head(model, (list(range(4)), torch.from_numpy(b))) for b in np.split(val, 10)
+        ]
+        scored = np.stack([logits for batch in batches for _, logits in batch])
+    for k in range(20, 41):
+        rule = OpenSetRule.fit(head.scoring_logits(val), "energy", k / 40)
+        assert rule.accepts(scored).sum() >= k, f"accept rate {k}/40"

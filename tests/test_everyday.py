@@ -1,5 +1,6 @@
 """Everyday use: paths and folders, terminal table, JSON lines, resumable runs, Ctrl-C."""
 
+import io
 import json
 import os
 import signal
@@ -103,30 +104,14 @@ def _wait_for_rows(partial, n, proc, timeout=120):
     pytest.fail("no progress")
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_csv(tmp_path, weights_dir, tiny_clip_checkpoint):
-    csv = _images(tmp_path / "imgs", 40)
-    common = [
-        "--in_csv",
-        str(csv),
-        "-w",
-        str(weights_dir),
-        "-m",
-        "tiny_a,res_tiny",
-        "--batch_size",
-        "1",
-        "--num_workers",
-        "0",
-        "-q",
-    ]
+def test_killed_run_resumes_to_the_same_csv(tmp_path, weights_dir, tiny_clip_checkpoint, capsys):
+    """Only the run that is killed needs a process of its own; the others run in-process."""
+    csv = _images(tmp_path / "imgs", 30)
+    common = ["--in_csv", str(csv), "-w", str(weights_dir), "-m", "tiny_a,res_tiny"]
+    common += ["--batch_size", "1", "--num_workers", "0", "-q"]
+    in_process = [*common, "--backbone_weights", str(tiny_clip_checkpoint), "-d", "cpu"]
     clean = tmp_path / "clean.csv"
-    subprocess.run(
-        main_command(tiny_clip_checkpoint, *common, "-o", str(clean)),
-        check=True,
-        cwd=REPO,
-        capture_output=True,
-        timeout=600,
-    )
+    assert cli.main([*in_process, "-o", str(clean)]) == 0
 
     out = tmp_path / "resumed.csv"
     partial = tmp_path / "resumed.csv.partial.jsonl"
@@ -141,33 +126,23 @@ def test_killed_run_resumes_to_the_same_csv(tmp_path, weights_dir, tiny_clip_che
     proc.wait()
     assert not out.exists() and partial.exists()
     done_before = len(partial.read_text().splitlines()) - 1
+    assert 0 < done_before < 31
 
-    again = subprocess.run(
-        main_command(tiny_clip_checkpoint, *common, "-o", str(out)),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert again.returncode == 2 and "--resume" in again.stderr  # refuses to overwrite the work
-
-    resumed = subprocess.run(
-        main_command(tiny_clip_checkpoint, *common, "-o", str(out), "--resume", "--quiet"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert 0 < done_before < 41
+    capsys.readouterr()
+    assert cli.main([*in_process, "-o", str(out)]) == 2  # refuses to overwrite the work
+    assert "--resume" in capsys.readouterr().err
+    assert cli.main([*in_process, "-o", str(out), "--resume"]) == 0
     assert out.read_bytes() == clean.read_bytes()
     assert not partial.exists()
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("workers", ["0", "2"])
 def test_ctrl_c_writes_what_is_done_and_says_how_to_resume(
-    tmp_path, weights_dir, tiny_clip_checkpoint
+    tmp_path, weights_dir, tiny_clip_checkpoint, workers
 ):
+    """SIGINT to the main process, with decoding in-process or in worker processes (which
+    get the signal too when a terminal sends it to the process group)."""
     csv = _images(tmp_path / "imgs", 40)
     out = tmp_path / "r.csv"
     args = [
@@ -182,14 +157,18 @@ def test_ctrl_c_writes_what_is_done_and_says_how_to_resume(
         "--batch_size",
         "1",
         "--num_workers",
-        "0",
+        workers,
         "-q",
     ]
     proc = subprocess.Popen(
-        main_command(tiny_clip_checkpoint, *args), cwd=REPO, stderr=subprocess.PIPE, text=True
+        main_command(tiny_clip_checkpoint, *args),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a job in a shell
     )
     _wait_for_rows(tmp_path / "r.csv.partial.jsonl", 3, proc)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "--resume" in err and "interrupted after" in err
@@ -199,3 +178,59 @@ def test_ctrl_c_writes_what_is_done_and_says_how_to_resume(
     assert 3 <= scored.sum() < 40
     assert (table.loc[~scored, "error"].str.contains("not scored|not found")).all()
     assert np.isfinite(pd.to_numeric(table.loc[scored, "res_tiny"])).all()
+
+
+def test_more_than_twenty_paths_go_to_results_csv(
+    tmp_path, weights_dir, tiny_clip_checkpoint, monkeypatch, capsys
+):
+    folder = tmp_path / "many"
+    for i in range(21):
+        make_image(folder / f"p{i:02d}.png", size=(40, 40), seed=i)
+    monkeypatch.chdir(tmp_path)
+    assert (
+        cli.main([str(folder), *local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a")]) == 0
+    )
+    assert capsys.readouterr().out == ""
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert list(table.columns) == ["filename", "tiny_a", "fusion", "error"] and len(table) == 21
+
+
+def test_dash_writes_csv_to_stdout(image_dir, weights_dir, tiny_clip_checkpoint, capsys):
+    args = [str(image_dir), "-o", "-", *local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a")]
+    assert cli.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "filename,tiny_a,fusion,error" and len(lines) == 6
+
+
+def test_jsonl_failed_rows_have_null_scores_and_no_verdict(
+    tmp_path, image_dir, weights_dir, tiny_clip_checkpoint
+):
+    out = tmp_path / "r.jsonl"
+    args = [str(image_dir / "img0.png"), str(image_dir / "gone.png"), "-o", str(out)]
+    args += [
+        "--format",
+        "jsonl",
+        *local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a,tiny_b"),
+    ]
+    assert cli.main(args) == 0
+    good, bad = (json.loads(line) for line in out.read_text().splitlines())
+    assert bad["tiny_a"] is None and bad["fusion"] is None and bad["verdict"] == ""
+    assert "file not found" in bad["error"]
+    assert isinstance(good["fusion"], float) and good["verdict"] in ("real", "synthetic")
+
+
+def test_without_fusion_the_verdict_reads_the_largest_llr(
+    image_dir, weights_dir, tiny_clip_checkpoint, capsys
+):
+    paths = [str(p) for p in sorted(image_dir.glob("*.png"))]
+    common = local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a,tiny_b")
+    assert cli.main([*paths, "-o", "-", *common]) == 0
+    scores = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    largest = scores[["tiny_a", "tiny_b"]].max(axis=1)
+    threshold = float(np.median(largest))  # some images on each side
+    args = [*paths, "--fusion", "none", "--format", "jsonl", "-o", "-", *common]
+    assert cli.main([*args, "--threshold", str(threshold)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert "fusion" not in rows[0]
+    expected = ["synthetic" if v > threshold else "real" for v in largest]
+    assert [r["verdict"] for r in rows] == expected and len(set(expected)) == 2

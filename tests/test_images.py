@@ -45,6 +45,17 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
         load_rgb(path)
 
 
+@pytest.mark.parametrize("pillow_limit", [60_000, 40_000], ids=["warning", "error"])
+def test_pillows_own_bomb_check_is_a_row_error(tmp_path, monkeypatch, pillow_limit):
+    """90,000 pixels: over Pillow's limit (a DecompressionBombWarning, made an error) or over
+    twice it (Pillow's DecompressionBombError); clipdet's own check is not what fires here."""
+    path = make_image(tmp_path / "big.png", size=(300, 300))
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 10**12)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
+    with pytest.raises(ImageLoadError, match="possible decompression bomb: Image size"):
+        load_rgb(path)
+
+
 def _save(path, image, **kw):
     image.save(path, **kw)
     return path

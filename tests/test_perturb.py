@@ -143,15 +143,21 @@ def test_launder_writes_images_and_list(tmp_path):
     assert (tmp_path / "again" / table["filename"][1]).read_bytes() == first
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "ccrop:0.8,resize:0.7..0.9,blur:0.5",  # lossless end: PNG files equal in-memory images
+        "postprocessed",  # the paper's chain, ending in JPEG: the files hold those very bytes
+    ],
+)
 def test_perturb_on_the_fly_equals_scoring_laundered_files(
-    tmp_path, weights_dir, tiny_clip_checkpoint
+    tmp_path, weights_dir, tiny_clip_checkpoint, spec
 ):
     for i in range(3):
         make_image(tmp_path / f"a{i}.png", size=(120, 90), seed=i)
     pd.DataFrame({"filename": [f"a{i}.png" for i in range(3)], "typ": "real"}).to_csv(
         tmp_path / "in.csv", index=False
     )
-    spec = "ccrop:0.8,resize:0.7..0.9,blur:0.5"  # lossless end: PNG files equal in-memory images
     launder_cli.main(
         [
             "-i",

@@ -36,9 +36,14 @@ def test_integer_patch_size_centre_crops():
     assert out.shape == (3, 16, 16)
 
 
-def test_transform_keys_group_identical_preprocessing():
-    assert transform_key("Clip224", "clip") == transform_key("Clip224", "clip")
-    assert transform_key("Clip224", "clip") != transform_key("Clip224", "resnet")
+def test_transform_keys_group_identical_preprocessing(weights_dir, tiny_clip_checkpoint):
+    from clipdet.scoring import load_models
+
+    names = ["tiny_a", "tiny_b", "tiny_proj", "res_tiny"]
+    keys = [m.transform_key for m in load_models(names, weights_dir, tiny_clip_checkpoint)]
+    assert keys[0] == keys[1] == keys[2] != keys[3]  # three CLIP heads: one preprocessing
+    every = {transform_key(p, n) for p in (None, "Clip224", 64, 32) for n in ("clip", "resnet")}
+    assert len(every) == 8  # any difference in size or normalisation is another key
     assert is_full_resolution(transform_key(None, "resnet"))
     assert not is_full_resolution(transform_key(64, "resnet"))
 

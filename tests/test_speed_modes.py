@@ -12,10 +12,16 @@ from networks import ResNetNoDownFeatures
 from networks.resnet_nodown import receptive_field
 
 
-def test_precision_names():
+def test_precision_names(monkeypatch):
+    from clipdet import scoring
+
     assert resolve_precision("bf16", "cpu") == torch.bfloat16
+    assert resolve_precision("fp16", "cuda:0") == torch.float16
     assert resolve_precision("auto", "cuda:0") == torch.bfloat16
-    assert resolve_precision("auto", "cpu") in (torch.bfloat16, torch.float32)
+    monkeypatch.setattr(scoring, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(scoring, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == torch.float32
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         resolve_precision("fp8", "cpu")
 
@@ -52,12 +58,15 @@ def test_receptive_field_and_margin():
     assert trunk.margin % 8 == 0 and trunk.margin >= 113 // 2
 
 
-@pytest.mark.parametrize("size", [(300, 260), (257, 411), (199, 203)])
+@pytest.mark.parametrize("size", [(100, 90), (75, 140), (130, 67)])  # 2x2, 2x3, 3x2 tiles
 def test_tiled_features_equal_untiled(size):
+    """The tile assembly (margins, ragged last tiles, core crops) called directly on small
+    images; when forward() tiles is test_small_images_are_not_tiled's and the end-to-end
+    Corvi2023 test's concern."""
     trunk = _trunk(64)
     x = torch.randn(1, 3, *size)
     with torch.no_grad():
-        tiled = trunk(x)
+        tiled = trunk._tiled(x, 64)
         trunk.tile_size = 0
         whole = trunk(x)
     torch.testing.assert_close(tiled, whole, atol=1e-3, rtol=1e-5)
@@ -77,3 +86,28 @@ def test_tile_size_flag_reaches_full_resolution_models(tmp_path, weights_dir):
 
     (model,) = load_models(["res_tiny"], weights_dir, tile_size=128)
     assert model.detector.backbone.tile_size == 128
+
+
+@pytest.mark.slow
+def test_full_resolution_model_tiles_at_the_default_size_end_to_end(
+    tmp_path, weights_dir, monkeypatch
+):
+    """A Corvi2023-style model (res50nodown) on an image just over the default tiling bound
+    ((512 + 2 * 64)^2 pixels): the tiled run (2x2 tiles) gives the untiled LLR."""
+    from clipdet.scoring import load_models
+    from networks.resnet_nodown import ResNetNoDownFeatures
+
+    path = make_image(tmp_path / "big.png", size=(660, 630), seed=3)
+    tiles = []
+    original = ResNetNoDownFeatures._tiled
+    monkeypatch.setattr(
+        ResNetNoDownFeatures, "_tiled", lambda self, x, t: tiles.append(t) or original(self, x, t)
+    )
+    (model,) = load_models(["res_tiny"], weights_dir)
+    assert model.detector.backbone.tile_size == 512  # the default
+    common = dict(models=["res_tiny"], weights_dir=weights_dir, device="cpu", num_workers=0)
+    tiled = score_images([path], **common)
+    assert tiles == [512]
+    whole = score_images([path], **common, tile_size=0)
+    assert tiles == [512]  # the second run did not tile
+    assert tiled["error"][0] == "" and abs(tiled["res_tiny"][0] - whole["res_tiny"][0]) < 1e-4

@@ -3,16 +3,16 @@
 import hashlib
 import http.server
 import os
-import pickle
 import threading
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import TINY_MODEL
 
 from clipdet import weights as W
-from clipdet.registry import KnownDetector, known_detectors
+from clipdet.registry import KnownDetector, get_backbone, known_detectors
 from clipdet.weights import (
     ChecksumError,
     UnknownModelError,
@@ -135,13 +135,109 @@ def test_state_dict_wrappers_and_module_prefix(tmp_path, wrapper):
 
 
 class _Exploit:
+    """Unpickling this calls ``marker.touch()``: a file appears if the payload ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("echo pwned > /dev/null",))
+        return (Path.touch, (self.marker,))
 
 
-def test_pickled_code_is_refused(tmp_path):
+def test_pickled_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload_ran"
     path = tmp_path / "evil.pth"
-    with open(path, "wb") as f:
-        pickle.dump({"model": {"fc.weight": _Exploit()}}, f)
-    with pytest.raises(ValueError, match="cannot load weights"):
+    torch.save({"model": {"fc.weight": _Exploit(marker)}}, path)  # a normal-looking .pth
+    with pytest.raises(ValueError, match="cannot load weights safely"):
         load_state_dict(path)
+    assert not marker.exists()
+
+
+def test_official_url_is_used_and_named_when_offline(tmp_path, monkeypatch):
+    """Without the test override, the download goes to the official URL; offline, the error
+    names that URL, the destination and the checksum."""
+    import urllib.error
+    import urllib.request
+
+    monkeypatch.delenv(W.BASE_URL_ENV)
+    asked = []
+
+    def offline(url, timeout):
+        asked.append(url)
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    config = load_model_config("clipdet_latent10k_plus", tmp_path)
+    with pytest.raises(WeightsUnavailableError) as info:
+        resolve_weights_file("clipdet_latent10k_plus", config, tmp_path)
+    official = (
+        "https://media.githubusercontent.com/media/grip-unina/ClipBased-SyntheticImageDetection"
+        "/main/weights/clipdet_latent10k_plus/weights.pth"
+    )
+    assert asked == [official]
+    message = str(info.value)
+    assert official in message and "1c9c9f48a47d" in message
+    assert str((tmp_path / "clipdet_latent10k_plus" / "weights.pth").resolve()) in message
+
+
+def _hub_snapshot(cache: Path, repo_id: str, files: dict[str, bytes]) -> Path:
+    """A Hugging Face hub cache entry as huggingface_hub lays it out."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    for name, data in files.items():
+        (snapshot / name).write_bytes(data)
+    return snapshot
+
+
+def test_pretrained_tag_is_found_in_the_hub_cache_safetensors_first(tmp_path, monkeypatch):
+    import open_clip
+
+    from networks.openclip_features import resolve_checkpoint
+
+    spec = get_backbone("clipL14commonpool")
+    repo_id = "laion/CLIP-ViT-L-14-CommonPool.XL-s13B-b90K"  # open_clip's tag -> hub repo
+    both = _hub_snapshot(
+        tmp_path / "both",
+        repo_id,
+        {"open_clip_model.safetensors": b"s", "open_clip_pytorch_model.bin": b"b"},
+    )
+    found = resolve_checkpoint(spec, cache_dir=str(tmp_path / "both"))
+    assert found == both / "open_clip_model.safetensors"
+    only_bin = _hub_snapshot(tmp_path / "bin", repo_id, {"open_clip_pytorch_model.bin": b"b"})
+    assert resolve_checkpoint(spec, cache_dir=str(tmp_path / "bin")) == (
+        only_bin / "open_clip_pytorch_model.bin"
+    )
+
+    def offline(cfg, cache_dir=None):
+        raise OSError("offline")
+
+    monkeypatch.setattr(open_clip, "download_pretrained", offline)
+    with pytest.raises(WeightsUnavailableError, match=repo_id):  # not cached, no network
+        resolve_checkpoint(spec, cache_dir=str(tmp_path / "empty"))
+
+
+def test_safetensors_backbone_from_the_hub_cache_gives_the_same_features(
+    tmp_path, tiny_clip_checkpoint
+):
+    from safetensors.torch import save_file
+
+    from clipdet.registry import register_backbone
+    from networks.openclip_features import create_openclip_features
+
+    state = torch.load(tiny_clip_checkpoint, weights_only=True)
+    _hub_snapshot(
+        tmp_path / "hub",
+        "test-org/tiny",
+        {"open_clip_model.safetensors": b""},
+    )
+    snapshot = next((tmp_path / "hub").rglob("open_clip_model.safetensors"))
+    save_file({k: v.contiguous() for k, v in state.items()}, snapshot)
+    spec = register_backbone("tiny_hub_test", TINY_MODEL, hf_hub="test-org/tiny/")
+    from_hub = create_openclip_features(spec, True, cache_dir=str(tmp_path / "hub"))
+    from_bin = create_openclip_features(spec, True, checkpoint=tiny_clip_checkpoint)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(from_hub(x), from_bin(x), atol=0, rtol=0)
