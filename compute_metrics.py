@@ -26,7 +26,7 @@ from clipdet.metrics import (
     parse_metric_names,
 )
 from clipdet.reports import FORMATS, save_attribution_table, save_tables, to_text
-from clipdet.tables import write_csv_atomic
+from clipdet.tables import missing_images_hint_for_file, write_csv_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    hint = missing_images_hint_for_file(args.out_csv)
+    if hint:
+        print(hint, file=sys.stderr)
     tables = {name: compute_metric_table(data, name, args.ci, args.n_boot) for name in names}
     if other is not None:
         tables = {

@@ -31,6 +31,7 @@ from clipdet.tables import (
     add_verdicts,
     decision_scores,
     format_for_terminal,
+    missing_images_hint,
     read_image_list,
     to_jsonl,
     write_text_atomic,
@@ -297,6 +298,10 @@ def _report(table, results: ResultTable, out_path, threshold) -> None:
         counts = table.loc[table[model.name] != "", model.name].value_counts()
         listed = ", ".join(f"{label} {n}" for label, n in counts.items())
         print(f"attributed by {model.name}: {listed or 'none'}", file=sys.stderr)
+    hint = missing_images_hint(table[ERROR_COLUMN])
+    if hint:
+        print(hint, file=sys.stderr)
+        return
     for name, error in list(zip(failed.iloc[:, 0], failed[ERROR_COLUMN], strict=True))[:20]:
         print(f"  {name}: {error}", file=sys.stderr)
     if len(failed) > 20:

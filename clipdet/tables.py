@@ -116,3 +116,27 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text.encode("utf-8"))
     return path
+
+
+DOWNLOAD_HINT = "python data/download.py synthbuster (or synthwildx, grip_test; see data/README.md)"
+
+
+def missing_images_hint(errors: Sequence[str]) -> str | None:
+    """One line for a run where every image failed as not found: most likely the dataset was
+    never downloaded (or the list sits in another folder than its images)."""
+    errors = [str(e) for e in errors]
+    if errors and all("file not found" in e for e in errors):
+        return (
+            f"none of the {len(errors)} images was found: download the dataset first, e.g. "
+            f"{DOWNLOAD_HINT}; paths in a list are relative to the list's folder"
+        )
+    return None
+
+
+def missing_images_hint_for_file(scores_csv: str | os.PathLike) -> str | None:
+    """``missing_images_hint`` of a scores file's error column (None if it has none)."""
+    try:
+        table = pd.read_csv(scores_csv, usecols=[ERROR_COLUMN], keep_default_na=False)
+    except (OSError, ValueError):
+        return None
+    return missing_images_hint(table[ERROR_COLUMN])
