@@ -7,7 +7,6 @@ against its md5 or sha256, and only then moved to ``dest``. A checksum mismatch 
 partial file (its bytes cannot be trusted); a broken connection keeps it for the next run.
 """
 
-import hashlib
 import logging
 import os
 import zipfile
@@ -17,6 +16,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util.retry import Retry
+
+from .weights import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +67,6 @@ def parse_checksum(checksum: str) -> tuple[str, str]:
     return algorithm, value.lower()
 
 
-def file_digest(path: str | os.PathLike, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch(
     url: str,
     dest: str | os.PathLike,
@@ -97,36 +90,10 @@ def fetch(
     where = f"put it at {dest}" + (f" ({checksum})" if checksum else "")
     try:
         with session.get(url, headers=headers, stream=True, timeout=timeout) as response:
-            if response.status_code == 416:  # the partial file is already complete
-                pass
-            elif response.status_code >= 400:
+            if response.status_code >= 400 and response.status_code != 416:  # 416: complete
                 raise DownloadError(f"{url}: HTTP {response.status_code}; download it and {where}")
-            else:
-                resumed = response.status_code == 206
-                if start and not resumed:
-                    logger.info("%s does not resume; starting over", url)
-                    start = 0
-                length = response.headers.get("Content-Length")
-                total = start + int(length) if length and length.isdigit() else None
-                with (
-                    open(part, "ab" if resumed else "wb") as out,
-                    tqdm(
-                        total=total,
-                        initial=start,
-                        unit="B",
-                        unit_scale=True,
-                        desc=dest.name,
-                        disable=not progress,
-                    ) as bar,
-                ):
-                    for chunk in response.iter_content(_NET_CHUNK):
-                        out.write(chunk)
-                        bar.update(len(chunk))
-                if total is not None and part.stat().st_size < total:
-                    raise DownloadError(
-                        f"{url}: connection closed after {part.stat().st_size} of {total} bytes "
-                        f"(run again to resume); or download it and {where}"
-                    )
+            if response.status_code != 416:
+                _write_body(response, part, start, url, where, progress)
     except requests.RequestException as e:
         raise DownloadError(
             f"could not download {url} ({e}); run again to resume, or download it and {where}"
@@ -141,6 +108,28 @@ def fetch(
             )
     os.replace(part, dest)
     return dest
+
+
+def _write_body(response, part: Path, start: int, url: str, where: str, progress: bool):
+    """Append a 206 answer to ``part`` (or write a 200 one from the start), with a progress bar;
+    a body shorter than announced is a DownloadError that keeps ``part`` for a resume."""
+    resumed = response.status_code == 206
+    if start and not resumed:
+        logger.info("%s does not resume; starting over", url)
+        start = 0
+    length = response.headers.get("Content-Length")
+    total = start + int(length) if length and length.isdigit() else None
+    bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=part.stem,
+               disable=not progress)  # fmt: skip
+    with bar, open(part, "ab" if resumed else "wb") as out:
+        for chunk in response.iter_content(_NET_CHUNK):
+            out.write(chunk)
+            bar.update(len(chunk))
+    if total is not None and part.stat().st_size < total:
+        raise DownloadError(
+            f"{url}: connection closed after {part.stat().st_size} of {total} bytes "
+            f"(run again to resume); or download it and {where}"
+        )
 
 
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> int:

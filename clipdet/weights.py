@@ -115,12 +115,17 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str, timeout: float
     return dest
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``algorithm``: any hashlib name, e.g. sha256, md5)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    return file_digest(path, "sha256")
 
 
 def load_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
