@@ -12,7 +12,8 @@ COPY clipdet/ clipdet/
 COPY networks/ networks/
 COPY configs/ configs/
 COPY weights/ weights/
-COPY main.py compute_metrics.py train.py launder.py split.py ./
+COPY main.py compute_metrics.py train.py launder.py split.py reproduce.py ./
+COPY data/download.py data/commercial_tools.csv data/synthwildx.csv data/
 
 VOLUME ["/app/weights"]
 ENTRYPOINT ["python", "main.py"]

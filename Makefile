@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench reproduce clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: lint
 # Everything but the tests marked slow (a few seconds to ~40 s each); CI runs them all.
 test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The paper's Synthbuster table, clean and postprocessed (downloads the data and weights).
+reproduce: $(BIN)/.installed
+	$(BIN)/python reproduce.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_scoring.py

@@ -7,6 +7,7 @@ training images) and ``synthwildx`` (2,000 in-the-wild images fetched from their
 
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ GRIP_AREA = "https://www.grip.unina.it/download/prog/DMimageDetection/"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 # Folder keys of the GRIP sets that hold real images (their README's tables).
 GRIP_REAL_KEYS = {"coco_valid", "ffhq", "imagenet_valid", "lsun", "coco", "real"}
+# grip_train's real half: the COCO train2017 images whose ids the LDM file names carry.
+COCO_TRAIN_URL = "http://images.cocodataset.org/train2017/"
+COCO_REAL_FOLDER = "train_set/real_coco"
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ RECIPES = {
         ),
         "grip_train.csv",
         "GRIP training set (Cozzolino et al., CVPRW 2024): the 10,000 LDM images; its real half "
-        "is COCO train2017 (picked by image id), which this recipe does not download.",
+        "is COCO train2017 (Lin et al., ECCV 2014; CC BY 4.0 annotations, images under their "
+        "Flickr terms) picked by the image ids in the LDM file names.",
         folder_keys="train_set",
     ),
 }
@@ -99,12 +104,15 @@ def download_dataset(
     *,
     mirror: str | None = None,
     url_list: str | os.PathLike | None = None,
+    coco: str | os.PathLike | None = None,
     delay: float = 0.5,
     timeout: float = 30.0,
     progress: bool = True,
 ) -> Path:
     """Fetch, verify and unpack dataset ``name`` into ``dest``; returns its list CSV.
-    ``mirror`` replaces the archives' host (a base URL serving the same file names)."""
+    ``mirror`` replaces the archives' host (a base URL serving the same file names).
+    ``coco`` (grip_train): a local COCO train2017 folder, or a base URL, to take the real half
+    from (default: images.cocodataset.org, one image per ``delay`` seconds)."""
     if name == SYNTHWILDX:
         url_list = url_list or DATA_DIR / "synthwildx.csv"
         return download_synthwildx(dest, url_list, delay, timeout, progress)
@@ -122,7 +130,10 @@ def download_dataset(
         logger.info("%s: %d files unpacked into %s", archive.filename, written, dest)
     if recipe.shipped_list:
         return _check_list(DATA_DIR / recipe.shipped_list, dest, dest / recipe.list_name)
-    return _list_from_folder_keys(dest, recipe.folder_keys, dest / recipe.list_name)
+    out = _list_from_folder_keys(dest, recipe.folder_keys, dest / recipe.list_name)
+    if name == "grip_train":
+        _add_coco_real_half(out, dest, coco or COCO_TRAIN_URL, delay, timeout)
+    return out
 
 
 def _check_list(shipped: Path, dest: Path, out: Path) -> Path:
@@ -155,6 +166,62 @@ def _list_from_folder_keys(dest: Path, folder: str, out: Path) -> Path:
     return out
 
 
+def coco_id(filename: str) -> int | None:
+    """The COCO image id an LDM training image is named after: the last digit run of its stem."""
+    digits = re.findall(r"\d+", Path(filename).stem)
+    return int(digits[-1]) if digits else None
+
+
+def _add_coco_real_half(out: Path, dest: Path, coco, delay: float, timeout: float) -> None:
+    """Put the COCO train2017 images whose ids the synthetic files carry under
+    ``COCO_REAL_FOLDER`` (copied from a local folder, or fetched from a base URL) and append
+    those present to the list as ``real``."""
+    table = pd.read_csv(out, keep_default_na=False)
+    table = table[~table[FILENAME_COLUMN].str.startswith(COCO_REAL_FOLDER + "/")]
+    synthetic = table.loc[table[TYPE_COLUMN] != "real", FILENAME_COLUMN]
+    ids = sorted({i for i in map(coco_id, synthetic) if i is not None})
+    if not ids:
+        raise ValueError(f"no COCO image id in the file names of {out}; cannot pick the real half")
+    folder = dest / COCO_REAL_FOLDER
+    names = [f"{i:012d}.jpg" for i in ids]  # COCO's own naming
+    if Path(str(coco)).is_dir():
+        for name in names:
+            source, target = Path(coco) / name, folder / name
+            if source.is_file() and not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+    else:
+        base = str(coco).rstrip("/") + "/"
+        fetch_each([(base + n, folder / n) for n in names], delay, timeout, "COCO train2017")
+    present = [f"{COCO_REAL_FOLDER}/{n}" for n in names if (folder / n).is_file()]
+    real = pd.DataFrame({FILENAME_COLUMN: present, TYPE_COLUMN: "real"})
+    pd.concat([table, real], ignore_index=True).to_csv(out, index=False)
+    logger.warning("grip_train: %d of %d real COCO images present", len(present), len(names))
+
+
+def fetch_each(
+    items: list[tuple[str, Path]], delay: float, timeout: float, what: str
+) -> tuple[int, list[tuple[str, str]]]:
+    """Fetch each (url, target) whose target is not there yet, at most one request per
+    ``delay`` seconds; a dead link is counted and reported, never fatal. Returns (fetched,
+    [(url, error)])."""
+    session = make_session(retries=2, backoff=delay)
+    dead, fetched, last = [], 0, 0.0
+    for url, target in items:
+        if target.is_file():
+            continue
+        time.sleep(max(0.0, last + delay - time.monotonic()))
+        last = time.monotonic()
+        try:
+            fetch(url, target, session=session, timeout=timeout, progress=False)
+            fetched += 1
+        except DownloadError as e:
+            dead.append((url, str(e)))
+            logger.warning("dead link: %s", e)
+    logger.warning("%s: %d fetched, %d dead links", what, fetched, len(dead))
+    return fetched, dead
+
+
 def download_synthwildx(
     dest: str | os.PathLike,
     url_list: str | os.PathLike,
@@ -168,20 +235,8 @@ def download_synthwildx(
     dest = Path(dest)
     folder = dest / SYNTHWILDX
     table = pd.read_csv(url_list, keep_default_na=False)
-    session = make_session(retries=2, backoff=delay)
-    dead, fetched, last = [], 0, 0.0
-    for row in table.itertuples(index=False):
-        target = folder / row.filename
-        if target.is_file():
-            continue
-        time.sleep(max(0.0, last + delay - time.monotonic()))
-        last = time.monotonic()
-        try:
-            fetch(row.url, target, session=session, timeout=timeout, progress=False)
-            fetched += 1
-        except DownloadError as e:
-            dead.append((row.filename, str(e)))
-            logger.warning("dead link: %s", e)
+    items = [(row.url, folder / row.filename) for row in table.itertuples(index=False)]
+    fetched, dead = fetch_each(items, delay, timeout, SYNTHWILDX)
     present = table[[(folder / f).is_file() for f in table[FILENAME_COLUMN]]]
     out = dest / f"{SYNTHWILDX}.csv"
     listed = present.assign(filename=[f"{SYNTHWILDX}/{f}" for f in present[FILENAME_COLUMN]])

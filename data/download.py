@@ -3,6 +3,7 @@
     python data/download.py synthbuster            # Synthbuster + RAISE-1k -> data/
     python data/download.py synthwildx             # 2,000 in-the-wild images from their URLs
     python data/download.py grip_test --dest /big/disk
+    python data/download.py grip_train --coco /datasets/coco/train2017   # real half from a copy
 
 Archives are fetched resumably (run again after a broken connection), checked against their
 md5 and unpacked; zip entries that would escape the folder are refused.
@@ -25,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dest", default=str(DATA_DIR), help="folder to unpack into (default data/)")
     p.add_argument("--mirror", default=None, help="base URL serving the same archive names")
     p.add_argument("--url_list", default=None, help="synthwildx: list with url,filename,typ")
+    p.add_argument(
+        "--coco",
+        default=None,
+        metavar="DIR|URL",
+        help="grip_train: a local COCO train2017 folder or base URL for the real half "
+        "(default: images.cocodataset.org, one image per --delay)",
+    )
     p.add_argument("--delay", type=float, default=0.5, help="synthwildx: seconds between requests")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds without an answer")
     p.add_argument("--quiet", "-q", action="store_true")
@@ -35,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {RECIPES[args.name].note}", file=sys.stderr)
     try:
         out = download_dataset(
-            args.name, args.dest, mirror=args.mirror, url_list=args.url_list,
+            args.name, args.dest, mirror=args.mirror, url_list=args.url_list, coco=args.coco,
             delay=args.delay, timeout=args.timeout, progress=not args.quiet,
         )  # fmt: skip
     except (DownloadError, UnsafeArchiveError, OSError, ValueError) as e:

@@ -124,6 +124,24 @@ def test_a_zip_entry_escaping_the_folder_is_refused(tmp_path, server):
     assert not (tmp_path / "escaped.txt").exists() and not (dest / "ok").exists()
 
 
+def _serve_synthbuster(server, monkeypatch, tmp_path, fake: dict, real: dict) -> None:
+    """Serve the two Synthbuster archives (``fake`` entries, ``real`` RAISE entries) and ship
+    their list (typ from the folder) as data/commercial_tools.csv."""
+    recipe = datasets.RECIPES["synthbuster"]
+    archives = {recipe.archives[0].filename: _zip(fake), recipe.archives[1].filename: _zip(real)}
+    for name, data in archives.items():
+        server.files[f"/{name}"] = data
+    fixed = tuple(replace(a, checksum=_md5(archives[a.filename])) for a in recipe.archives)
+    monkeypatch.setitem(datasets.RECIPES, "synthbuster", replace(recipe, archives=fixed))
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    rows = [(f, f.split("/")[1]) for f in fake] + [(f"synthbuster/{f}", "real") for f in real]
+    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(
+        shipped / "commercial_tools.csv", index=False
+    )
+    monkeypatch.setattr(datasets, "DATA_DIR", shipped)
+
+
 def _load_cli():
     spec = importlib.util.spec_from_file_location("download_cli", REPO_DATA / "download.py")
     module = importlib.util.module_from_spec(spec)
@@ -135,19 +153,7 @@ def test_synthbuster_recipe_gives_the_lists_layout(tmp_path, server, monkeypatch
     fake = {f"synthbuster/{g}/{g}{i}.png": f"{g}{i}".encode() for g in ("dalle2", "firefly")
             for i in range(2)}  # fmt: skip
     real = {f"real_RAISE_1k/r{i}.png": b"r" for i in range(2)}
-    archives = {"synthbuster.zip": _zip(fake), "real_RAISE_1k.zip": _zip(real)}
-    for name, data in archives.items():
-        server.files[f"/{name}"] = data
-    shipped = tmp_path / "shipped"
-    shipped.mkdir()
-    rows = [(f, f.split("/")[1]) for f in fake] + [(f"synthbuster/{f}", "real") for f in real]
-    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(
-        shipped / "commercial_tools.csv", index=False
-    )
-    monkeypatch.setattr(datasets, "DATA_DIR", shipped)
-    recipe = datasets.RECIPES["synthbuster"]
-    archives_ok = tuple(replace(a, checksum=_md5(archives[a.filename])) for a in recipe.archives)
-    monkeypatch.setitem(datasets.RECIPES, "synthbuster", replace(recipe, archives=archives_ok))
+    _serve_synthbuster(server, monkeypatch, tmp_path, fake, real)
 
     dest = tmp_path / "data"
     cli = _load_cli()
@@ -232,3 +238,108 @@ def test_a_run_with_every_image_missing_names_the_download_command(
     assert "r1.png: " not in err  # one line, not one per row
     assert metrics_cli.main(["-i", str(csv), "-o", str(out)]) == 0
     assert "python data/download.py synthbuster" in capsys.readouterr().err
+
+
+def _image_bytes(seed: int, fmt: str = "PNG", tint: int = 0) -> bytes:
+    """A small random image (``tint`` shifts the colours, to tell classes apart)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 128, size=(36, 40, 3), dtype=np.uint8) + np.uint8(tint)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _serve_recipe(server, monkeypatch, name: str, entries: dict[str, bytes]):
+    """Serve one zip per archive of recipe ``name`` (all of ``entries`` in the first)."""
+    recipe = datasets.RECIPES[name]
+    archives = []
+    for i, archive in enumerate(recipe.archives):
+        data = _zip(entries if i == 0 else {})
+        server.files[f"/{archive.filename}"] = data
+        archives.append(replace(archive, checksum=_md5(data)))
+    monkeypatch.setitem(datasets.RECIPES, name, replace(recipe, archives=tuple(archives)))
+
+
+def test_grip_train_takes_its_real_half_from_coco_by_image_id(tmp_path, server, monkeypatch):
+    ids = (139, 285, 632)
+    entries = {f"train_set/latent_diffusion/ldm_{i:012d}.png": _image_bytes(i) for i in ids}
+    _serve_recipe(server, monkeypatch, "grip_train", entries)
+    for i in ids[:2]:  # the third id is a dead link
+        server.files[f"/coco/{i:012d}.jpg"] = _image_bytes(i, "JPEG")
+    args = dict(mirror=server.url, coco=f"{server.url}/coco", delay=0.0, progress=False)
+    out = datasets.download_dataset("grip_train", tmp_path, **args)
+    table = pd.read_csv(out)
+    real = table.loc[table["typ"] == "real", "filename"].tolist()
+    assert real == [f"train_set/real_coco/{i:012d}.jpg" for i in ids[:2]]
+    assert (table["typ"] == "latent_diffusion").sum() == 3
+    assert (tmp_path / real[0]).read_bytes() == server.files["/coco/000000000139.jpg"]
+    server.requests.clear()
+    again = pd.read_csv(datasets.download_dataset("grip_train", tmp_path, **args))
+    assert again.equals(table)  # the real images are listed once, not again as a folder key
+    assert [path for path, _ in server.requests] == ["/coco/000000000632.jpg"]  # only the missing
+
+    local = tmp_path / "coco_copy"
+    local.mkdir()
+    (local / "000000000632.jpg").write_bytes(_image_bytes(632, "JPEG"))
+    args["coco"] = str(local)
+    table = pd.read_csv(datasets.download_dataset("grip_train", tmp_path, **args))
+    assert (table["typ"] == "real").sum() == 3
+
+
+@pytest.mark.slow
+def test_reproduce_runs_end_to_end_on_loopback_datasets(
+    tmp_path, server, monkeypatch, weights_dir, tiny_clip_checkpoint, capsys
+):
+    import shutil
+
+    from conftest import TINY_BACKBONE
+
+    import reproduce
+
+    generators = ("dalle2", "firefly")
+    fake = {f"synthbuster/{g}/{g}{i}.png": _image_bytes(10 * k + i, tint=100)
+            for k, g in enumerate(generators) for i in range(4)}  # fmt: skip
+    real = {f"real_RAISE_1k/r{i}.png": _image_bytes(50 + i) for i in range(4)}
+    _serve_synthbuster(server, monkeypatch, tmp_path, fake, real)
+    ids = range(1, 9)
+    train = {f"train_set/latent_diffusion/{i:012d}.png": _image_bytes(i, tint=100) for i in ids}
+    _serve_recipe(server, monkeypatch, "grip_train", train)
+    for i in ids:
+        server.files[f"/coco/{i:012d}.jpg"] = _image_bytes(100 + i, "JPEG")
+    weights = tmp_path / "weights"
+    shutil.copytree(weights_dir / "tiny_a", weights / "clipdet_latent10k")
+    shutil.copytree(weights_dir / "tiny_b", weights / "other")
+    out = tmp_path / "out"
+
+    argv = ["--data", str(tmp_path / "data"), "--out", str(out), "-w", str(weights),
+            "-m", "other,clipdet_latent10k", "--train", "--train_arch",
+            f"opencliplinearnext_{TINY_BACKBONE}", "--mirror", server.url,
+            "--coco", f"{server.url}/coco", "--backbone_weights", str(tiny_clip_checkpoint),
+            "-d", "cpu", "--num_workers", "0", "-q"]  # fmt: skip
+    assert reproduce.main(argv) == 0
+    report = (out / "reproduce.md").read_text()
+    assert report in capsys.readouterr().out
+    header = next(line for line in report.splitlines() if line.startswith("| model"))
+    assert header == "| model · condition | dalle2 | firefly | AVG |"
+    labels = [line.split(" | ")[0].lstrip("| ") for line in report.splitlines()
+              if " · " in line and not line.startswith("| model")]  # fmt: skip
+    models = ("other", "clipdet_latent10k", "clipdet_grip_train", "fusion")
+    assert labels == [f"{m} · {c}" for m in models for c in ("clean", "postprocessed")]
+    for step in ("python data/download.py synthbuster", "python data/download.py grip_train",
+                 "python train.py", "python main.py", "python launder.py -i",
+                 "python compute_metrics.py"):  # fmt: skip
+        assert step in report
+    assert "--ops postprocessed --seed 0" in report and "- torch: " in report
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 12 and scores["error"].isna().all()
+    laundered = pd.read_csv(out / "scores_laundered.csv")
+    assert len(laundered) == 12 and not scores["other"].equals(laundered["other"])
+    assert (weights / "clipdet_grip_train" / "config.yaml").is_file()
+
+    served = len(server.requests)  # a second run finds the datasets complete: nothing fetched
+    assert reproduce.main([*argv, "--limit", "2"]) == 0
+    assert len(server.requests) == served
+    assert len(pd.read_csv(out / "scores.csv")) == 6  # 2 of each typ
