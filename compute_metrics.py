@@ -17,16 +17,16 @@ import logging
 import sys
 from pathlib import Path
 
-from clipdet.attribution_metrics import evaluate_attribution
-from clipdet.metrics import (
+from clipdet.evaluation.attribution_metrics import evaluate_attribution
+from clipdet.evaluation.metrics import (
     METRICS,
     compare_tables,
     compute_metric_table,
     load_evaluation_data,
     parse_metric_names,
 )
-from clipdet.reports import FORMATS, save_attribution_table, save_tables, to_text
-from clipdet.tables import missing_images_hint_for_file, write_csv_atomic
+from clipdet.evaluation.reports import FORMATS, save_attribution_table, save_tables, to_text
+from clipdet.pipeline.results import missing_images_hint_for_file, write_csv_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_tab:
         save_tables(tables, args.save_tab, args.format)
     if args.plot:
-        from clipdet.plots import plot_roc_curves, plot_score_histograms
+        from clipdet.evaluation.plots import plot_roc_curves, plot_score_histograms
 
         written = plot_roc_curves(data, args.plot) + plot_score_histograms(data, args.plot)
         print(f"wrote {len(written)} plots to {args.plot}", file=sys.stderr)
@@ -131,7 +131,7 @@ def _attribution(args) -> int:
     if args.save_tab:
         save_attribution_table(result.table, args.save_tab, args.format)
     if args.plot:
-        from clipdet.plots import plot_confusion, safe_name
+        from clipdet.evaluation.plots import plot_confusion, safe_name
 
         for name, matrix in result.confusion.items():
             stem = Path(args.plot) / f"confusion_{safe_name(name)}"  # names may hold dots

@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from clipdet.laundering import launder_list
+from clipdet.evaluation.laundering import launder_list
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,20 +14,12 @@ import shlex
 import sys
 
 from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS, ERROR_COLUMN
-from clipdet.feature_cache import FeatureCache
-from clipdet.fusion import FUSIONS, NO_FUSION
-from clipdet.inputs import collect_images
-from clipdet.perturb import Perturbation
-from clipdet.resume import PartialWriter, ResumeError, load_partial, partial_path, run_signature
-from clipdet.scoring import (
-    ResultTable,
-    default_batch_size,
-    default_device,
-    default_num_workers,
-    iter_scores,
-    load_models,
-)
-from clipdet.tables import (
+from clipdet.evaluation.perturb import Perturbation
+from clipdet.models.weights import available_models
+from clipdet.pipeline.feature_cache import FeatureCache
+from clipdet.pipeline.fusion import FUSIONS, NO_FUSION
+from clipdet.pipeline.inputs import collect_images
+from clipdet.pipeline.results import (
     add_verdicts,
     decision_scores,
     format_for_terminal,
@@ -36,7 +28,21 @@ from clipdet.tables import (
     to_jsonl,
     write_text_atomic,
 )
-from clipdet.weights import available_models
+from clipdet.pipeline.resume import (
+    PartialWriter,
+    ResumeError,
+    load_partial,
+    partial_path,
+    run_signature,
+)
+from clipdet.pipeline.scoring import (
+    ResultTable,
+    default_batch_size,
+    default_device,
+    default_num_workers,
+    iter_scores,
+    load_models,
+)
 
 logger = logging.getLogger("clipdet")
 

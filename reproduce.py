@@ -21,7 +21,7 @@ import launder
 import main as score
 import train
 from clipdet.datasets import DATA_DIR, download_dataset
-from clipdet.reproduction import (
+from clipdet.evaluation.reproduction import (
     list_is_complete,
     reproduction_report,
     subset_list,

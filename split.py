@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from clipdet.splits import split_open_set
+from clipdet.training.splits import split_open_set
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,9 +13,9 @@ import argparse
 import logging
 import sys
 
-from clipdet.attribution import DEFAULT_ACCEPT_RATE, DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
-from clipdet.scoring import default_batch_size, default_device, default_num_workers
-from clipdet.training import DEFAULT_ARCH, train_attributor, train_detector
+from clipdet.models.attribution import DEFAULT_ACCEPT_RATE, DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
+from clipdet.pipeline.scoring import default_batch_size, default_device, default_num_workers
+from clipdet.training.trainers import DEFAULT_ARCH, train_attributor, train_detector
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ import compute_metrics  # noqa: E402
 import main as main_cli  # noqa: E402
 import split  # noqa: E402
 import train  # noqa: E402
-from clipdet.registry import register_backbone  # noqa: E402
+from clipdet.models.registry import register_backbone  # noqa: E402
 
 
 def main() -> None:

@@ -9,8 +9,8 @@ import time
 import torch
 from common import bench_parser, make_images
 
-from clipdet.images import load_rgb
-from clipdet.preprocess import make_transform
+from clipdet.models.preprocess import make_transform
+from clipdet.pipeline.images import load_rgb
 
 KINDS = [(512, 512, "JPEG"), (1024, 1024, "PNG"), (2000, 1500, "JPEG"), (4000, 3000, "JPEG")]
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 from common import print_run
 
-from clipdet.scoring import iter_scores, load_models
+from clipdet.pipeline.scoring import iter_scores, load_models
 
 
 def main() -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .constants import FILENAME_COLUMN, TYPE_COLUMN
-from .download import DownloadError, fetch, make_session, safe_extract
+from clipdet.constants import FILENAME_COLUMN, TYPE_COLUMN
+from clipdet.download import DownloadError, fetch, make_session, safe_extract
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the source tree's data/
 GRIP_AREA = "https://www.grip.unina.it/download/prog/DMimageDetection/"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 # Folder keys of the GRIP sets that hold real images (their README's tables).

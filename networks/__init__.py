@@ -1,9 +1,10 @@
-"""Detector architectures, named as in the reference code's `arch` config key."""
+"""Detector architectures, named as in the reference code's `arch` config key. Architectures
+only: they take a model name and a state dict; finding and loading checkpoints is clipdet's."""
 
 from dataclasses import dataclass
 
 from .detector import Attributor, Detector
-from .openclip_features import OpenClipFeatures, create_openclip_features
+from .openclip_features import OpenClipFeatures, build_visual_tower, openclip_features
 from .resnet_nodown import ResNetNoDownFeatures
 
 __all__ = [
@@ -12,7 +13,8 @@ __all__ = [
     "Detector",
     "OpenClipFeatures",
     "ResNetNoDownFeatures",
-    "create_openclip_features",
+    "build_visual_tower",
+    "openclip_features",
     "parse_arch",
 ]
 

@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from clipdet.registry import register_backbone
+from clipdet.models.registry import register_backbone
 
 TINY_MODEL = "clipdet-test-tiny-vit"
 TINY_BACKBONE = "tinyvit"
@@ -141,7 +141,7 @@ def main_command(checkpoint: Path, *args: str) -> list[str]:
 
     config_json = checkpoint.parent / f"{TINY_MODEL}.json"
     launcher = (
-        "import runpy, sys, open_clip; from clipdet.registry import register_backbone; "
+        "import runpy, sys, open_clip; from clipdet.models.registry import register_backbone; "
         f"open_clip.add_model_config({str(config_json)!r}); "
         f"register_backbone({TINY_BACKBONE!r}, {TINY_MODEL!r}); "
         "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"

@@ -24,14 +24,14 @@ from PIL import Image, ImageFilter
 import compute_metrics as metrics_cli
 import split as split_cli
 import train as train_cli
-from clipdet import score_images
-from clipdet.attribution import UNKNOWN, OpenSetRule, attribution_columns
-from clipdet.attribution_metrics import evaluate_attribution, oscr
-from clipdet.factory import BackboneCache, create_frozen_feature_group
-from clipdet.features import extract_features
-from clipdet.preprocess import make_transform
-from clipdet.resume import PartialWriter, load_partial, partial_path, run_signature
-from clipdet.scoring import load_models
+from clipdet.api import score_images
+from clipdet.evaluation.attribution_metrics import evaluate_attribution, oscr
+from clipdet.models.attribution import UNKNOWN, OpenSetRule, attribution_columns
+from clipdet.models.factory import BackboneCache, create_frozen_feature_group
+from clipdet.models.preprocess import make_transform
+from clipdet.pipeline.features import extract_features
+from clipdet.pipeline.resume import PartialWriter, load_partial, partial_path, run_signature
+from clipdet.pipeline.scoring import load_models
 
 ARCH = f"opencliplinearnext_{TINY_BACKBONE}"
 KNOWN = ("gen_blocky", "gen_noise", "real")  # sorted, as the model stores them
@@ -250,7 +250,7 @@ def test_main_writes_attribution_columns_and_resumes(tmp_path, data, tiny_clip_c
     # an interrupted run: half the rows in the partial file, then --resume
     models = load_models(["attr"], root / "w", tiny_clip_checkpoint)
     paths = [str(root / f) for f in test["filename"]]
-    from clipdet.scoring import iter_scores
+    from clipdet.pipeline.scoring import iter_scores
 
     writer = PartialWriter(
         partial_path(out), run_signature(paths, models) | {"perturb": [None, 0]}, False
@@ -333,7 +333,7 @@ def test_open_set_rule_threshold_is_the_smallest_reaching_the_rate():
 
 
 def test_columns_of_a_failed_image_are_empty():
-    from clipdet.attribution import AttributionSpec
+    from clipdet.models.attribution import AttributionSpec
 
     spec = AttributionSpec(("a", "b"), None, OpenSetRule("msp", 0.2))
     cols = attribution_columns("m", spec, np.array([[2.0, 0.0], [np.nan, np.nan], [0.1, 0.0]]))
@@ -482,7 +482,7 @@ def test_block_is_refused_for_detection_training(tmp_path, tiny_clip_checkpoint,
 
 
 def test_an_explicit_detection_task_is_a_detector(weights_dir, tmp_path, tiny_clip_checkpoint):
-    from clipdet.factory import create_detector
+    from clipdet.models.factory import create_detector
 
     config = yaml.safe_load((weights_dir / "tiny_a" / "config.yaml").read_text())
     (tmp_path / "d").mkdir()
@@ -512,7 +512,7 @@ def test_an_explicit_detection_task_is_a_detector(weights_dir, tmp_path, tiny_cl
 def test_broken_attribution_configs_are_clear_errors(
     data, tmp_path, tiny_clip_checkpoint, change, message
 ):
-    from clipdet.factory import create_detector
+    from clipdet.models.factory import create_detector
 
     root, _, _ = data
     config = yaml.safe_load((root / "w" / "attr" / "config.yaml").read_text()) | change
@@ -603,7 +603,7 @@ def test_confusion_files_keep_dotted_model_names(tmp_path):
 
 
 def test_a_negative_block_in_a_config_counts_from_the_end(data, tmp_path, tiny_clip_checkpoint):
-    from clipdet.factory import create_detector
+    from clipdet.models.factory import create_detector
 
     root, test, _ = data
     config = yaml.safe_load((root / "w" / "attr_b0" / "config.yaml").read_text())
@@ -629,9 +629,9 @@ def test_threshold_holds_for_the_logits_scoring_computes(tmp_path, tiny_clip_che
     """The threshold is fitted on the float32 logits of the saved head, so on the very images
     it was fitted on, scoring accepts at least the stored share, for every accept rate (a
     float64 fit misses by one image about every other rate)."""
-    from clipdet.heads import AttributionHead
-    from clipdet.scoring import _apply_head
-    from clipdet.training import save_head
+    from clipdet.models.heads import AttributionHead
+    from clipdet.pipeline.scoring import _apply_head
+    from clipdet.training.trainers import save_head
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, TINY_WIDTH))

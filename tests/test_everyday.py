@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, local_run_args, main_command, make_image
 
 import main as cli
-from clipdet.inputs import collect_images
+from clipdet.pipeline.inputs import collect_images
 
 
 def test_folders_recurse_sorted_and_skip_non_images(tmp_path):

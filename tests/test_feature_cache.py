@@ -8,7 +8,7 @@ import torch
 from conftest import TINY_MODEL, local_run_args, make_image
 
 import main as cli
-from clipdet import score_images
+from clipdet.api import score_images
 
 MODELS = ["tiny_a", "tiny_b"]
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.special import expit, logit
 
-from clipdet.fusion import FUSIONS, apply_fusion
+from clipdet.pipeline.fusion import FUSIONS, apply_fusion
 
 X = np.array([[-2.0, 0.5, 3.0], [0.0, 0.0, 0.0], [-7.5, -1.0, 2.25], [4.0, 4.0, -9.0]])
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from clipdet.heads import LinearSVMHead
+from clipdet.models.heads import LinearSVMHead
 
 
 def _blobs(n=40, dim=16, shift=1.5, seed=0):

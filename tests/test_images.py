@@ -5,8 +5,8 @@ import pytest
 from conftest import make_image
 from PIL import Image
 
-from clipdet import images
-from clipdet.images import ImageLoadError, load_rgb
+from clipdet.pipeline import images
+from clipdet.pipeline.images import ImageLoadError, load_rgb
 
 
 def _write(path, data: bytes):

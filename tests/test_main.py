@@ -10,9 +10,9 @@ from conftest import REPO, local_run_args, main_command, make_image
 from PIL import Image
 
 import main as cli
-from clipdet import images as images_module
-from clipdet import score_images
-from clipdet.scoring import load_models
+from clipdet.api import score_images
+from clipdet.pipeline import images as images_module
+from clipdet.pipeline.scoring import load_models
 
 CLIP_MODELS = "tiny_a,tiny_b"
 
@@ -182,8 +182,10 @@ def test_backbone_runs_once_per_batch_for_two_heads(
     backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     decoded = []
     original = images_module.load_rgb
-    monkeypatch.setattr("clipdet.features.load_rgb", lambda p: decoded.append(p) or original(p))
-    from clipdet.scoring import iter_scores
+    monkeypatch.setattr(
+        "clipdet.pipeline.features.load_rgb", lambda p: decoded.append(p) or original(p)
+    )
+    from clipdet.pipeline.scoring import iter_scores
 
     paths = [str(p) for p in sorted(image_dir.glob("*.png"))]
     results = list(iter_scores(models, paths, batch_size=2, num_workers=0))

@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 import compute_metrics as cli
-from clipdet.metrics import (
+from clipdet.evaluation.metrics import (
     METRICS,
     bootstrap_interval,
     compute_metric_table,

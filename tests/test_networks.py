@@ -10,10 +10,10 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.models import resnet50
 
-from clipdet.factory import BackboneCache, create_detector
-from clipdet.registry import BackboneSpec, get_backbone
+from clipdet.models.backbones import build_visual_tower, create_openclip_features
+from clipdet.models.factory import BackboneCache, create_detector
+from clipdet.models.registry import BackboneSpec, get_backbone
 from networks import ResNetNoDownFeatures, parse_arch
-from networks.openclip_features import build_visual_tower, create_openclip_features
 
 
 def reference_clip_llr(checkpoint, head: dict, image: Image.Image, next_to_last=True) -> float:

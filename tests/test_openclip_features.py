@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import TINY_MODEL
 
-from clipdet.registry import register_backbone
-from clipdet.weights import WeightsUnavailableError
-from networks.openclip_features import create_openclip_features, resolve_checkpoint
+from clipdet.models.backbones import create_openclip_features, resolve_checkpoint
+from clipdet.models.registry import register_backbone
+from clipdet.models.weights import WeightsUnavailableError
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 

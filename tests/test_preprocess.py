@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipdet.preprocess import is_full_resolution, make_transform, transform_key
+from clipdet.models.preprocess import is_full_resolution, make_transform, transform_key
 
 
 def _image(w, h, seed=0):
@@ -37,7 +37,7 @@ def test_integer_patch_size_centre_crops():
 
 
 def test_transform_keys_group_identical_preprocessing(weights_dir, tiny_clip_checkpoint):
-    from clipdet.scoring import load_models
+    from clipdet.pipeline.scoring import load_models
 
     names = ["tiny_a", "tiny_b", "tiny_proj", "res_tiny"]
     keys = [m.transform_key for m in load_models(names, weights_dir, tiny_clip_checkpoint)]

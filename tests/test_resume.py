@@ -7,7 +7,7 @@ import pytest
 from conftest import local_run_args, make_image
 
 import main as cli
-from clipdet.resume import partial_path
+from clipdet.pipeline.resume import partial_path
 
 
 @pytest.fixture

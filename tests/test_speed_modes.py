@@ -6,14 +6,14 @@ import torch
 from conftest import make_image
 from torchvision.models import resnet50
 
-from clipdet import score_images
-from clipdet.scoring import resolve_precision
+from clipdet.api import score_images
+from clipdet.pipeline.scoring import resolve_precision
 from networks import ResNetNoDownFeatures
 from networks.resnet_nodown import receptive_field
 
 
 def test_precision_names(monkeypatch):
-    from clipdet import scoring
+    from clipdet.pipeline import scoring
 
     assert resolve_precision("bf16", "cpu") == torch.bfloat16
     assert resolve_precision("fp16", "cuda:0") == torch.float16
@@ -82,7 +82,7 @@ def test_small_images_are_not_tiled(monkeypatch):
 
 
 def test_tile_size_flag_reaches_full_resolution_models(tmp_path, weights_dir):
-    from clipdet.scoring import load_models
+    from clipdet.pipeline.scoring import load_models
 
     (model,) = load_models(["res_tiny"], weights_dir, tile_size=128)
     assert model.detector.backbone.tile_size == 128
@@ -94,7 +94,7 @@ def test_full_resolution_model_tiles_at_the_default_size_end_to_end(
 ):
     """A Corvi2023-style model (res50nodown) on an image just over the default tiling bound
     ((512 + 2 * 64)^2 pixels): the tiled run (2x2 tiles) gives the untiled LLR."""
-    from clipdet.scoring import load_models
+    from clipdet.pipeline.scoring import load_models
     from networks.resnet_nodown import ResNetNoDownFeatures
 
     path = make_image(tmp_path / "big.png", size=(660, 630), seed=3)

@@ -9,10 +9,10 @@ from conftest import TINY_BACKBONE, TINY_WIDTH, count_forward_passes, train_args
 from PIL import Image, ImageFilter
 
 import train as train_cli
-from clipdet import score_images
-from clipdet.factory import BackboneCache, create_frozen_feature_group
-from clipdet.feature_cache import FeatureCache
-from clipdet.features import extract_features
+from clipdet.api import score_images
+from clipdet.models.factory import BackboneCache, create_frozen_feature_group
+from clipdet.pipeline.feature_cache import FeatureCache
+from clipdet.pipeline.features import extract_features
 
 ARCH = f"opencliplinearnext_{TINY_BACKBONE}"
 

@@ -11,9 +11,9 @@ import torch
 import yaml
 from conftest import TINY_MODEL
 
-from clipdet import weights as W
-from clipdet.registry import KnownDetector, get_backbone, known_detectors
-from clipdet.weights import (
+from clipdet.models import weights as W
+from clipdet.models.registry import KnownDetector, get_backbone, known_detectors
+from clipdet.models.weights import (
     ChecksumError,
     UnknownModelError,
     WeightsUnavailableError,
@@ -195,7 +195,7 @@ def _hub_snapshot(cache: Path, repo_id: str, files: dict[str, bytes]) -> Path:
 def test_pretrained_tag_is_found_in_the_hub_cache_safetensors_first(tmp_path, monkeypatch):
     import open_clip
 
-    from networks.openclip_features import resolve_checkpoint
+    from clipdet.models.backbones import resolve_checkpoint
 
     spec = get_backbone("clipL14commonpool")
     repo_id = "laion/CLIP-ViT-L-14-CommonPool.XL-s13B-b90K"  # open_clip's tag -> hub repo
@@ -224,8 +224,8 @@ def test_safetensors_backbone_from_the_hub_cache_gives_the_same_features(
 ):
     from safetensors.torch import save_file
 
-    from clipdet.registry import register_backbone
-    from networks.openclip_features import create_openclip_features
+    from clipdet.models.backbones import create_openclip_features
+    from clipdet.models.registry import register_backbone
 
     state = torch.load(tiny_clip_checkpoint, weights_only=True)
     _hub_snapshot(

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from .attribution import UNKNOWN, AttributionColumns, find_attribution_models
-from .constants import FILENAME_COLUMN, TYPE_COLUMN
-from .metrics import read_csv, read_labels_and_scores
+from clipdet.constants import FILENAME_COLUMN, TYPE_COLUMN
+from clipdet.evaluation.metrics import read_csv, read_labels_and_scores
+from clipdet.models.attribution import UNKNOWN, AttributionColumns, find_attribution_models
 
 logger = logging.getLogger(__name__)
 

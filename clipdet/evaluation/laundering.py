@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from .constants import ERROR_COLUMN, FILENAME_COLUMN, TYPE_COLUMN
-from .features import describe_error
-from .images import load_rgb
-from .perturb import Perturbation
-from .tables import read_list, write_csv_atomic
+from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, TYPE_COLUMN
+from clipdet.evaluation.perturb import Perturbation
+from clipdet.pipeline.features import describe_error
+from clipdet.pipeline.images import load_rgb
+from clipdet.pipeline.results import read_list, write_csv_atomic
 
 logger = logging.getLogger(__name__)
 

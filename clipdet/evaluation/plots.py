@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
-from .constants import TYPE_COLUMN  # noqa: E402
-from .metrics import REAL, EvaluationData  # noqa: E402
+from clipdet.constants import TYPE_COLUMN  # noqa: E402
+from clipdet.evaluation.metrics import REAL, EvaluationData  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .feature_cache import FeatureCache
-from .images import load_rgb
-from .preprocess import ImageTransform, is_full_resolution
-from .weights import sha256_of
+from clipdet.models.preprocess import ImageTransform, is_full_resolution
+from clipdet.models.weights import sha256_of
+from clipdet.pipeline.feature_cache import FeatureCache
+from clipdet.pipeline.images import load_rgb
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .constants import DEFAULT_FUSION, DEFAULT_MODELS
-from .factory import BackboneCache, LoadedModel, create_detector
-from .feature_cache import FeatureCache
-from .features import FeatureGroup, iter_batch_features
-from .tables import build_table
+from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS
+from clipdet.models.factory import BackboneCache, LoadedModel, create_detector
+from clipdet.pipeline.feature_cache import FeatureCache
+from clipdet.pipeline.features import FeatureGroup, iter_batch_features
+from clipdet.pipeline.results import build_table
 
 logger = logging.getLogger(__name__)
 

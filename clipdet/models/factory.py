@@ -8,19 +8,13 @@ from pathlib import Path
 
 from torch import nn
 
-from networks import (
-    Attributor,
-    Detector,
-    ResNetNoDownFeatures,
-    create_openclip_features,
-    parse_arch,
-)
-
-from .attribution import AttributionSpec
-from .features import FeatureGroup
-from .preprocess import ImageTransform, make_transform, transform_key
-from .registry import get_backbone
-from .weights import load_model_config, load_state_dict, resolve_weights_file
+from clipdet.models.attribution import AttributionSpec
+from clipdet.models.backbones import create_openclip_features
+from clipdet.models.preprocess import ImageTransform, make_transform, transform_key
+from clipdet.models.registry import get_backbone
+from clipdet.models.weights import load_model_config, load_state_dict, resolve_weights_file
+from clipdet.pipeline.features import FeatureGroup
+from networks import Attributor, Detector, ResNetNoDownFeatures, parse_arch
 
 logger = logging.getLogger(__name__)
 

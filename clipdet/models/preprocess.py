@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from .constants import CLIP224, CLIP_INPUT_SIZE, NORMALIZATION
+from clipdet.constants import CLIP224, CLIP_INPUT_SIZE, NORMALIZATION
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from .constants import CONFIG_FILENAME
-from .registry import KnownDetector, known_detectors
+from clipdet.constants import CONFIG_FILENAME
+from clipdet.models.registry import KnownDetector, known_detectors
 
 logger = logging.getLogger(__name__)
 

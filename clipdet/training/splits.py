@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .constants import FILENAME_COLUMN, TYPE_COLUMN
-from .tables import read_list, write_csv_atomic
+from clipdet.constants import FILENAME_COLUMN, TYPE_COLUMN
+from clipdet.pipeline.results import read_list, write_csv_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import pandas as pd
 from scipy.special import expit
 from sklearn import metrics as skm
 
-from .attribution import attribution_column_set
-from .constants import ERROR_COLUMN, FILENAME_COLUMN, TYPE_COLUMN
+from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, TYPE_COLUMN
+from clipdet.models.attribution import attribution_column_set
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import yaml
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+_PACKAGE = Path(__file__).resolve().parent.parent
+# configs/ of the source tree; an installed clipdet carries it as package data (clipdet/configs).
+CONFIGS_DIR = next(
+    (d for d in (_PACKAGE / "configs", _PACKAGE.parent / "configs") if d.is_dir()),
+    _PACKAGE.parent / "configs",
+)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__
-from .constants import FILENAME_COLUMN, TYPE_COLUMN
-from .metrics import AVERAGE_COLUMN, compute_metric_table, load_evaluation_data
-from .tables import read_list
+from clipdet import __version__
+from clipdet.constants import FILENAME_COLUMN, TYPE_COLUMN
+from clipdet.evaluation.metrics import AVERAGE_COLUMN, compute_metric_table, load_evaluation_data
+from clipdet.pipeline.results import read_list
 
 PACKAGES = ("torch", "torchvision", "open_clip_torch", "numpy", "scikit-learn", "pillow", "pandas")
 

@@ -13,10 +13,10 @@ import pandas as pd
 import torch
 import yaml
 
-from networks import parse_arch
-
-from . import __version__
-from .attribution import (
+from clipdet import __version__
+from clipdet.constants import CONFIG_FILENAME, FILENAME_COLUMN, TYPE_COLUMN
+from clipdet.evaluation.metrics import METRICS, REAL
+from clipdet.models.attribution import (
     DEFAULT_ACCEPT_RATE,
     DEFAULT_UNKNOWN_SCORE,
     TASK,
@@ -24,15 +24,14 @@ from .attribution import (
     OpenSetRule,
     check_open_set_options,
 )
-from .constants import CONFIG_FILENAME, FILENAME_COLUMN, TYPE_COLUMN
-from .factory import BackboneCache, create_frozen_feature_group
-from .feature_cache import FeatureCache
-from .features import FeatureGroup, extract_features
-from .heads import AttributionHead, LinearSVMHead
-from .metrics import METRICS, REAL
-from .preprocess import ImageTransform
-from .tables import read_list
-from .weights import sha256_of, write_atomic
+from clipdet.models.factory import BackboneCache, create_frozen_feature_group
+from clipdet.models.heads import AttributionHead, LinearSVMHead
+from clipdet.models.preprocess import ImageTransform
+from clipdet.models.weights import sha256_of, write_atomic
+from clipdet.pipeline.feature_cache import FeatureCache
+from clipdet.pipeline.features import FeatureGroup, extract_features
+from clipdet.pipeline.results import read_list
+from networks import parse_arch
 
 logger = logging.getLogger(__name__)
 

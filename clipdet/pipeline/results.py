@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .attribution import AttributionSpec, attribution_column_set, attribution_columns
-from .constants import ERROR_COLUMN, FILENAME_COLUMN, FUSION_COLUMN
-from .fusion import NO_FUSION, apply_fusion
-from .weights import write_atomic
+from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, FUSION_COLUMN
+from clipdet.models.attribution import AttributionSpec, attribution_column_set, attribution_columns
+from clipdet.models.weights import write_atomic
+from clipdet.pipeline.fusion import NO_FUSION, apply_fusion
 
 
 def read_list(in_csv: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import AVERAGE_COLUMN
+from clipdet.evaluation.metrics import AVERAGE_COLUMN
 
 FORMATS = ("csv", "md", "json")
 

@@ -1,0 +1,2 @@
+"""Evaluation: metrics, attribution metrics, reports, plots, perturbations, laundering and
+the reproduction report."""
