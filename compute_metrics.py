@@ -26,7 +26,8 @@ from clipdet.evaluation.metrics import (
     parse_metric_names,
 )
 from clipdet.evaluation.reports import FORMATS, save_attribution_table, save_tables, to_text
-from clipdet.pipeline.results import missing_images_hint_for_file, write_csv_atomic
+from clipdet.files import write_csv_atomic
+from clipdet.pipeline.results import missing_images_hint_for_file
 
 
 def build_parser() -> argparse.ArgumentParser:

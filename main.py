@@ -13,36 +13,17 @@ import logging
 import shlex
 import sys
 
-from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS, ERROR_COLUMN
-from clipdet.evaluation.perturb import Perturbation
-from clipdet.models.weights import available_models
-from clipdet.pipeline.feature_cache import FeatureCache
-from clipdet.pipeline.fusion import FUSIONS, NO_FUSION
-from clipdet.pipeline.inputs import collect_images
-from clipdet.pipeline.results import (
-    add_verdicts,
-    decision_scores,
-    format_for_terminal,
-    missing_images_hint,
-    read_image_list,
-    to_jsonl,
-    write_text_atomic,
+from clipdet.constants import (
+    DEFAULT_FUSION,
+    DEFAULT_MODELS,
+    ERROR_COLUMN,
+    FUSION_NAMES,
+    NO_FUSION,
 )
-from clipdet.pipeline.resume import (
-    PartialWriter,
-    ResumeError,
-    load_partial,
-    partial_path,
-    run_signature,
-)
-from clipdet.pipeline.scoring import (
-    ResultTable,
-    default_batch_size,
-    default_device,
-    default_num_workers,
-    iter_scores,
-    load_models,
-)
+from clipdet.options import RunOptions, default_num_workers
+
+# Heavy modules (torch, open_clip, pandas) are imported once the arguments are read, so that
+# --help and argument errors answer at once.
 
 logger = logging.getLogger("clipdet")
 
@@ -50,7 +31,6 @@ EXIT_FAILED_ROWS = 1
 EXIT_FATAL = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_OUT_CSV = "./results.csv"
-NOT_SCORED = "not scored: run interrupted"
 SCREEN_ROWS = 20  # up to this many images given as paths print a table by default
 
 
@@ -90,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fusion",
         "-f",
         default=DEFAULT_FUSION,
-        choices=[*FUSIONS, NO_FUSION],
+        choices=[*FUSION_NAMES, NO_FUSION],
         help="how to fuse the models' LLRs into the 'fusion' column",
     )
     p.add_argument("--device", "-d", default=None, help="torch device (default: cuda:0 or cpu)")
@@ -153,84 +133,55 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    device = args.device or default_device()
+    from clipdet.pipeline.run import open_partial, run_scoring
+    from clipdet.pipeline.scoring import load_models
+
     try:
-        if not names:
-            raise ValueError(
-                f"no model given; valid choices: {', '.join(available_models(args.weights_dir))}"
-            )
-        perturbation = Perturbation(args.perturb, args.perturb_seed) if args.perturb else None
+        options = RunOptions.from_args(args).resolved()
+        names = _model_names(args)
         filenames, paths = _read_inputs(args)
         out_path, fmt = _choose_output(args, len(paths))
-        models = load_models(
-            names,
-            args.weights_dir,
-            args.backbone_weights,
-            device,
-            args.precision,
-            args.tile_size,
-            args.compile,
-        )
-        done, writer = _open_partial(args, out_path, paths, models)
+        models = load_models(names, args.weights_dir, options)
+        done, writer = open_partial(out_path, paths, models, options, args.resume)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FATAL
 
-    results = ResultTable(models, len(paths), error=NOT_SCORED)
-    for index, result in done.items():
-        results.set(index, result)
-    todo = [i for i in range(len(paths)) if i not in done]
-    if done:
-        logger.info("resuming: %d of %d images already scored", len(done), len(paths))
-    batch_size = args.batch_size or default_batch_size(device)
-    interrupted = False
-    try:
-        for count, result in enumerate(
-            iter_scores(
-                models,
-                [paths[i] for i in todo],
-                device=device,
-                batch_size=batch_size,
-                num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
-                progress=not args.quiet,
-                feature_cache=FeatureCache(args.feature_cache) if args.feature_cache else None,
-                perturbation=perturbation.for_rows(todo) if perturbation else None,
-            ),
-            start=1,
-        ):
-            result.index = todo[result.index]
-            results.set(result.index, result)
-            if writer:
-                writer.write(filenames[result.index], result)
-                if count % batch_size == 0:
-                    writer.flush()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:  # whatever happens, what is done is written
-        if writer:
-            writer.flush()
-            writer.close()
-        table = results.to_frame(filenames, args.fusion)  # "none": no fusion column
-        _write_output(table, results.detector_names, out_path, fmt, args.threshold)
-    _report(table, results, out_path, args.threshold)
-    if interrupted:
-        scored = len(paths) - results.errors.count(NOT_SCORED)
+    outcome = run_scoring(models, filenames, paths, options, args.fusion, done, writer)
+    _write_output(outcome.table, outcome.results.detector_names, out_path, fmt, args.threshold)
+    _report(outcome.table, outcome.results, out_path, args.threshold)
+    if outcome.failure is not None:
+        print(f"error: run stopped after {outcome.scored} of {len(paths)} images: "
+              f"{outcome.failure}; add --resume to continue", file=sys.stderr)  # fmt: skip
+        return EXIT_FATAL
+    if outcome.interrupted:
         print(
-            f"interrupted after {scored} of {len(paths)} images; unscored rows are marked in "
-            f"the error column. Continue with:\n  {shlex.join(['python', 'main.py', *argv])}"
+            f"interrupted after {outcome.scored} of {len(paths)} images; unscored rows are "
+            "marked in the error column. Continue with:\n  "
+            + shlex.join(["python", "main.py", *argv])
             + ("" if args.resume else " --resume"),
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    if writer:
-        writer.path.unlink(missing_ok=True)
-    failed = sum(bool(e) for e in results.errors)
+    failed = sum(bool(e) for e in outcome.results.errors)
     return EXIT_FAILED_ROWS if args.strict and failed else 0
+
+
+def _model_names(args) -> list[str]:
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if not names:
+        from clipdet.models.weights import available_models
+
+        valid = ", ".join(available_models(args.weights_dir))
+        raise ValueError(f"no model given; valid choices: {valid}")
+    return names
 
 
 def _read_inputs(args) -> tuple[list[str], list[str]]:
     """Exactly one of --in_csv or positional paths."""
+    from clipdet.files import read_image_list
+    from clipdet.pipeline.inputs import collect_images
+
     if bool(args.in_csv) == bool(args.paths):
         raise ValueError(
             "give either --in_csv LIST.csv or image files/folders/patterns, not "
@@ -259,21 +210,10 @@ def _choose_output(args, n_images: int) -> tuple[str | None, str]:
     return path, fmt
 
 
-def _open_partial(args, out_path, paths, models):
-    if out_path is None:
-        return {}, None
-    partial = partial_path(out_path)
-    signature = run_signature(paths, models) | {"perturb": [args.perturb, args.perturb_seed]}
-    if args.resume and partial.exists():
-        return load_partial(partial, signature, models), PartialWriter(partial, signature, True)
-    if partial.exists():
-        raise ResumeError(
-            f"an interrupted run left {partial}: add --resume to continue it, or delete it"
-        )
-    return {}, PartialWriter(partial, signature, append=False)
-
-
 def _write_output(table, names, out_path, fmt, threshold) -> None:
+    from clipdet.files import write_text_atomic
+    from clipdet.pipeline.results import add_verdicts, format_for_terminal, to_jsonl
+
     if fmt == "csv":
         text = table.to_csv(index=False, lineterminator="\n")
     elif fmt == "jsonl":
@@ -287,7 +227,9 @@ def _write_output(table, names, out_path, fmt, threshold) -> None:
         write_text_atomic(text, out_path)
 
 
-def _report(table, results: ResultTable, out_path, threshold) -> None:
+def _report(table, results, out_path, threshold) -> None:
+    from clipdet.pipeline.results import decision_scores, missing_images_hint
+
     failed = table[table[ERROR_COLUMN] != ""]
     score = decision_scores(table, results.detector_names)
     flagged = (

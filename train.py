@@ -13,9 +13,9 @@ import argparse
 import logging
 import sys
 
+from clipdet.constants import DEFAULT_ARCH
 from clipdet.models.attribution import DEFAULT_ACCEPT_RATE, DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
-from clipdet.pipeline.scoring import default_batch_size, default_device, default_num_workers
-from clipdet.training.trainers import DEFAULT_ARCH, train_attributor, train_detector
+from clipdet.options import RunOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,19 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    device = args.device or default_device()
-    common = dict(
-        arch=args.arch,
-        C=args.C,
-        val_csv=args.val_csv,
-        device=device,
-        backbone_weights=args.backbone_weights,
-        batch_size=args.batch_size or default_batch_size(device),
-        num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
-        feature_cache=args.feature_cache,
-        progress=not args.quiet,
-    )
+    from clipdet.training.attributor import train_attributor
+    from clipdet.training.detector import train_detector
+
     try:
+        options = RunOptions.from_args(args).resolved()
+        common = dict(arch=args.arch, C=args.C, val_csv=args.val_csv, options=options)
         if args.task == "attribution":
             folder = train_attributor(
                 args.in_csv,

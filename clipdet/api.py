@@ -5,8 +5,9 @@ from clipdet.models.factory import BackboneCache, LoadedModel, create_detector
 from clipdet.models.registry import register_backbone
 from clipdet.pipeline.fusion import apply_fusion
 from clipdet.pipeline.scoring import iter_scores, load_models, score_images
+from clipdet.training.attributor import train_attributor
+from clipdet.training.detector import train_detector
 from clipdet.training.splits import split_open_set
-from clipdet.training.trainers import train_attributor, train_detector
 
 __all__ = [
     "BackboneCache",

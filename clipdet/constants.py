@@ -1,11 +1,12 @@
-"""Literals shared across clipdet: column names, defaults and normalisation statistics."""
+"""Literals shared across clipdet: column names, labels, defaults and normalisation statistics.
+Imports nothing heavy: the command lines read it before parsing their arguments."""
 
-from open_clip.constants import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    OPENAI_DATASET_MEAN,
-    OPENAI_DATASET_STD,
-)
+# open_clip's statistics (open_clip.constants; a test checks they agree), written out so that
+# importing this module does not import open_clip and torch.
+OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Columns of the input and output CSV files.
 FILENAME_COLUMN = "filename"
@@ -13,8 +14,19 @@ TYPE_COLUMN = "typ"
 FUSION_COLUMN = "fusion"
 ERROR_COLUMN = "error"
 
+# Labels of the `typ` column and the tasks a model config may declare.
+REAL = "real"
+SYNTHETIC = "synthetic"
+LABEL_COLUMN = "label"
+DETECTION_TASK = "detection"
+ATTRIBUTION_TASK = "attribution"
+
+DEFAULT_ARCH = "opencliplinearnext_clipL14commonpool"  # what train.py trains on
 DEFAULT_MODELS = ("clipdet_latent10k_plus", "Corvi2023")
 DEFAULT_FUSION = "soft_or_prob"
+# The fusions of pipeline/fusion.py, by name (a test checks they agree), and "no fusion".
+FUSION_NAMES = ("mean_logit", "max_logit", "median_logit", "lse_logit", "mean_prob", "soft_or_prob")
+NO_FUSION = "none"
 CONFIG_FILENAME = "config.yaml"
 
 # Normalisation statistics by the `norm_type` key of a model config.
@@ -26,4 +38,5 @@ NORMALIZATION = {
 
 # `patch_size: Clip224` in a config: bicubic resize of the short side, then a centre crop.
 CLIP224 = "Clip224"
+CLIP_NORM = "clip"  # `norm_type` of CLIP-based models
 CLIP_INPUT_SIZE = 224

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clipdet.constants import FILENAME_COLUMN, TYPE_COLUMN
+from clipdet.constants import FILENAME_COLUMN, REAL, TYPE_COLUMN
 from clipdet.download import DownloadError, fetch, make_session, safe_extract
 
 logger = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def _list_from_folder_keys(dest: Path, folder: str, out: Path) -> Path:
     rows = []
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         key = path.relative_to(root).parts[0]
-        typ = "real" if key in GRIP_REAL_KEYS else key
+        typ = REAL if key in GRIP_REAL_KEYS else key
         rows.append((path.relative_to(dest).as_posix(), typ))
     if not rows:
         raise FileNotFoundError(f"no image found under {root}")
@@ -178,7 +178,7 @@ def _add_coco_real_half(out: Path, dest: Path, coco, delay: float, timeout: floa
     those present to the list as ``real``."""
     table = pd.read_csv(out, keep_default_na=False)
     table = table[~table[FILENAME_COLUMN].str.startswith(COCO_REAL_FOLDER + "/")]
-    synthetic = table.loc[table[TYPE_COLUMN] != "real", FILENAME_COLUMN]
+    synthetic = table.loc[table[TYPE_COLUMN] != REAL, FILENAME_COLUMN]
     ids = sorted({i for i in map(coco_id, synthetic) if i is not None})
     if not ids:
         raise ValueError(f"no COCO image id in the file names of {out}; cannot pick the real half")
@@ -194,7 +194,7 @@ def _add_coco_real_half(out: Path, dest: Path, coco, delay: float, timeout: floa
         base = str(coco).rstrip("/") + "/"
         fetch_each([(base + n, folder / n) for n in names], delay, timeout, "COCO train2017")
     present = [f"{COCO_REAL_FOLDER}/{n}" for n in names if (folder / n).is_file()]
-    real = pd.DataFrame({FILENAME_COLUMN: present, TYPE_COLUMN: "real"})
+    real = pd.DataFrame({FILENAME_COLUMN: present, TYPE_COLUMN: REAL})
     pd.concat([table, real], ignore_index=True).to_csv(out, index=False)
     logger.warning("grip_train: %d of %d real COCO images present", len(present), len(names))
 

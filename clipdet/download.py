@@ -17,7 +17,7 @@ from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util.retry import Retry
 
-from clipdet.models.weights import file_digest
+from clipdet.files import file_digest
 
 logger = logging.getLogger(__name__)
 

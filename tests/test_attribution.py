@@ -248,7 +248,7 @@ def test_main_writes_attribution_columns_and_resumes(tmp_path, data, tiny_clip_c
     assert "attributed by attr: " + ", ".join(f"{k} {v}" for k, v in counts.items()) in err
 
     # an interrupted run: half the rows in the partial file, then --resume
-    models = load_models(["attr"], root / "w", tiny_clip_checkpoint)
+    models = load_models(["attr"], root / "w", backbone_weights=tiny_clip_checkpoint)
     paths = [str(root / f) for f in test["filename"]]
     from clipdet.pipeline.scoring import iter_scores
 
@@ -525,7 +525,7 @@ def test_broken_attribution_configs_are_clear_errors(
 
 def test_attributor_module_forward_matches_the_batch_path(data, tiny_clip_checkpoint):
     root, test, _ = data
-    [model] = load_models(["attr_b0"], root / "w", tiny_clip_checkpoint)
+    [model] = load_models(["attr_b0"], root / "w", backbone_weights=tiny_clip_checkpoint)
     images = [Image.open(root / f).convert("RGB") for f in test["filename"][:3]]
     with torch.no_grad():
         logits = model.detector(torch.stack([model.transform(i) for i in images])).double()
@@ -630,8 +630,8 @@ def test_threshold_holds_for_the_logits_scoring_computes(tmp_path, tiny_clip_che
     it was fitted on, scoring accepts at least the stored share, for every accept rate (a
     float64 fit misses by one image about every other rate)."""
     from clipdet.models.heads import AttributionHead
-    from clipdet.pipeline.scoring import _apply_head
-    from clipdet.training.trainers import save_head
+    from clipdet.pipeline.infer import apply_head
+    from clipdet.training.detector import save_head
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, TINY_WIDTH))
@@ -645,11 +645,13 @@ def test_threshold_holds_for_the_logits_scoring_computes(tmp_path, tiny_clip_che
     val, _ = features(40)
     extra = {"task": "attribution", "classes": [str(c) for c in head.classes_], "block": None}
     extra["open_set"] = {"score": "energy", "threshold": 0.0}
-    save_head(tmp_path / "m", ARCH, "m", head, {}, extra)
-    (model,) = load_models(["m"], tmp_path, tiny_clip_checkpoint)
+    save_head(
+        tmp_path / "m", ARCH, "m", head, {}, {"norm_type": "clip", "patch_size": "Clip224"}, extra
+    )
+    (model,) = load_models(["m"], tmp_path, backbone_weights=tiny_clip_checkpoint)
     with torch.inference_mode():  # as the scoring loop applies a head: batches of 4
         batches = [
-            _apply_head(model, (list(range(4)), torch.from_numpy(b))) for b in np.split(val, 10)
+            apply_head(model, (list(range(4)), torch.from_numpy(b))) for b in np.split(val, 10)
         ]
         scored = np.stack([logits for batch in batches for _, logits in batch])
     for k in range(20, 41):

@@ -20,7 +20,7 @@ def paths(tmp_path):
 
 def _llrs(paths, weights_dir, checkpoint, cache=None, **kw):
     table = score_images(
-        paths, MODELS, weights_dir, "cpu", backbone_weights=checkpoint, num_workers=0,
+        paths, MODELS, weights_dir, device="cpu", backbone_weights=checkpoint, num_workers=0,
         feature_cache=cache, **kw,
     )  # fmt: skip
     assert (table["error"] == "").all()

@@ -176,14 +176,14 @@ def test_unknown_model_lists_valid_choices(
 def test_backbone_runs_once_per_batch_for_two_heads(
     tmp_path, image_dir, weights_dir, tiny_clip_checkpoint, monkeypatch
 ):
-    models = load_models(["tiny_a", "tiny_b"], weights_dir, tiny_clip_checkpoint)
+    models = load_models(["tiny_a", "tiny_b"], weights_dir, backbone_weights=tiny_clip_checkpoint)
     backbone = models[0].detector.backbone
     calls = []
     backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     decoded = []
     original = images_module.load_rgb
     monkeypatch.setattr(
-        "clipdet.pipeline.features.load_rgb", lambda p: decoded.append(p) or original(p)
+        "clipdet.pipeline.prepare.load_rgb", lambda p: decoded.append(p) or original(p)
     )
     from clipdet.pipeline.scoring import iter_scores
 

@@ -236,9 +236,3 @@ def test_compare_clean_and_laundered_tables(tmp_path, capsys):
     row = table.loc["m"]
     assert row["gen:drop"] == pytest.approx(row["gen:clean"] - row["gen:laundered"])
     assert row["gen:drop"] > 0.1
-
-
-def test_row_perturbation_keeps_each_rows_draws():
-    image = _photo()
-    chain = Perturbation("crop:0.3..0.9", seed=4)
-    assert chain.for_rows([5, 9])(image, 1).record == chain(image, 9).record

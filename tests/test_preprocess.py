@@ -40,7 +40,10 @@ def test_transform_keys_group_identical_preprocessing(weights_dir, tiny_clip_che
     from clipdet.pipeline.scoring import load_models
 
     names = ["tiny_a", "tiny_b", "tiny_proj", "res_tiny"]
-    keys = [m.transform_key for m in load_models(names, weights_dir, tiny_clip_checkpoint)]
+    keys = [
+        m.transform_key
+        for m in load_models(names, weights_dir, backbone_weights=tiny_clip_checkpoint)
+    ]
     assert keys[0] == keys[1] == keys[2] != keys[3]  # three CLIP heads: one preprocessing
     every = {transform_key(p, n) for p in (None, "Clip224", 64, 32) for n in ("clip", "resnet")}
     assert len(every) == 8  # any difference in size or normalisation is another key

@@ -7,6 +7,7 @@ import pytest
 from conftest import local_run_args, make_image
 
 import main as cli
+from clipdet.pipeline import run as run_module
 from clipdet.pipeline.resume import partial_path
 
 
@@ -24,7 +25,7 @@ def interrupted(tmp_path, weights_dir, tiny_clip_checkpoint, monkeypatch, capsys
     assert cli.main([*argv[:3], str(tmp_path / "clean.csv"), *argv[4:]]) == 0
     clean = (tmp_path / "clean.csv").read_bytes()
 
-    real = cli.iter_scores
+    real = run_module.iter_scores
 
     def two_then_ctrl_c(*args, **kwargs):
         for count, result in enumerate(real(*args, **kwargs)):
@@ -32,9 +33,9 @@ def interrupted(tmp_path, weights_dir, tiny_clip_checkpoint, monkeypatch, capsys
                 raise KeyboardInterrupt
             yield result
 
-    monkeypatch.setattr(cli, "iter_scores", two_then_ctrl_c)
+    monkeypatch.setattr(run_module, "iter_scores", two_then_ctrl_c)
     assert cli.main(argv) == 130
-    monkeypatch.setattr(cli, "iter_scores", real)
+    monkeypatch.setattr(run_module, "iter_scores", real)
     assert len(partial_path(out).read_text().splitlines()) == 3  # signature + 2 rows
     capsys.readouterr()
     return argv, out, clean
@@ -43,11 +44,13 @@ def interrupted(tmp_path, weights_dir, tiny_clip_checkpoint, monkeypatch, capsys
 def test_resume_scores_only_the_missing_rows(interrupted, monkeypatch):
     argv, out, clean = interrupted
     seen = []
-    real = cli.iter_scores
+    real = run_module.iter_scores
     monkeypatch.setattr(
-        cli,
+        run_module,
         "iter_scores",
-        lambda models, paths, **kw: seen.extend(paths) or real(models, paths, **kw),
+        lambda models, paths, options, rows: (
+            seen.extend(paths[i] for i in rows) or real(models, paths, options, rows)
+        ),
     )
     assert cli.main([*argv, "--resume"]) == 0
     assert [os.path.basename(p) for p in seen] == [f"im{i}.png" for i in range(2, 6)]

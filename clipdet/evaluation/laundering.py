@@ -10,9 +10,9 @@ from tqdm import tqdm
 
 from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, TYPE_COLUMN
 from clipdet.evaluation.perturb import Perturbation
-from clipdet.pipeline.features import describe_error
+from clipdet.files import read_list, write_csv_atomic
 from clipdet.pipeline.images import load_rgb
-from clipdet.pipeline.results import read_list, write_csv_atomic
+from clipdet.pipeline.prepare import describe_error
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,11 @@ import pandas as pd
 from scipy.special import expit
 from sklearn import metrics as skm
 
-from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, TYPE_COLUMN
+from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, LABEL_COLUMN, REAL, TYPE_COLUMN
 from clipdet.models.attribution import attribution_column_set
 
 logger = logging.getLogger(__name__)
 
-REAL = "real"
 AVERAGE_COLUMN = "AVG"
 ECE_BINS = 15
 
@@ -172,8 +171,8 @@ def load_evaluation_data(in_csv, scores_csv) -> EvaluationData:
     table = labels[[FILENAME_COLUMN, TYPE_COLUMN]].merge(
         scores[[FILENAME_COLUMN, *score_columns]], on=FILENAME_COLUMN
     )
-    table["label"] = (table[TYPE_COLUMN] != REAL).astype(int)
-    if not (table["label"] == 0).any():
+    table[LABEL_COLUMN] = (table[TYPE_COLUMN] != REAL).astype(int)
+    if not (table[LABEL_COLUMN] == 0).any():
         raise ValueError(f"no {REAL!r} images among the scored files: metrics need real images")
     types = sorted(t for t in table[TYPE_COLUMN].unique() if t != REAL)
     if not types:
@@ -223,7 +222,7 @@ def compute_metric_table(
     )
     for typ in data.types:
         subset = data.table[data.table[TYPE_COLUMN].isin([REAL, typ])]
-        label = subset["label"].to_numpy()
+        label = subset[LABEL_COLUMN].to_numpy()
         for column in data.score_columns:
             score = subset[column].to_numpy(dtype=float)
             finite = np.isfinite(score)

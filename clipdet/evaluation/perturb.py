@@ -164,19 +164,6 @@ class Perturbation:
             record.append(params)
         return Perturbed(image, record, encoded)
 
-    def for_rows(self, rows: list[int]) -> "RowPerturbation":
-        """The same draws when only ``rows`` of the list are processed (e.g. a resumed run)."""
-        return RowPerturbation(self, rows)
-
-
-@dataclass
-class RowPerturbation:
-    perturbation: Perturbation
-    rows: list[int]
-
-    def __call__(self, image: Image.Image, index: int) -> "Perturbed":
-        return self.perturbation(image, self.rows[index])
-
 
 @dataclass
 class Perturbed:

@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
-from clipdet.constants import TYPE_COLUMN  # noqa: E402
-from clipdet.evaluation.metrics import REAL, EvaluationData  # noqa: E402
+from clipdet.constants import LABEL_COLUMN, REAL, SYNTHETIC, TYPE_COLUMN  # noqa: E402
+from clipdet.evaluation.metrics import EvaluationData  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ def plot_roc_curves(data: EvaluationData, out_dir: str | Path) -> list[Path]:
         for column in data.score_columns:
             score = subset[column].to_numpy(dtype=float)
             keep = np.isfinite(score)
-            if keep.sum() < 2 or len(np.unique(subset["label"][keep])) < 2:
+            if keep.sum() < 2 or len(np.unique(subset[LABEL_COLUMN][keep])) < 2:
                 continue
-            fpr, tpr, _ = skm.roc_curve(subset["label"][keep], score[keep])
+            fpr, tpr, _ = skm.roc_curve(subset[LABEL_COLUMN][keep], score[keep])
             ax.plot(fpr, tpr, lw=1.8, label=f"{column} (AUC {skm.auc(fpr, tpr):.3f})")
         ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
         ax.set(
@@ -55,10 +55,10 @@ def plot_score_histograms(data: EvaluationData, out_dir: str | Path) -> list[Pat
         keep = np.isfinite(scores)
         if not keep.any():
             continue
-        label = data.table["label"].to_numpy()
+        label = data.table[LABEL_COLUMN].to_numpy()
         bins = np.linspace(scores[keep].min(), scores[keep].max(), 41)
         fig, ax = plt.subplots(figsize=(6, 4))
-        for value, name, colour in ((0, "real", "tab:blue"), (1, "synthetic", "tab:red")):
+        for value, name, colour in ((0, REAL, "tab:blue"), (1, SYNTHETIC, "tab:red")):
             ax.hist(
                 scores[keep & (label == value)],
                 bins=bins,

@@ -14,7 +14,7 @@ import pandas as pd
 from clipdet import __version__
 from clipdet.constants import FILENAME_COLUMN, TYPE_COLUMN
 from clipdet.evaluation.metrics import AVERAGE_COLUMN, compute_metric_table, load_evaluation_data
-from clipdet.pipeline.results import read_list
+from clipdet.files import read_list
 
 PACKAGES = ("torch", "torchvision", "open_clip_torch", "numpy", "scikit-learn", "pillow", "pandas")
 

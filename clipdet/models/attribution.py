@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp, softmax
 
+from clipdet.constants import ATTRIBUTION_TASK
+
 UNKNOWN = "unknown"
-TASK = "attribution"
+TASK = ATTRIBUTION_TASK
 DEFAULT_ACCEPT_RATE = 0.95
 UNKNOWN_SCORE_SUFFIX = "_unknown_score"
 

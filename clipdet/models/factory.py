@@ -8,12 +8,13 @@ from pathlib import Path
 
 from torch import nn
 
+from clipdet.constants import ATTRIBUTION_TASK, CLIP224, CLIP_NORM, DETECTION_TASK
 from clipdet.models.attribution import AttributionSpec
 from clipdet.models.backbones import create_openclip_features
 from clipdet.models.preprocess import ImageTransform, make_transform, transform_key
 from clipdet.models.registry import get_backbone
 from clipdet.models.weights import load_model_config, load_state_dict, resolve_weights_file
-from clipdet.pipeline.features import FeatureGroup
+from clipdet.pipeline.infer import FeatureGroup
 from networks import Attributor, Detector, ResNetNoDownFeatures, parse_arch
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class LoadedModel:
 
     @property
     def task(self) -> str:
-        return "detection" if self.attribution is None else "attribution"
+        return DETECTION_TASK if self.attribution is None else ATTRIBUTION_TASK
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,8 @@ def create_detector(
 
 def create_frozen_feature_group(
     arch: str,
-    norm_type: str = "clip",
-    patch_size="Clip224",
+    norm_type: str = CLIP_NORM,
+    patch_size=CLIP224,
     backbone_cache: BackboneCache | None = None,
     block: int | None = None,
 ) -> tuple[FeatureGroup, ImageTransform]:

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from clipdet.constants import CONFIG_FILENAME
+from clipdet.files import write_atomic
 from clipdet.models.registry import KnownDetector, known_detectors
 
 logger = logging.getLogger(__name__)
@@ -115,19 +116,6 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str, timeout: float
     return dest
 
 
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes (``algorithm``: any hashlib name, e.g. sha256, md5)."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    return file_digest(path, "sha256")
-
-
 def load_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
     """Load a state dict without executing pickled code: safetensors, or ``torch.load`` with
     ``weights_only=True``. Unwraps ``{'model': ...}``, ``{'state_dict': ...}`` and ``{'net': ...}``
@@ -158,14 +146,3 @@ def load_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, to
     if checkpoint and all(key.startswith("module.") for key in checkpoint):
         checkpoint = {key.removeprefix("module."): value for key, value in checkpoint.items()}
     return checkpoint
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

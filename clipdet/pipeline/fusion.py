@@ -10,6 +10,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy.special import log_expit, logsumexp
 
+from clipdet.constants import NO_FUSION
+
 
 def soft_or_prob(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """logit of 1 - prod(1 - sigmoid(x_i)): the image is fake if any detector says so."""
@@ -36,7 +38,6 @@ FUSIONS: dict[str, Callable[..., np.ndarray]] = {
     "mean_prob": mean_prob,
     "soft_or_prob": soft_or_prob,
 }
-NO_FUSION = "none"
 
 
 def apply_fusion(scores: np.ndarray, name: str, axis: int = -1) -> np.ndarray:

@@ -3,40 +3,13 @@
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, FUSION_COLUMN
+from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, FUSION_COLUMN, REAL, SYNTHETIC
 from clipdet.models.attribution import AttributionSpec, attribution_column_set, attribution_columns
-from clipdet.models.weights import write_atomic
 from clipdet.pipeline.fusion import NO_FUSION, apply_fusion
-
-
-def read_list(in_csv: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
-    """An image list's table (every column as text) and the paths its ``filename`` column
-    names (relative ones are relative to the CSV's folder; absolute ones are kept)."""
-    in_csv = Path(in_csv)
-    try:
-        table = pd.read_csv(in_csv, dtype=str, keep_default_na=False)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"input CSV not found: {in_csv}") from e
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read input CSV {in_csv}: {e}") from e
-    if FILENAME_COLUMN not in table.columns:
-        raise ValueError(
-            f"input CSV {in_csv} has no {FILENAME_COLUMN!r} column (columns: "
-            f"{', '.join(map(str, table.columns))})"
-        )
-    root = in_csv.resolve().parent
-    return table, [str(root / name) for name in table[FILENAME_COLUMN]]
-
-
-def read_image_list(in_csv: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """Filenames as written in the CSV's ``filename`` column and the paths they name."""
-    table, paths = read_list(in_csv)
-    return table[FILENAME_COLUMN].tolist(), paths
 
 
 def build_table(
@@ -61,11 +34,6 @@ def build_table(
     return table
 
 
-def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``table`` to ``path`` through a temporary file in the same folder."""
-    return write_text_atomic(table.to_csv(index=False, lineterminator="\n"), path)
-
-
 VERDICT_COLUMN = "verdict"
 
 
@@ -85,7 +53,7 @@ def add_verdicts(table: pd.DataFrame, model_names: Sequence[str], threshold: flo
     score = decision_scores(table, model_names)
     if score is None:
         return table
-    verdict = np.where(score > threshold, "synthetic", "real").astype(object)
+    verdict = np.where(score > threshold, SYNTHETIC, REAL).astype(object)
     verdict[~np.isfinite(score.to_numpy(dtype=float))] = ""
     out = table.copy()
     out.insert(len(out.columns) - 1, VERDICT_COLUMN, verdict)
@@ -108,14 +76,6 @@ def to_jsonl(table: pd.DataFrame) -> str:
     """One JSON object per row; NaN becomes null."""
     records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-
-
-def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder."""
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text.encode("utf-8"))
-    return path
 
 
 DOWNLOAD_HINT = "python data/download.py synthbuster (or synthwildx, grip_test; see data/README.md)"

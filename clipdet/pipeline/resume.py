@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipdet.pipeline.scoring import ImageResult, split_models
+from clipdet.pipeline.infer import ImageResult, split_models
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
-"""Batch scoring: features of every backbone (see features.py), then every head on them."""
+"""Batch scoring: load models, then run the prepare and infer stages (prepare.py, infer.py)
+on an engine (the local one: engine.py) and collect the results."""
 
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -11,26 +12,15 @@ import torch
 
 from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS
 from clipdet.models.factory import BackboneCache, LoadedModel, create_detector
+from clipdet.options import RunOptions
+from clipdet.pipeline.engine import run_local
 from clipdet.pipeline.feature_cache import FeatureCache
-from clipdet.pipeline.features import FeatureGroup, iter_batch_features
+from clipdet.pipeline.features import make_preparer
+from clipdet.pipeline.infer import ImageResult, ScoreInfer, split_models
+from clipdet.pipeline.prepare import Preparer
 from clipdet.pipeline.results import build_table
 
 logger = logging.getLogger(__name__)
-
-
-def default_device() -> str:
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
-def default_batch_size(device: str | torch.device) -> int:
-    """On CPU small batches let decoding overlap compute (batching gains little there); on a
-    GPU large batches keep it busy."""
-    return 32 if torch.device(device).type == "cuda" else 4
-
-
-def default_num_workers() -> int:
-    return min(4, os.cpu_count() or 1)
-
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -56,118 +46,77 @@ def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype
     return PRECISIONS[precision]
 
 
+def _options(options: RunOptions | None, fields: dict) -> RunOptions:
+    """``options`` (default: all defaults) with ``fields`` replaced, resolved."""
+    return replace(options or RunOptions(), **fields).resolved()
+
+
 def load_models(
     names: Sequence[str],
     weights_dir: str | os.PathLike = "weights",
-    backbone_weights: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
-    tile_size: int | None = None,
-    compile: bool = False,
+    options: RunOptions | None = None,
+    **fields,
 ) -> list[LoadedModel]:
-    """Build every named model on ``device``; heads on one backbone share it. Backbones take
-    the ``precision``'s dtype as their weights (on CPU, converting the weights is what makes
-    bf16 fast: autocast is slower there); heads stay fp32. ``tile_size`` sets the core tile of
-    full-resolution networks (0: never tile; None: their default). ``compile`` wraps each
-    backbone's forward with ``torch.compile`` (worth it for long GPU runs)."""
+    """Build every named model on the options' device; heads on one backbone share it.
+    Backbones take the ``precision``'s dtype as their weights (on CPU, converting the weights
+    is what makes bf16 fast: autocast is slower there); heads stay fp32. ``tile_size`` sets the
+    core tile of full-resolution networks (0: never tile; None: their default). ``compile``
+    wraps each backbone's forward with ``torch.compile`` (worth it for long GPU runs).
+    ``fields`` override single options, e.g. ``load_models(names, device="cpu")``."""
+    options = _options(options, fields)
     if len(set(names)) != len(names):
         raise ValueError(f"a model is named twice in {', '.join(names)}")
-    dtype = resolve_precision(precision, device)
-    cache = BackboneCache(backbone_weights)
+    device = options.device
+    dtype = resolve_precision(options.precision, device)
+    cache = BackboneCache(options.backbone_weights)
     models = [create_detector(name, weights_dir, cache) for name in names]
     for model in models:
         model.detector.to(device)
         model.detector.backbone.to(dtype)
-        if tile_size is not None and hasattr(model.detector.backbone, "tile_size"):
-            model.detector.backbone.tile_size = tile_size
+        if options.tile_size is not None and hasattr(model.detector.backbone, "tile_size"):
+            model.detector.backbone.tile_size = options.tile_size
         if torch.device(device).type == "cuda" and not model.detector.frozen_backbone:
             model.detector.backbone.to(memory_format=torch.channels_last)
-    if compile:
+    if options.compile:
         for backbone in {id(m.detector.backbone): m.detector.backbone for m in models}.values():
             backbone.compile()
     return models
 
 
-def feature_groups(models: Sequence[LoadedModel]) -> tuple[list[FeatureGroup], list[str]]:
-    """Distinct (backbone, preprocessing) pairs and, for each model, the key of its group."""
-    groups: dict[str, FeatureGroup] = {}
-    keys = []
-    for m in models:
-        d = m.detector
-        if d.frozen_backbone:
-            group = FeatureGroup.frozen(d.backbone, d.backbone_key, m.transform_key, d.layer)
-        else:
-            group = FeatureGroup(d.backbone, m.transform_key, d.fc.in_features)
-        groups.setdefault(group.key, group)
-        keys.append(group.key)
-    return list(groups.values()), keys
+def scoring_stages(
+    models: Sequence[LoadedModel], options: RunOptions
+) -> tuple[Preparer, ScoreInfer]:
+    """The prepare and infer stages of a run of ``models`` (options resolved)."""
+    from clipdet.evaluation.perturb import Perturbation
 
-
-@dataclass
-class ImageResult:
-    index: int
-    scores: np.ndarray  # one LLR per detection model, NaN where that model failed
-    error: str
-    logits: dict[str, np.ndarray] = field(default_factory=dict)  # per attribution model: [C]
-
-
-def split_models(models: Sequence[LoadedModel]) -> tuple[list[LoadedModel], list[LoadedModel]]:
-    """(detection models, attribution models), each in the given order."""
-    return [m for m in models if m.attribution is None], [m for m in models if m.attribution]
+    perturbation = Perturbation(options.perturb, options.perturb_seed) if options.perturb else None
+    cache = FeatureCache(options.feature_cache) if options.feature_cache else None
+    infer = ScoreInfer(models, options.device)
+    transforms = {m.transform_key: m.transform for m in models}
+    preparer = make_preparer(infer.groups, transforms, cache, perturbation)
+    infer.features.cache = preparer.cache
+    return preparer, infer
 
 
 def iter_scores(
     models: Sequence[LoadedModel],
     paths: Sequence[str],
-    device: str | torch.device = "cpu",
-    batch_size: int = 4,
-    num_workers: int = 0,
-    progress: bool = False,
-    feature_cache: FeatureCache | None = None,
-    perturbation=None,
+    options: RunOptions | None = None,
+    rows: Sequence[int] | None = None,
+    **fields,
 ) -> Iterator[ImageResult]:
-    """Score ``paths`` with every model, yielding results batch by batch in input order:
-    detection models give one LLR each (``scores``), attribution models their class logits
+    """Score ``rows`` of ``paths`` (default: all) with every model on the local engine,
+    yielding results batch by batch in order; ``result.index`` is the row index. Detection
+    models give one LLR each (``scores``), attribution models their class logits
     (``logits``). Models on one backbone share its forward pass."""
-    groups, group_of_model = feature_groups(models)
-    group_of = {m.name: key for m, key in zip(models, group_of_model, strict=True)}
-    detectors, attributors = split_models(models)
-    transforms = {m.transform_key: m.transform for m in models}
-    for batch in iter_batch_features(
-        groups,
-        transforms,
-        paths,
-        device,
-        batch_size,
-        num_workers,
-        feature_cache,
-        progress,
-        perturbation,
-    ):
-        results = {
-            i: ImageResult(
-                i,
-                np.full(len(detectors), np.nan),
-                batch.errors.get(i, ""),
-                {m.name: np.full(m.detector.num_outputs, np.nan) for m in attributors},
-            )
-            for i in batch.indices
-        }
-        for column, model in enumerate(detectors):
-            for index, llr in _apply_head(model, batch.features.get(group_of[model.name])):
-                results[index].scores[column] = llr
-        for model in attributors:
-            for index, logits in _apply_head(model, batch.features.get(group_of[model.name])):
-                results[index].logits[model.name] = logits
-        yield from results.values()
-
-
-def _apply_head(model: LoadedModel, group_features) -> Iterator[tuple[int, np.ndarray]]:
-    if group_features is None:
-        return
-    rows, features = group_features
-    outputs = model.detector.forward_head(features).float().cpu().numpy().astype(np.float64)
-    yield from zip(rows, outputs, strict=True)
+    options = _options(options, fields)
+    preparer, infer = scoring_stages(models, options)
+    for results in run_local(
+        preparer, infer, list(paths), rows, device=options.device,
+        batch_size=options.batch_size, num_workers=options.num_workers,
+        progress=options.progress, failures=lambda out: sum(bool(r.error) for r in out),
+    ):  # fmt: skip
+        yield from results
 
 
 class ResultTable:
@@ -202,32 +151,19 @@ def score_images(
     paths: Sequence[str | os.PathLike],
     models: Sequence[str] = DEFAULT_MODELS,
     weights_dir: str | os.PathLike = "weights",
-    device: str | None = None,
+    *,
     fusion: str | None = DEFAULT_FUSION,
-    batch_size: int | None = None,
-    num_workers: int | None = None,
-    backbone_weights: str | os.PathLike | None = None,
-    feature_cache: str | os.PathLike | None = None,
-    progress: bool = False,
-    precision: str = "fp32",
-    tile_size: int | None = None,
+    options: RunOptions | None = None,
+    **fields,
 ) -> pd.DataFrame:
     """Score image files; returns a DataFrame with ``filename``, one LLR column per detection
     model, ``fusion`` of those (unless ``fusion`` is None or "none"), the columns of each
     attribution model (see attribution.attribution_columns) and ``error`` (empty when fine).
-    ``precision`` and ``tile_size`` are those of ``load_models``."""
-    device = device or default_device()
-    loaded = load_models(models, weights_dir, backbone_weights, device, precision, tile_size)
+    ``fields`` are RunOptions fields, e.g. ``score_images(paths, device="cpu", batch_size=8)``."""
+    options = _options(options, fields)
+    loaded = load_models(models, weights_dir, options)
     paths = [str(p) for p in paths]
     results = ResultTable(loaded, len(paths))
-    for result in iter_scores(
-        loaded,
-        paths,
-        device=device,
-        batch_size=batch_size or default_batch_size(device),
-        num_workers=default_num_workers() if num_workers is None else num_workers,
-        progress=progress,
-        feature_cache=FeatureCache(feature_cache) if feature_cache else None,
-    ):
+    for result in iter_scores(loaded, paths, options):
         results.set(result.index, result)
     return results.to_frame(paths, fusion)

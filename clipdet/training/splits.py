@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from clipdet.constants import FILENAME_COLUMN, TYPE_COLUMN
-from clipdet.pipeline.results import read_list, write_csv_atomic
+from clipdet.files import read_list, write_csv_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,217 @@
+"""The *infer* stage: a batch of prepared items -> per-model outputs (LLRs, attribution
+logits) and errors, on one device. Heads on one backbone share its forward pass; items whose
+features came from the cache skip it."""
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from clipdet.models.preprocess import is_full_resolution
+from clipdet.pipeline.feature_cache import FeatureCache
+from clipdet.pipeline.prepare import CachedGroup, PreparedItem, describe_error
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureGroup:
+    """One feature layer of one backbone under one preprocessing. ``identity`` (set for frozen
+    backbones) makes its features cacheable: it names the model, its weights, the feature layer
+    and preprocessing. ``layer`` None is the backbone's output; an int K is the CLS token of
+    transformer block K. Groups on one backbone and preprocessing share one forward pass."""
+
+    backbone: nn.Module
+    transform_key: str
+    num_features: int
+    identity: str | None = None
+    layer: int | None = None
+    namespace: str | None = field(default=None, init=False)
+
+    @classmethod
+    def frozen(
+        cls, backbone: nn.Module, backbone_key: str, transform_key: str, layer: int | None = None
+    ) -> "FeatureGroup":
+        """A pretrained, shared backbone: its features are cacheable under its identity."""
+        identity = f"{backbone_key}|{transform_key}"
+        return cls(backbone, transform_key, backbone.layer_width(layer), identity, layer)
+
+    @property
+    def pass_key(self) -> str:
+        """Groups with the same pass key are computed by one forward pass."""
+        return f"{id(self.backbone)}|{self.transform_key}"
+
+    @property
+    def key(self) -> str:
+        return self.pass_key if self.layer is None else f"{self.pass_key}|block{self.layer}"
+
+
+def backbone_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+def register_in_cache(groups: Sequence[FeatureGroup], cache: FeatureCache | None):
+    """Give each cacheable group its cache namespace (the weights' dtype is part of the
+    features' identity); returns what the prepare stage needs to look them up."""
+    cached = []
+    for g in groups:
+        g.namespace = None
+        if cache is not None and g.identity:
+            identity = f"{g.identity}|{backbone_dtype(g.backbone)}"
+            g.namespace = cache.register(identity, g.num_features)
+            cached.append(CachedGroup(g.key, g.transform_key, g.namespace, g.num_features))
+    return tuple(cached)
+
+
+@dataclass
+class BatchFeatures:
+    """Features of one batch: per group, the rows it covers and a [rows, D] tensor."""
+
+    indices: list[int]  # every image of the batch, in order
+    errors: dict[int, str]  # index -> message (decode errors and model failures)
+    features: dict[str, tuple[list[int], torch.Tensor]]
+
+
+class FeatureInfer:
+    """Backbone passes: prepared items -> the features of every group (float32)."""
+
+    def __init__(self, groups: Sequence[FeatureGroup], device, cache: FeatureCache | None = None):
+        self.groups = list(groups)
+        self.device = torch.device(device)
+        self.cache = cache
+
+    @torch.inference_mode()
+    def __call__(self, batch: Sequence[PreparedItem]) -> BatchFeatures:
+        errors = {item.index: item.error for item in batch if item.error}
+        ok = [item for item in batch if not item.error]
+        rows: dict[str, dict[int, torch.Tensor]] = {g.key: {} for g in self.groups}
+        for g in self.groups:
+            for item in ok:
+                if g.key in item.cached:
+                    rows[g.key][item.index] = torch.from_numpy(item.cached[g.key]).to(self.device)
+        passes: dict[str, list[FeatureGroup]] = {}
+        for g in self.groups:
+            passes.setdefault(g.pass_key, []).append(g)
+        for members in passes.values():
+            todo = [item for item in ok if any(g.key not in item.cached for g in members)]
+            for chunk, x in _stack(todo, members[0].transform_key):
+                try:
+                    outputs = _forward(members, x.to(self.device, non_blocking=True))
+                except RuntimeError as e:  # e.g. out of memory on one huge image
+                    logger.debug("backbone failure", exc_info=True)
+                    for item in chunk:
+                        errors[item.index] = _join(errors.get(item.index, ""), describe_error(e))
+                    continue
+                for g in members:
+                    for item, vector in zip(chunk, outputs[g.key], strict=True):
+                        rows[g.key][item.index] = vector
+                        if g.namespace and item.digest and g.key not in item.cached:
+                            self.cache.put(g.namespace, item.digest, vector.cpu().numpy())
+        features = {}
+        for g in self.groups:
+            order = [item.index for item in ok if item.index in rows[g.key]]
+            if order:
+                features[g.key] = (order, torch.stack([rows[g.key][i] for i in order]))
+        return BatchFeatures([item.index for item in batch], errors, features)
+
+
+def _forward(members: list[FeatureGroup], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every member's features from one pass of their shared backbone (float32)."""
+    backbone = members[0].backbone
+    x = x.to(dtype=backbone_dtype(backbone))
+    blocks = [g.layer for g in members if g.layer is not None]
+    if not blocks:
+        out = backbone(x).float()
+        return {g.key: out for g in members}
+    final = any(g.layer is None for g in members)
+    out, captured = backbone.forward_layers(x, blocks, final=final)
+    return {g.key: (out if g.layer is None else captured[g.layer]).float() for g in members}
+
+
+def _stack(
+    items: list[PreparedItem], key: str
+) -> Iterator[tuple[list[PreparedItem], torch.Tensor]]:
+    """All fixed-size tensors at once; full-resolution ones one image at a time."""
+    if not items:
+        return
+    if is_full_resolution(key):
+        for item in items:
+            yield [item], item.tensors[key].unsqueeze(0)
+    else:
+        yield items, torch.stack([item.tensors[key] for item in items])
+
+
+def _join(first: str, second: str) -> str:
+    if not first or second in first:
+        return first or second
+    return f"{first}; {second}"
+
+
+@dataclass
+class ImageResult:
+    index: int
+    scores: np.ndarray  # one LLR per detection model, NaN where that model failed
+    error: str
+    logits: dict[str, np.ndarray] = field(default_factory=dict)  # per attribution model: [C]
+
+
+def split_models(models) -> tuple[list, list]:
+    """(detection models, attribution models), each in the given order."""
+    return [m for m in models if m.attribution is None], [m for m in models if m.attribution]
+
+
+def feature_groups(models) -> tuple[list[FeatureGroup], list[str]]:
+    """Distinct (backbone, preprocessing) pairs and, for each model, the key of its group."""
+    groups: dict[str, FeatureGroup] = {}
+    keys = []
+    for m in models:
+        d = m.detector
+        if d.frozen_backbone:
+            group = FeatureGroup.frozen(d.backbone, d.backbone_key, m.transform_key, d.layer)
+        else:
+            group = FeatureGroup(d.backbone, m.transform_key, d.fc.in_features)
+        groups.setdefault(group.key, group)
+        keys.append(group.key)
+    return list(groups.values()), keys
+
+
+class ScoreInfer:
+    """Backbone passes, then every head: prepared items -> one ImageResult per item, in order.
+    Detection models give one LLR each, attribution models their class logits."""
+
+    def __init__(self, models, device, cache: FeatureCache | None = None):
+        self.groups, keys = feature_groups(models)
+        self.group_of = {m.name: key for m, key in zip(models, keys, strict=True)}
+        self.detectors, self.attributors = split_models(models)
+        self.features = FeatureInfer(self.groups, device, cache)
+
+    @torch.inference_mode()
+    def __call__(self, batch: Sequence[PreparedItem]) -> list[ImageResult]:
+        found = self.features(batch)
+        results = {
+            i: ImageResult(
+                i,
+                np.full(len(self.detectors), np.nan),
+                found.errors.get(i, ""),
+                {m.name: np.full(m.detector.num_outputs, np.nan) for m in self.attributors},
+            )
+            for i in found.indices
+        }
+        for column, model in enumerate(self.detectors):
+            for index, llr in apply_head(model, found.features.get(self.group_of[model.name])):
+                results[index].scores[column] = llr
+        for model in self.attributors:
+            for index, logits in apply_head(model, found.features.get(self.group_of[model.name])):
+                results[index].logits[model.name] = logits
+        return list(results.values())
+
+
+def apply_head(model, group_features) -> Iterator[tuple[int, np.ndarray]]:
+    if group_features is None:
+        return
+    rows, features = group_features
+    outputs = model.detector.forward_head(features).float().cpu().numpy().astype(np.float64)
+    yield from zip(rows, outputs, strict=True)

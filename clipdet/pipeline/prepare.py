@@ -1,0 +1,84 @@
+"""The *prepare* stage: (row index, path) -> preprocessed tensors per transform, or an error.
+
+A pure function of its inputs, picklable, with no torch device: any engine can run it where
+images are decoded (DataLoader workers here, CPU tasks on a cluster). Features already in the
+feature cache are returned instead of tensors (that image's backbone pass is skipped).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from clipdet.files import sha256_of
+from clipdet.pipeline.feature_cache import FeatureCache
+from clipdet.pipeline.images import load_rgb
+
+
+def describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".replace("\n", " ")
+
+
+@dataclass
+class PreparedItem:
+    index: int  # the caller's row index, unchanged end to end
+    tensors: dict[str, torch.Tensor]  # transform key -> preprocessed image
+    cached: dict[str, np.ndarray]  # feature group key -> features found in the cache
+    digest: str | None  # sha256 of the file (when the feature cache is used)
+    error: str  # empty when fine
+
+    def pin_memory(self) -> "PreparedItem":
+        """Called by the DataLoader (pin_memory=True on CUDA) for fast non-blocking copies."""
+        self.tensors = {key: t.pin_memory() for key, t in self.tensors.items()}
+        return self
+
+
+@dataclass(frozen=True)
+class CachedGroup:
+    """What prepare needs to know of a cacheable feature group."""
+
+    key: str
+    transform_key: str
+    namespace: str
+    width: int
+
+
+class Preparer:
+    """Decode, perturb and preprocess one image for every transform that a model still needs.
+
+    ``transforms``: transform key -> callable PIL image -> tensor; ``needs``: the transform
+    key of every feature group; ``cached``: the cacheable groups (with ``cache``);
+    ``perturbation``: called as ``perturbation(image, row_index)`` before preprocessing."""
+
+    def __init__(
+        self,
+        transforms: dict,
+        needs: dict[str, str],
+        cached: tuple[CachedGroup, ...] = (),
+        cache: FeatureCache | None = None,
+        perturbation=None,
+    ):
+        self.transforms = transforms
+        self.needs = needs  # group key -> transform key
+        self.cached_groups = cached if cache is not None else ()
+        self.cache = cache
+        self.perturbation = perturbation
+
+    def __call__(self, index: int, path: str) -> PreparedItem:
+        item = PreparedItem(index, {}, {}, None, "")
+        try:
+            if self.cached_groups:
+                item.digest = sha256_of(path)  # content key
+                for g in self.cached_groups:
+                    found = self.cache.get(g.namespace, item.digest, g.width)
+                    if found is not None:
+                        item.cached[g.key] = found
+            wanted = {t for key, t in self.needs.items() if key not in item.cached}
+            if wanted:
+                image = load_rgb(path)
+                if self.perturbation is not None:
+                    image = self.perturbation(image, index).image
+                item.tensors = {key: self.transforms[key](image) for key in wanted}
+        except Exception as e:  # one bad file must not stop the batch
+            item.error = describe_error(e)
+        return item

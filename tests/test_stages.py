@@ -1,0 +1,103 @@
+"""The prepare and infer stages called directly, as another engine would call them; and the
+layering rules that let one (networks/ standalone, cheap imports, shared literals)."""
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import open_clip.constants as oc
+import pytest
+from conftest import REPO, make_image
+
+from clipdet import constants
+from clipdet.evaluation.perturb import Perturbation
+from clipdet.options import RunOptions
+from clipdet.pipeline.fusion import FUSIONS
+from clipdet.pipeline.scoring import iter_scores, load_models, scoring_stages
+
+
+@pytest.fixture
+def stages(weights_dir, tiny_clip_checkpoint):
+    options = RunOptions(device="cpu", num_workers=0, backbone_weights=tiny_clip_checkpoint)
+    models = load_models(["tiny_a", "tiny_proj", "res_tiny"], weights_dir, options)
+    return models, options.resolved()
+
+
+def test_prepare_gives_an_error_string_for_a_hostile_file(tmp_path, stages):
+    models, options = stages
+    preparer, _ = scoring_stages(models, options)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    item = preparer(7, str(tmp_path / "bad.png"))
+    assert item.index == 7 and item.tensors == {}
+    assert item.error.startswith("ImageLoadError") or "cannot" in item.error.lower()
+    missing = preparer(3, str(tmp_path / "nope.jpg"))
+    assert missing.index == 3 and "nope.jpg" in missing.error
+
+
+def test_prepare_is_picklable_and_infer_equals_the_local_engine(tmp_path, stages):
+    models, options = stages
+    paths = [
+        str(make_image(tmp_path / f"i{i}.png", size=(40 + 9 * i, 50), seed=i)) for i in range(5)
+    ]
+    paths.insert(2, str(tmp_path / "missing.png"))
+    options = RunOptions(**{**vars(options), "batch_size": len(paths)})
+    preparer, infer = scoring_stages(models, options)
+    preparer = pickle.loads(pickle.dumps(preparer))  # what a worker process or Ray task gets
+    engine = list(iter_scores(models, paths, options))  # one batch of every row
+    direct = infer([preparer(i, p) for i, p in enumerate(paths)])
+    assert [r.index for r in direct] == [r.index for r in engine] == list(range(6))
+    for ours, theirs in zip(direct, engine, strict=True):
+        assert ours.error == theirs.error
+        np.testing.assert_array_equal(ours.scores, theirs.scores)  # bit for bit, fp32
+    assert "missing.png" in direct[2].error and np.isnan(direct[2].scores).all()
+    rows = [5, 0, 2, 3]  # any rows, in any order, in smaller batches: indices are the caller's
+    again = infer([preparer(i, paths[i]) for i in rows])
+    assert [r.index for r in again] == rows
+    for r in again:
+        np.testing.assert_allclose(r.scores, engine[r.index].scores, rtol=1e-5, atol=1e-5)
+
+
+def test_prepare_perturbs_with_the_callers_row_index(tmp_path, stages):
+    models, options = stages
+    options = RunOptions(**{**vars(options), "perturb": "crop:0.3..0.9", "perturb_seed": 4})
+    preparer, _ = scoring_stages(models, options)
+    path = str(make_image(tmp_path / "a.png", size=(64, 60)))
+    from clipdet.pipeline.images import load_rgb
+
+    key = models[0].transform_key
+    expected = models[0].transform(Perturbation("crop:0.3..0.9", 4)(load_rgb(path), 9).image)
+    assert np.array_equal(preparer(9, path).tensors[key].numpy(), expected.numpy())
+    assert not np.array_equal(preparer(1, path).tensors[key].numpy(), expected.numpy())
+
+
+def test_shared_literals_agree_with_their_sources():
+    assert constants.OPENAI_DATASET_MEAN == oc.OPENAI_DATASET_MEAN
+    assert constants.OPENAI_DATASET_STD == oc.OPENAI_DATASET_STD
+    assert constants.IMAGENET_MEAN == oc.IMAGENET_MEAN
+    assert constants.IMAGENET_STD == oc.IMAGENET_STD
+    assert tuple(FUSIONS) == constants.FUSION_NAMES
+
+
+def _imported_after(code: str) -> set[str]:
+    probe = f"import sys; {code}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    return set(out.stdout.split())
+
+
+def test_networks_import_nothing_from_clipdet_and_the_clis_start_light():
+    assert not any(m.startswith("clipdet") for m in _imported_after("import networks"))
+    for cli in ("main", "train"):  # what a CLI imports before it parses its arguments
+        loaded = _imported_after(f"import {cli}")
+        assert {"torch", "open_clip", "pandas"}.isdisjoint(loaded), cli
+    assert "torch" not in _imported_after("import clipdet")
+    assert "torch" in _imported_after("import clipdet.api")
+
+
+def test_pyproject_dependencies_are_requirements_txt():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = (REPO / "requirements.txt").read_text().splitlines()
+    assert project["dependencies"] == [line.strip() for line in lines if line.strip()]
