@@ -90,3 +90,21 @@ def test_resume_refuses_another_run(interrupted, weights_dir, change, capsys, tm
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert "other images, models or weights" in capsys.readouterr().err
     assert partial_path(out).read_bytes() == before  # the work is kept
+
+
+def test_an_unexpected_error_mid_run_still_writes_the_output(tmp_path, monkeypatch, interrupted):
+    argv, out, clean = interrupted
+    partial_path(out).unlink()
+    real = run_module.iter_scores
+
+    def two_then_crash(*args, **kwargs):
+        for count, result in enumerate(real(*args, **kwargs)):
+            if count == 2:
+                raise RuntimeError("disk on fire")
+            yield result
+
+    monkeypatch.setattr(run_module, "iter_scores", two_then_crash)
+    assert cli.main(argv) == 2
+    table = pd.read_csv(out, keep_default_na=False)
+    assert (table["error"] == "not scored: run interrupted").sum() == 4
+    assert len(partial_path(out).read_text().splitlines()) == 3  # kept for --resume
