@@ -6,6 +6,9 @@ Quick forms:
     python main.py photos/ "shots/*.png"      # folders (recursive) and glob patterns
 Datasets, with the reference code's flags (grip-unina/ClipBased-SyntheticImageDetection):
     python main.py --in_csv list.csv --out_csv results.csv [--resume]
+On a Ray cluster, lists and images anywhere (local, s3://, gs://, http(s)://):
+    python main.py --engine ray --in_csv s3://bucket/list.csv --out_csv s3://bucket/scores.parquet
+The output's format follows its extension: .csv, .parquet or .jsonl.
 """
 
 import argparse
@@ -42,14 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--out_csv",
         "-o",
         default=None,
-        help=f"output file, '-' for stdout (default: {DEFAULT_OUT_CSV}, or a table on the "
-        f"terminal for up to {SCREEN_ROWS} images given as paths)",
+        help=f"output file or URL, '-' for stdout (default: {DEFAULT_OUT_CSV}, or a table on "
+        f"the terminal for up to {SCREEN_ROWS} images given as paths)",
     )
     p.add_argument(
         "--format",
-        choices=("csv", "jsonl", "table"),
+        choices=("csv", "jsonl", "parquet", "table"),
         default=None,
-        help="output format (default: csv to a file, table to the terminal)",
+        help="output format (default: by the output's extension, .csv / .jsonl / .parquet; "
+        "csv for other names; a table on the terminal)",
     )
     p.add_argument(
         "--threshold",
@@ -121,6 +125,41 @@ def build_parser() -> argparse.ArgumentParser:
         "(see launder.py)",
     )
     p.add_argument("--perturb_seed", type=int, default=0, help="seed of --perturb's draws")
+    ray = p.add_argument_group("engine", "where the stages run (see README, 'Scaling out')")
+    ray.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process and its decoding workers; ray: Ray Data, decoding in CPU "
+        "tasks and inference in an actor pool (needs `pip install ray[data]`)",
+    )
+    ray.add_argument(
+        "--ray_address",
+        default=None,
+        help="Ray cluster to join ('auto', 'ray://HOST:10001'; default: a local Ray instance)",
+    )
+    ray.add_argument(
+        "--workers", type=int, default=None, help="infer actors (default: one per GPU, or 1)"
+    )
+    ray.add_argument(
+        "--gpus_per_worker",
+        type=float,
+        default=None,
+        help="GPUs per infer actor (default: 1 if the cluster has GPUs, else 0)",
+    )
+    ray.add_argument(
+        "--cpus_per_worker",
+        type=float,
+        default=1.0,
+        help="Ray CPUs per infer actor (on CPU also its torch threads, rounded up)",
+    )
+    ray.add_argument(
+        "--block_rows",
+        type=int,
+        default=None,
+        help="rows per resumable block, each written whole as it completes (the Ray engine "
+        "and outputs at a URL keep blocks; default 1000)",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
     return p
@@ -134,20 +173,19 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     from clipdet.pipeline.run import open_partial, run_scoring
-    from clipdet.pipeline.scoring import load_models
 
     try:
-        options = RunOptions.from_args(args).resolved()
         names = _model_names(args)
         filenames, paths = _read_inputs(args)
         out_path, fmt = _choose_output(args, len(paths))
-        models = load_models(names, args.weights_dir, options)
-        done, writer = open_partial(out_path, paths, models, options, args.resume)
-    except (OSError, ValueError, RuntimeError) as e:
+        models, options, scores = _engine(args, names, paths)
+        blocks = args.block_rows if args.block_rows else 0 if args.engine == "ray" else None
+        done, writer = open_partial(out_path, paths, models, options, args.resume, blocks)
+    except (OSError, ValueError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FATAL
 
-    outcome = run_scoring(models, filenames, paths, options, args.fusion, done, writer)
+    outcome = run_scoring(models, filenames, paths, options, args.fusion, done, writer, scores)
     _write_output(outcome.table, outcome.results.detector_names, out_path, fmt, args.threshold)
     _report(outcome.table, outcome.results, out_path, args.threshold)
     if outcome.failure is not None:
@@ -165,6 +203,37 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     failed = sum(bool(e) for e in outcome.results.errors)
     return EXIT_FAILED_ROWS if args.strict and failed else 0
+
+
+def _engine(args, names, paths):
+    """(models, resolved options, scores or None for the local engine). With Ray the driver
+    loads the models on CPU (the prepare stage and the run's signature need them); the infer
+    actors load their own."""
+    from clipdet.pipeline.scoring import load_models
+
+    options = RunOptions.from_args(args)
+    if args.engine == "local":
+        options = options.resolved()
+        return load_models(names, args.weights_dir, options), options, None
+    from dataclasses import replace
+
+    from clipdet.pipeline.ray_engine import RayEngine, RayOptions
+    from clipdet.pipeline.run import with_progress
+    from clipdet.pipeline.scoring import scoring_stages
+
+    ray_options = RayOptions(
+        args.ray_address, args.workers, args.gpus_per_worker, args.cpus_per_worker
+    )
+    engine = RayEngine(ray_options, args.device)
+    options = engine.run_options(options)
+    models = load_models(names, args.weights_dir, replace(options, device="cpu", compile=False))
+    preparer, _ = scoring_stages(models, options)
+
+    def scores(rows):
+        results = engine.iter_scores(preparer, models, args.weights_dir, paths, rows, options)
+        return with_progress(results, len(rows), options.progress)
+
+    return models, options, scores
 
 
 def _model_names(args) -> list[str]:
@@ -203,28 +272,35 @@ def _choose_output(args, n_images: int) -> tuple[str | None, str]:
     on_screen = out is None and bool(args.paths) and n_images <= SCREEN_ROWS
     if out is None:
         out = "-" if on_screen else DEFAULT_OUT_CSV
+    from clipdet.files import table_format
+
     path = None if out == "-" else out
-    fmt = args.format or ("table" if on_screen else "csv")
+    fmt = args.format or ("table" if on_screen else "csv" if path is None else table_format(path))
     if args.resume and path is None:
         raise ValueError("--resume needs an output file (--out_csv)")
     return path, fmt
 
 
 def _write_output(table, names, out_path, fmt, threshold) -> None:
-    from clipdet.files import write_text_atomic
-    from clipdet.pipeline.results import add_verdicts, format_for_terminal, to_jsonl
+    """CSV and Parquet hold the table as it is; JSON lines and the terminal table add the
+    verdict. A local file is replaced atomically, an object uploaded at once."""
+    from clipdet import storage
+    from clipdet.files import table_bytes
+    from clipdet.pipeline.results import add_verdicts, format_for_terminal
 
-    if fmt == "csv":
-        text = table.to_csv(index=False, lineterminator="\n")
+    if fmt == "table":
+        data = (format_for_terminal(add_verdicts(table, names, threshold)) + "\n").encode()
     elif fmt == "jsonl":
-        text = to_jsonl(add_verdicts(table, names, threshold))
+        data = table_bytes(add_verdicts(table, names, threshold), fmt)
     else:
-        text = format_for_terminal(add_verdicts(table, names, threshold)) + "\n"
-    if out_path is None:
-        sys.stdout.write(text)
+        data = table_bytes(table, fmt)
+    if out_path is None and fmt == "parquet":
+        sys.stdout.buffer.write(data)
+    elif out_path is None:
+        sys.stdout.write(data.decode("utf-8"))
         sys.stdout.flush()
     else:
-        write_text_atomic(text, out_path)
+        storage.write_bytes(out_path, data)
 
 
 def _report(table, results, out_path, threshold) -> None:

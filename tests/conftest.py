@@ -2,6 +2,7 @@
 checkpoint, detector folders in the reference layout, and small generated images."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,35 @@ def _no_network_weights(monkeypatch):
     """Never reach the internet from a test: downloads go to an unroutable local port."""
     monkeypatch.setenv("CLIPDET_WEIGHTS_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto) on 127.0.0.1 with one bucket; the AWS settings that
+    reach it, also set in this process."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="clipdet")
+    yield env
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 REPO = Path(__file__).resolve().parent.parent

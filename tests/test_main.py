@@ -183,7 +183,8 @@ def test_backbone_runs_once_per_batch_for_two_heads(
     decoded = []
     original = images_module.load_rgb
     monkeypatch.setattr(
-        "clipdet.pipeline.prepare.load_rgb", lambda p: decoded.append(p) or original(p)
+        "clipdet.pipeline.prepare.load_rgb",
+        lambda p, data=None: decoded.append(p) or original(p, data),
     )
     from clipdet.pipeline.scoring import iter_scores
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import open_clip.constants as oc
 import pytest
-from conftest import REPO, make_image
+from conftest import REPO, TINY_BACKBONE, TINY_MODEL, make_image
 
 from clipdet import constants
 from clipdet.evaluation.perturb import Perturbation
@@ -101,3 +101,20 @@ def test_pyproject_dependencies_are_requirements_txt():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     lines = (REPO / "requirements.txt").read_text().splitlines()
     assert project["dependencies"] == [line.strip() for line in lines if line.strip()]
+
+
+def test_a_local_run_never_imports_ray(tmp_path, image_dir, weights_dir, tiny_clip_checkpoint):
+    """The local engine works without Ray installed: a whole run imports none of it."""
+    config = tiny_clip_checkpoint.parent / f"{TINY_MODEL}.json"
+    args = [str(image_dir), "-o", str(tmp_path / "s.csv"), "-w", str(weights_dir), "-m", "tiny_a",
+            "--backbone_weights", str(tiny_clip_checkpoint), "-d", "cpu", "-q"]  # fmt: skip
+    code = (
+        f"import open_clip; open_clip.add_model_config({str(config)!r}); "
+        "from clipdet.models.registry import register_backbone; "
+        f"register_backbone({TINY_BACKBONE!r}, {TINY_MODEL!r}); "
+        f"import main; assert main.main({args!r}) == 0"
+    )
+    loaded = _imported_after(code)
+    assert "clipdet.pipeline.scoring" in loaded
+    assert not {m for m in loaded if m == "ray" or m.startswith("ray.")}
+    assert (tmp_path / "s.csv").exists()

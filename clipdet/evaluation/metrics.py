@@ -15,6 +15,7 @@ from scipy.special import expit
 from sklearn import metrics as skm
 
 from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, LABEL_COLUMN, REAL, TYPE_COLUMN
+from clipdet.files import read_table
 from clipdet.models.attribution import attribution_column_set
 
 logger = logging.getLogger(__name__)
@@ -196,15 +197,18 @@ def read_labels_and_scores(
 
 
 def read_csv(path, what: str, text_columns=(), nrows: int | None = None) -> pd.DataFrame:
-    """A CSV whose filename, typ and ``text_columns`` are read as text (a class named "1"
-    stays "1"); ``nrows=0`` reads the header only."""
-    text = dict.fromkeys([FILENAME_COLUMN, TYPE_COLUMN, *text_columns], str)
+    """A list or scores table (CSV, or .parquet / .jsonl scores; local or a URL) whose
+    filename, typ and ``text_columns`` are read as text (a class named "1" stays "1");
+    ``nrows=0`` reads the header only."""
+    text = [FILENAME_COLUMN, TYPE_COLUMN, *text_columns]
     try:
-        return pd.read_csv(path, dtype=text, nrows=nrows)
+        return read_table(path, text, nrows=nrows)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{what} CSV not found: {path}") from e
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read {what} CSV {path}: {e}") from e
+    except (ValueError, OSError) as e:  # a damaged Parquet or JSON-lines file
+        raise ValueError(f"cannot read {what} file {path}: {e}") from e
 
 
 def compute_metric_table(

@@ -73,6 +73,7 @@ class BackboneCache:
             self._modules[key] = create_openclip_features(
                 spec, next_to_last=next_to_last, checkpoint=self.backbone_weights
             )
+            self._modules[key].cache_key = key  # names it alike in every process
         module = self._modules[key]
         if block is None:
             return FrozenLayer(key, module, None)

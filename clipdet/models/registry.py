@@ -79,3 +79,44 @@ def get_backbone(name: str) -> BackboneSpec:
         valid = ", ".join(sorted(backbones))
         raise ValueError(f"unknown CLIP backbone {name!r}; valid choices: {valid}")
     return backbones[name]
+
+
+@dataclass(frozen=True)
+class Registrations:
+    """Backbones declared at run time in this process, with the open_clip configs they use
+    (for architectures added with ``open_clip.add_model_config``): what a worker process of a
+    cluster must declare again to build the same models."""
+
+    backbones: tuple[BackboneSpec, ...]
+    openclip_configs: dict
+
+
+def runtime_registrations() -> Registrations:
+    if not _extra_backbones:
+        return Registrations((), {})
+    import open_clip
+
+    configs = {}
+    for spec in _extra_backbones.values():
+        config = open_clip.get_model_config(spec.model)
+        if config is not None:
+            configs[spec.model] = config
+    return Registrations(tuple(_extra_backbones.values()), configs)
+
+
+def replay_registrations(registrations: Registrations, folder: str | Path) -> None:
+    """Declare ``registrations`` in this process (open_clip configs written as JSON files
+    under ``folder``, as ``open_clip.add_model_config`` reads them)."""
+    if registrations.openclip_configs:
+        import json
+
+        import open_clip
+
+        known = set(open_clip.list_models())
+        for model, config in registrations.openclip_configs.items():
+            if model not in known:
+                path = Path(folder) / f"{model}.json"
+                path.write_text(json.dumps(config), encoding="utf-8")
+                open_clip.add_model_config(path)
+    for spec in registrations.backbones:
+        _extra_backbones[spec.name] = spec

@@ -1,10 +1,15 @@
-"""Reading images robustly: every failure becomes an exception with a readable message."""
+"""Reading images robustly, from local files or URLs (s3://, gs://, http(s)://): every failure
+becomes an exception with a readable message."""
 
+import asyncio
+import io
 import os
 import warnings
 from pathlib import Path
 
 from PIL import Image
+
+from clipdet import storage
 
 # Pillow warns above this many pixels and refuses above twice as many; clipdet refuses above it.
 MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -14,12 +19,35 @@ class ImageLoadError(OSError):
     """An image file that cannot be read; the message says why."""
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode ``path`` into an RGB PIL image (first frame of animations), as the reference does.
+def read_image_bytes(url: str) -> bytes:
+    """The bytes of an image at ``url``; ImageLoadError for a missing object (or HTTP 404), a
+    timeout, an empty body or any other failure to fetch it."""
+    try:
+        data = storage.read_bytes(url)
+    except FileNotFoundError as e:
+        raise ImageLoadError(f"file not found: {url}") from e
+    except (TimeoutError, asyncio.TimeoutError) as e:
+        raise ImageLoadError(
+            f"timed out after {storage.read_timeout():g} s (CLIPDET_READ_TIMEOUT): {url}"
+        ) from e
+    except Exception as e:  # noqa: BLE001 -- network and store errors of every library
+        raise ImageLoadError(f"cannot read ({type(e).__name__}: {e}): {url}") from e
+    if not data:
+        raise ImageLoadError(f"empty file: {url}")
+    return data
+
+
+def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
+    """Decode ``path`` (a local file or a URL; ``data``: its bytes, already read) into an RGB
+    PIL image (first frame of animations), as the reference does.
 
     Raises ImageLoadError for a missing, empty, truncated, non-image, oversized (decompression
-    bomb) file or a directory.
+    bomb) file, a directory, or a URL that cannot be fetched.
     """
+    if data is None and storage.is_url(path):
+        data = read_image_bytes(str(path))
+    if data is not None:
+        return _decode(io.BytesIO(data), str(path))
     path = Path(path)
     if path.is_dir():
         raise ImageLoadError(f"is a directory, not an image: {path}")
@@ -27,10 +55,14 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         raise ImageLoadError(f"file not found: {path}")
     if path.stat().st_size == 0:
         raise ImageLoadError(f"empty file: {path}")
+    return _decode(path, str(path))
+
+
+def _decode(source, path: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 if image.width * image.height > MAX_IMAGE_PIXELS:
                     raise ImageLoadError(
                         f"image too large ({image.width}x{image.height} pixels, limit "

@@ -22,13 +22,16 @@ class FeatureGroup:
     """One feature layer of one backbone under one preprocessing. ``identity`` (set for frozen
     backbones) makes its features cacheable: it names the model, its weights, the feature layer
     and preprocessing. ``layer`` None is the backbone's output; an int K is the CLS token of
-    transformer block K. Groups on one backbone and preprocessing share one forward pass."""
+    transformer block K. Groups on one backbone and preprocessing share one forward pass.
+    ``source`` names the backbone module the same way in every process: a shared frozen
+    module by its cache key (``BackboneCache``), a trainable one by its model's name."""
 
     backbone: nn.Module
     transform_key: str
     num_features: int
     identity: str | None = None
     layer: int | None = None
+    source: str | None = None
     namespace: str | None = field(default=None, init=False)
 
     @classmethod
@@ -37,12 +40,15 @@ class FeatureGroup:
     ) -> "FeatureGroup":
         """A pretrained, shared backbone: its features are cacheable under its identity."""
         identity = f"{backbone_key}|{transform_key}"
-        return cls(backbone, transform_key, backbone.layer_width(layer), identity, layer)
+        source = getattr(backbone, "cache_key", None)
+        return cls(backbone, transform_key, backbone.layer_width(layer), identity, layer, source)
 
     @property
     def pass_key(self) -> str:
-        """Groups with the same pass key are computed by one forward pass."""
-        return f"{id(self.backbone)}|{self.transform_key}"
+        """Groups with the same pass key are computed by one forward pass. It names the
+        backbone, not its address in memory, so that a prepare stage and an infer stage built
+        in different processes (a cluster's) agree on it."""
+        return f"{self.source or id(self.backbone)}|{self.transform_key}"
 
     @property
     def key(self) -> str:
@@ -172,7 +178,7 @@ def feature_groups(models) -> tuple[list[FeatureGroup], list[str]]:
         if d.frozen_backbone:
             group = FeatureGroup.frozen(d.backbone, d.backbone_key, m.transform_key, d.layer)
         else:
-            group = FeatureGroup(d.backbone, m.transform_key, d.fc.in_features)
+            group = FeatureGroup(d.backbone, m.transform_key, d.fc.in_features, source=m.name)
         groups.setdefault(group.key, group)
         keys.append(group.key)
     return list(groups.values()), keys

@@ -4,6 +4,8 @@ import glob
 import os
 from pathlib import Path
 
+from clipdet.storage import is_url
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif", ".heic", ".avif"}
 )
@@ -17,12 +19,15 @@ def collect_images(arguments: list[str]) -> list[str]:
     """Expand positional arguments into image paths, in argument order.
 
     A folder contributes its image files (by extension, recursively, sorted); a glob pattern its
-    matches (sorted); any other argument is kept as given, so that a missing or unreadable file
-    becomes a row with an error rather than vanishing. A path listed twice is kept once.
+    matches (sorted); a URL and any other argument are kept as given, so that a missing or
+    unreadable file becomes a row with an error rather than vanishing. A path listed twice is
+    kept once.
     """
     paths: list[str] = []
     for argument in arguments:
-        if os.path.isdir(argument):
+        if is_url(argument):
+            found = [argument]
+        elif os.path.isdir(argument):
             found = sorted(
                 str(p) for p in Path(argument).rglob("*") if p.is_file() and is_image_name(p)
             )

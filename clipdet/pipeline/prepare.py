@@ -5,14 +5,16 @@ images are decoded (DataLoader workers here, CPU tasks on a cluster). Features a
 feature cache are returned instead of tensors (that image's backbone pass is skipped).
 """
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from clipdet import storage
 from clipdet.files import sha256_of
 from clipdet.pipeline.feature_cache import FeatureCache
-from clipdet.pipeline.images import load_rgb
+from clipdet.pipeline.images import load_rgb, read_image_bytes
 
 
 def describe_error(error: BaseException) -> str:
@@ -67,15 +69,20 @@ class Preparer:
     def __call__(self, index: int, path: str) -> PreparedItem:
         item = PreparedItem(index, {}, {}, None, "")
         try:
+            data = None  # a URL's bytes are fetched once, for the digest and the decoding
             if self.cached_groups:
-                item.digest = sha256_of(path)  # content key
+                if storage.is_url(path):
+                    data = read_image_bytes(path)
+                    item.digest = hashlib.sha256(data).hexdigest()
+                else:
+                    item.digest = sha256_of(path)  # content key
                 for g in self.cached_groups:
                     found = self.cache.get(g.namespace, item.digest, g.width)
                     if found is not None:
                         item.cached[g.key] = found
             wanted = {t for key, t in self.needs.items() if key not in item.cached}
             if wanted:
-                image = load_rgb(path)
+                image = load_rgb(path, data)
                 if self.perturbation is not None:
                     image = self.perturbation(image, index).image
                 item.tensors = {key: self.transforms[key](image) for key in wanted}

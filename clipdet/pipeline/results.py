@@ -1,6 +1,5 @@
 """Reading image lists and writing result tables (atomically: a crash never leaves half a file)."""
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -70,12 +69,6 @@ def format_for_terminal(table: pd.DataFrame) -> str:
             style = ".3f" if column in attribution else "+.2f"
             shown[column] = [("" if np.isnan(v) else f"{v:{style}}") for v in shown[column]]
     return shown.to_string(index=False)
-
-
-def to_jsonl(table: pd.DataFrame) -> str:
-    """One JSON object per row; NaN becomes null."""
-    records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
 DOWNLOAD_HINT = "python data/download.py synthbuster (or synthwildx, grip_test; see data/README.md)"

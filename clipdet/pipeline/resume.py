@@ -61,19 +61,33 @@ def load_partial(path: Path, signature: dict, models) -> dict[int, ImageResult]:
     done = {}
     for number, line in enumerate(lines[1:], start=2):
         try:
-            row = json.loads(line)
-            scores = _array(row["scores"])
-            logits = {name: _array(values) for name, values in row.get("logits", {}).items()}
-            if (
-                scores.shape != (len(detectors),)
-                or {n: v.size for n, v in logits.items()} != widths
-            ):
-                raise ValueError("wrong number of scores")
-            index = int(row["index"])
-            done[index] = ImageResult(index, scores, str(row["error"]), logits)
+            result = parse_result(line, len(detectors), widths)
         except (ValueError, KeyError, TypeError):
             logger.warning("%s line %d is incomplete (run killed mid-write): ignored", path, number)
+            continue
+        done[result.index] = result
     return done
+
+
+def parse_result(line: str, n_detectors: int, widths: dict[str, int]) -> ImageResult:
+    """One line written by ``result_line``; ValueError (or KeyError, TypeError) when it is
+    torn or holds the wrong number of scores."""
+    row = json.loads(line)
+    scores = _array(row["scores"])
+    logits = {name: _array(values) for name, values in row.get("logits", {}).items()}
+    if scores.shape != (n_detectors,) or {n: v.size for n, v in logits.items()} != widths:
+        raise ValueError("wrong number of scores")
+    index = int(row["index"])
+    return ImageResult(index, scores, str(row["error"]), logits)
+
+
+def result_line(filename: str, result: ImageResult) -> str:
+    """One result as a JSON line (NaN as null)."""
+    row = {"index": result.index, "filename": filename, "scores": _json_list(result.scores)}
+    if result.logits:
+        row["logits"] = {name: _json_list(v) for name, v in result.logits.items()}
+    row["error"] = result.error
+    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def _array(values) -> np.ndarray:
@@ -104,11 +118,7 @@ class PartialWriter:
                 f.truncate(data.rfind(b"\n") + 1)
 
     def write(self, filename: str, result: ImageResult) -> None:
-        row = {"index": result.index, "filename": filename, "scores": _json_list(result.scores)}
-        if result.logits:
-            row["logits"] = {name: _json_list(v) for name, v in result.logits.items()}
-        row["error"] = result.error
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.write(result_line(filename, result))
 
     def flush(self) -> None:
         self._file.flush()
@@ -116,3 +126,7 @@ class PartialWriter:
 
     def close(self) -> None:
         self._file.close()
+
+    def discard(self) -> None:
+        """The run is complete: the partial file is no longer needed."""
+        self.path.unlink(missing_ok=True)

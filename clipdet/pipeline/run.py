@@ -1,15 +1,18 @@
-"""A whole scoring run on the local engine, as main.py drives it: resume what a partial file
-holds, score the remaining rows, append each batch to the partial file, and on Ctrl-C keep what
-is done. Whatever happens, the result table of every row comes back."""
+"""A whole scoring run, as main.py drives it on either engine: resume what a partial file (or
+the blocks folder) holds, score the remaining rows, record results as they come, and on Ctrl-C
+keep what is done. Whatever happens, the result table of every row comes back."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
+from clipdet import storage
 from clipdet.options import RunOptions
+from clipdet.pipeline.blocks import BLOCK_ROWS, open_blocks
+from clipdet.pipeline.infer import ImageResult
 from clipdet.pipeline.resume import (
     PartialWriter,
     ResumeError,
@@ -36,12 +39,19 @@ class RunOutcome:
         return len(self.results.errors) - self.results.errors.count(NOT_SCORED)
 
 
-def open_partial(out_path, paths, models, options: RunOptions, resume: bool):
-    """(rows already scored, writer) for a run to ``out_path`` (None: no partial file)."""
+def open_partial(
+    out_path, paths, models, options: RunOptions, resume: bool, block_rows: int | None = None
+):
+    """(rows already scored, writer) for a run to ``out_path`` (None: no partial file). The
+    local engine appends to a partial JSON-lines file; the Ray engine (``block_rows`` given,
+    0 for the default) and outputs at a URL write fixed blocks of rows (see blocks.py)."""
     if out_path is None:
         return {}, None
-    partial = partial_path(out_path)
     signature = run_signature(paths, models) | {"perturb": [options.perturb, options.perturb_seed]}
+    if block_rows is not None or storage.is_url(out_path):
+        rows = block_rows or BLOCK_ROWS
+        return open_blocks(str(out_path), signature, models, len(paths), resume, rows)
+    partial = partial_path(out_path)
     if resume and partial.exists():
         return load_partial(partial, signature, models), PartialWriter(partial, signature, True)
     if partial.exists():
@@ -59,11 +69,13 @@ def run_scoring(
     fusion: str | None,
     done: dict | None = None,
     writer: PartialWriter | None = None,
+    scores: Callable[[list[int]], Iterator[ImageResult]] | None = None,
 ) -> RunOutcome:
-    """Score every row of ``paths`` not in ``done`` (options resolved); each result is
-    appended to ``writer`` (flushed every batch). Ctrl-C stops the run, not the program: the
-    table comes back with unscored rows marked ``NOT_SCORED``; so does an unexpected error
-    (``failure``). Either way the partial file is kept for a resume."""
+    """Score every row of ``paths`` not in ``done`` (options resolved) with ``scores`` (rows
+    -> results in any order; default: the local engine); each result goes to ``writer``
+    (flushed every batch). Ctrl-C stops the run, not the program: the table comes back with
+    unscored rows marked ``NOT_SCORED``; so does an unexpected error (``failure``). Either way
+    the partial file is kept for a resume."""
     done = done or {}
     results = ResultTable(models, len(paths), error=NOT_SCORED)
     for index, result in done.items():
@@ -72,8 +84,9 @@ def run_scoring(
     if done:
         logger.info("resuming: %d of %d images already scored", len(done), len(paths))
     interrupted, failure = False, None
+    scores = scores or (lambda rows: iter_scores(models, paths, options, rows))
     try:
-        for count, result in enumerate(iter_scores(models, paths, options, todo), start=1):
+        for count, result in enumerate(scores(todo), start=1):
             results.set(result.index, result)
             if writer:
                 writer.write(filenames[result.index], result)
@@ -89,5 +102,19 @@ def run_scoring(
             writer.flush()
             writer.close()
     if writer and not interrupted and failure is None:
-        Path(writer.path).unlink(missing_ok=True)
+        writer.discard()
     return RunOutcome(results.to_frame(filenames, fusion), results, interrupted, failure)
+
+
+def with_progress(results: Iterator[ImageResult], total: int, show: bool) -> Iterator[ImageResult]:
+    """``results`` with a progress bar: rows done / total, images/s, failures."""
+    bar = tqdm(total=total, unit="img", disable=not show, dynamic_ncols=True)
+    failed = 0
+    try:
+        for result in results:
+            failed += bool(result.error)
+            bar.update(1)
+            bar.set_postfix(failed=failed, refresh=False)
+            yield result
+    finally:
+        bar.close()
