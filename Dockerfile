@@ -12,7 +12,7 @@ COPY clipdet/ clipdet/
 COPY networks/ networks/
 COPY configs/ configs/
 COPY weights/ weights/
-COPY main.py compute_metrics.py train.py launder.py split.py reproduce.py ./
+COPY main.py compute_metrics.py train.py launder.py split.py reproduce.py report.py ./
 COPY data/download.py data/commercial_tools.csv data/synthwildx.csv data/
 
 VOLUME ["/app/weights"]

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench reproduce clean
+.PHONY: demo test test-fast lint bench reproduce report-example clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,16 +22,27 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
 
-test: lint
+# Debian's Chromium, which the report's browser test drives (Playwright, no browser download).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 # Everything but the tests marked slow (a few seconds to ~40 s each); CI runs them all.
-test-fast: lint
+test-fast: lint $(CHROMIUM)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The paper's Synthbuster table, clean and postprocessed (downloads the data and weights).
 reproduce: $(BIN)/.installed
 	$(BIN)/python reproduce.py
+
+# The README's screenshot of a report (demo images, random-weight models).
+report-example: $(BIN)/.installed $(CHROMIUM)
+	$(BIN)/python benchmarks/report_example.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_scoring.py

@@ -160,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows per resumable block, each written whole as it completes (the Ray engine "
         "and outputs at a URL keep blocks; default 1000)",
     )
+    p.add_argument(
+        "--maps",
+        default=None,
+        metavar="DIR",
+        help="save each full-resolution detector's evidence map (.npy, its mean is the LLR) "
+        "and a heat-map overlay (.png) per image into DIR (local engine)",
+    )
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="HTML",
+        help="write an HTML report of the run (see report.py), with the maps of --maps",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, warnings only")
     return p
@@ -179,6 +192,19 @@ def main(argv: list[str] | None = None) -> int:
         filenames, paths = _read_inputs(args)
         out_path, fmt = _choose_output(args, len(paths))
         models, options, scores = _engine(args, names, paths)
+        map_writer = None
+        if args.maps:
+            from clipdet.evaluation.evidence_maps import MapWriter
+            from clipdet.pipeline.scoring import iter_scores
+
+            if args.engine != "local":
+                raise ValueError("--maps works with the local engine only")
+            map_writer = MapWriter(args.maps)
+
+            def scores(rows):
+                found = iter_scores(models, paths, options, rows, maps=True)
+                return map_writer.wrap(found, paths)
+
         blocks = args.block_rows if args.block_rows else 0 if args.engine == "ray" else None
         done, writer = open_partial(out_path, paths, models, options, args.resume, blocks)
     except (OSError, ValueError, RuntimeError, ImportError) as e:
@@ -187,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
 
     outcome = run_scoring(models, filenames, paths, options, args.fusion, done, writer, scores)
     _write_output(outcome.table, outcome.results.detector_names, out_path, fmt, args.threshold)
+    if map_writer is not None:
+        map_writer.write_manifest(filenames)
+    if args.report:
+        _html_report(args, argv, outcome.table, filenames, paths)
     _report(outcome.table, outcome.results, out_path, args.threshold)
     if outcome.failure is not None:
         print(f"error: run stopped after {outcome.scored} of {len(paths)} images: "
@@ -234,6 +264,19 @@ def _engine(args, names, paths):
         return with_progress(results, len(rows), options.progress)
 
     return models, options, scores
+
+
+def _html_report(args, argv, table, filenames, paths) -> None:
+    from clipdet.evaluation.html_report import ReportInputs, write_report
+    from clipdet.files import read_list
+
+    labels = read_list(args.in_csv)[0] if args.in_csv else None
+    inputs = ReportInputs(
+        table, paths, labels, args.maps, args.threshold,
+        command=shlex.join(["python", "main.py", *argv]), fusion=args.fusion,
+    )  # fmt: skip
+    write_report(inputs, args.report)
+    print(f"report -> {args.report}", file=sys.stderr)
 
 
 def _model_names(args) -> list[str]:

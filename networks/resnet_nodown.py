@@ -65,10 +65,15 @@ class ResNetNoDownFeatures(ResNet):
             return torch.flatten(self.avgpool(self.trunk(x)), 1)
         return self._tiled(x, tile - tile % self.stride or self.stride)
 
-    def _tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
+    def _tiled(self, x: torch.Tensor, tile: int, heads: torch.Tensor | None = None):
+        """Pooled features; with ``heads`` ([K, C] weights of linear heads) also the [N, K,
+        out_h, out_w] map of ``heads @ features`` at every output location (no bias)."""
         h, w = x.shape[-2:]
         out_h, out_w = _out_size(h, self.stride), _out_size(w, self.stride)
         total = torch.zeros(x.shape[0], self.num_features, dtype=torch.float64, device=x.device)
+        maps = None
+        if heads is not None:
+            maps = torch.zeros(x.shape[0], heads.shape[0], out_h, out_w, device=x.device)
         for y0 in range(0, h, tile):
             for x0 in range(0, w, tile):
                 ys, xs = max(0, y0 - self.margin), max(0, x0 - self.margin)
@@ -83,7 +88,30 @@ class ResNetNoDownFeatures(ResNet):
                     ox0 - xs // self.stride : ox1 - xs // self.stride,
                 ]
                 total += core.double().sum(dim=(-2, -1))
-        return (total / (out_h * out_w)).to(x.dtype if x.is_floating_point() else torch.float32)
+                if maps is not None:
+                    maps[..., oy0:oy1, ox0:ox1] = _apply(heads, core)
+        pooled = (total / (out_h * out_w)).to(x.dtype if x.is_floating_point() else torch.float32)
+        return pooled if heads is None else (pooled, maps)
+
+    def forward_with_maps(
+        self, x: torch.Tensor, heads: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled features [N, C], maps [N, K, h, w]) where map k is linear head k's weights
+        ``heads[k]`` applied at every location of the last feature map (at the output stride,
+        assembled from the tiles' cores when tiled). Global average pooling is linear, so a
+        head's logit is exactly the mean of its map plus its bias: the map shows where in the
+        image the score comes from."""
+        h, w = x.shape[-2:]
+        tile = self.tile_size
+        if not tile or h * w <= (tile + 2 * self.margin) ** 2:
+            features = self.trunk(x)
+            return torch.flatten(self.avgpool(features), 1), _apply(heads, features)
+        return self._tiled(x, tile - tile % self.stride or self.stride, heads)
+
+
+def _apply(heads: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """[K, C] weights at every location of [N, C, h, w] features -> [N, K, h, w] (float32)."""
+    return torch.einsum("kc,nchw->nkhw", heads.float(), features.float())
 
 
 def _out_size(size: int, stride: int) -> int:

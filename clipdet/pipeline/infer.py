@@ -79,15 +79,26 @@ class BatchFeatures:
     indices: list[int]  # every image of the batch, in order
     errors: dict[int, str]  # index -> message (decode errors and model failures)
     features: dict[str, tuple[list[int], torch.Tensor]]
+    maps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # index -> model -> map
 
 
 class FeatureInfer:
-    """Backbone passes: prepared items -> the features of every group (float32)."""
+    """Backbone passes: prepared items -> the features of every group (float32). ``map_heads``
+    (group key -> [(model name, linear head)]) asks the backbones that can (full-resolution
+    ResNets) for each head's evidence map as well: its logit at every output location, whose
+    mean is the image's logit."""
 
-    def __init__(self, groups: Sequence[FeatureGroup], device, cache: FeatureCache | None = None):
+    def __init__(
+        self,
+        groups: Sequence[FeatureGroup],
+        device,
+        cache: FeatureCache | None = None,
+        map_heads: dict | None = None,
+    ):
         self.groups = list(groups)
         self.device = torch.device(device)
         self.cache = cache
+        self.map_heads = map_heads or {}
 
     @torch.inference_mode()
     def __call__(self, batch: Sequence[PreparedItem]) -> BatchFeatures:
@@ -101,11 +112,17 @@ class FeatureInfer:
         passes: dict[str, list[FeatureGroup]] = {}
         for g in self.groups:
             passes.setdefault(g.pass_key, []).append(g)
+        maps: dict[int, dict[str, np.ndarray]] = {}
         for members in passes.values():
             todo = [item for item in ok if any(g.key not in item.cached for g in members)]
+            heads = self.map_heads.get(members[0].key)
             for chunk, x in _stack(todo, members[0].transform_key):
                 try:
-                    outputs = _forward(members, x.to(self.device, non_blocking=True))
+                    x = x.to(self.device, non_blocking=True)
+                    if heads:
+                        outputs = _forward_with_maps(members[0], heads, x, chunk, maps)
+                    else:
+                        outputs = _forward(members, x)
                 except RuntimeError as e:  # e.g. out of memory on one huge image
                     logger.debug("backbone failure", exc_info=True)
                     for item in chunk:
@@ -121,7 +138,19 @@ class FeatureInfer:
             order = [item.index for item in ok if item.index in rows[g.key]]
             if order:
                 features[g.key] = (order, torch.stack([rows[g.key][i] for i in order]))
-        return BatchFeatures([item.index for item in batch], errors, features)
+        return BatchFeatures([item.index for item in batch], errors, features, maps)
+
+
+def _forward_with_maps(group, heads, x, chunk, maps) -> dict[str, torch.Tensor]:
+    """A full-resolution pass that also keeps each head's logit map (bias added)."""
+    backbone = group.backbone
+    weights = torch.cat([head.weight for _, head in heads])
+    pooled, head_maps = backbone.forward_with_maps(x.to(dtype=backbone_dtype(backbone)), weights)
+    for item, per_image in zip(chunk, head_maps, strict=True):
+        for (name, head), head_map in zip(heads, per_image, strict=True):
+            logits = head_map.float() + head.bias.float()
+            maps.setdefault(item.index, {})[name] = logits.cpu().numpy().astype(np.float32)
+    return {group.key: pooled.float()}
 
 
 def _forward(members: list[FeatureGroup], x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -162,6 +191,7 @@ class ImageResult:
     scores: np.ndarray  # one LLR per detection model, NaN where that model failed
     error: str
     logits: dict[str, np.ndarray] = field(default_factory=dict)  # per attribution model: [C]
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # per detector: logit map [h, w]
 
 
 def split_models(models) -> tuple[list, list]:
@@ -188,11 +218,15 @@ class ScoreInfer:
     """Backbone passes, then every head: prepared items -> one ImageResult per item, in order.
     Detection models give one LLR each, attribution models their class logits."""
 
-    def __init__(self, models, device, cache: FeatureCache | None = None):
+    def __init__(self, models, device, cache: FeatureCache | None = None, maps: bool = False):
         self.groups, keys = feature_groups(models)
         self.group_of = {m.name: key for m, key in zip(models, keys, strict=True)}
         self.detectors, self.attributors = split_models(models)
-        self.features = FeatureInfer(self.groups, device, cache)
+        map_heads = {}
+        for m in self.detectors if maps else ():
+            if hasattr(m.detector.backbone, "forward_with_maps"):
+                map_heads.setdefault(self.group_of[m.name], []).append((m.name, m.detector.fc))
+        self.features = FeatureInfer(self.groups, device, cache, map_heads)
 
     @torch.inference_mode()
     def __call__(self, batch: Sequence[PreparedItem]) -> list[ImageResult]:
@@ -209,6 +243,8 @@ class ScoreInfer:
         for column, model in enumerate(self.detectors):
             for index, llr in apply_head(model, found.features.get(self.group_of[model.name])):
                 results[index].scores[column] = llr
+        for index, maps in found.maps.items():
+            results[index].maps = maps
         for model in self.attributors:
             for index, logits in apply_head(model, found.features.get(self.group_of[model.name])):
                 results[index].logits[model.name] = logits

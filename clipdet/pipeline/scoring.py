@@ -84,14 +84,15 @@ def load_models(
 
 
 def scoring_stages(
-    models: Sequence[LoadedModel], options: RunOptions
+    models: Sequence[LoadedModel], options: RunOptions, maps: bool = False
 ) -> tuple[Preparer, ScoreInfer]:
-    """The prepare and infer stages of a run of ``models`` (options resolved)."""
+    """The prepare and infer stages of a run of ``models`` (options resolved); with ``maps``
+    the results carry the evidence map of every full-resolution detector."""
     from clipdet.evaluation.perturb import Perturbation
 
     perturbation = Perturbation(options.perturb, options.perturb_seed) if options.perturb else None
     cache = FeatureCache(options.feature_cache) if options.feature_cache else None
-    infer = ScoreInfer(models, options.device)
+    infer = ScoreInfer(models, options.device, maps=maps)
     transforms = {m.transform_key: m.transform for m in models}
     preparer = make_preparer(infer.groups, transforms, cache, perturbation)
     infer.features.cache = preparer.cache
@@ -103,14 +104,16 @@ def iter_scores(
     paths: Sequence[str],
     options: RunOptions | None = None,
     rows: Sequence[int] | None = None,
+    maps: bool = False,
     **fields,
 ) -> Iterator[ImageResult]:
     """Score ``rows`` of ``paths`` (default: all) with every model on the local engine,
     yielding results batch by batch in order; ``result.index`` is the row index. Detection
     models give one LLR each (``scores``), attribution models their class logits
-    (``logits``). Models on one backbone share its forward pass."""
+    (``logits``); with ``maps``, full-resolution detectors their evidence maps (``maps``).
+    Models on one backbone share its forward pass."""
     options = _options(options, fields)
-    preparer, infer = scoring_stages(models, options)
+    preparer, infer = scoring_stages(models, options, maps)
     for results in run_local(
         preparer, infer, list(paths), rows, device=options.device,
         batch_size=options.batch_size, num_workers=options.num_workers,

@@ -1,0 +1,190 @@
+"use strict";
+(function () {
+  // Data: embedded JSON (one-file reports) or window.CLIPDET_DATA (report_files/data.js).
+  const embedded = document.getElementById("clipdet-data");
+  const data = embedded ? JSON.parse(embedded.textContent) : window.CLIPDET_DATA;
+  const summary = data.summary;
+  const rows = data.rows.map((row, index) => Object.assign({ index: index }, row));
+  const detectors = summary.detectors;
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+  function fmt(value, digits) {
+    return value === null || value === undefined ? "–" : Number(value).toFixed(digits);
+  }
+  function signed(value) {
+    return value === null || value === undefined ? "–" : (value > 0 ? "+" : "") + value.toFixed(2);
+  }
+
+  // Summary
+  const dl = document.getElementById("summary");
+  [["images", summary.images], ["scored", summary.scored], ["failed", summary.failed],
+   ["flagged synthetic", summary.flagged + " (score > " + summary.threshold + ")"],
+   ["models", summary.models.join(", ")], ["fusion", summary.fusion],
+   ["run date", summary.date], ["clipdet", summary.version]].forEach(function (pair) {
+    const box = el("div");
+    box.appendChild(el("dt", null, pair[0]));
+    box.appendChild(el("dd", null, pair[1]));
+    dl.appendChild(box);
+  });
+  document.getElementById("command").textContent = summary.command;
+
+  // Metrics (labelled lists)
+  if (data.metrics) {
+    document.getElementById("metrics").hidden = false;
+    const holder = document.getElementById("metric-tables");
+    Object.keys(data.metrics.tables).forEach(function (metric) {
+      const spec = data.metrics.tables[metric];
+      const table = el("table", "metrics");
+      table.appendChild(el("caption", null, metric === "auc" ? "AUC" : "balanced accuracy (threshold 0)"));
+      const head = el("tr");
+      head.appendChild(el("th", null, "model"));
+      spec.columns.forEach(function (c) { head.appendChild(el("th", null, c)); });
+      table.appendChild(head);
+      spec.rows.forEach(function (r) {
+        const tr = el("tr");
+        tr.appendChild(el("th", null, r[0]));
+        r.slice(1).forEach(function (v) { tr.appendChild(el("td", null, fmt(v === null ? null : 100 * v, 1))); });
+        table.appendChild(tr);
+      });
+      holder.appendChild(table);
+    });
+    const plots = document.getElementById("plots");
+    data.metrics.plots.forEach(function (p) {
+      const img = el("img");
+      img.src = p.src;
+      img.alt = p.title;
+      img.title = p.title;
+      plots.appendChild(img);
+    });
+  }
+
+  // One shared LLR scale for every bar
+  let scale = 1;
+  rows.forEach(function (row) {
+    detectors.concat(["fusion"]).forEach(function (name) {
+      const v = name === "fusion" ? row.fusion : row.scores[name];
+      if (v !== null && v !== undefined && isFinite(v)) scale = Math.max(scale, Math.abs(v), Math.abs(summary.threshold));
+    });
+  });
+  function position(value) { return 50 + 50 * Math.max(-1, Math.min(1, value / scale)); }
+
+  function bar(label, value) {
+    const line = el("div", "bar");
+    line.appendChild(el("span", "label", label));
+    const track = el("div", "track");
+    if (value !== null && value !== undefined) {
+      const fill = el("div", "fill " + (value > 0 ? "pos" : "neg"));
+      const from = Math.min(position(0), position(value)), to = Math.max(position(0), position(value));
+      fill.style.left = from + "%";
+      fill.style.width = (to - from) + "%";
+      track.appendChild(fill);
+    }
+    const mark = el("div", "mark");
+    mark.style.left = position(summary.threshold) + "%";
+    mark.title = "threshold " + summary.threshold;
+    track.appendChild(mark);
+    line.appendChild(track);
+    line.appendChild(el("span", "value", signed(value)));
+    return line;
+  }
+
+  const lightbox = document.getElementById("lightbox");
+  lightbox.addEventListener("click", function () { lightbox.hidden = true; });
+
+  function card(row) {
+    const state = row.error ? "failed" : row.verdict;
+    const box = el("article", "card " + state);
+    box.dataset.index = row.index;
+    if (row.thumb) {
+      const img = el("img", "thumb");
+      img.loading = "lazy";
+      img.src = row.thumb;
+      img.alt = "thumbnail";
+      box.appendChild(img);
+    } else {
+      box.appendChild(el("div", "placeholder", row.error ? "not readable" : "no preview"));
+    }
+    const body = el("div");
+    body.appendChild(el("div", "name", row.name));
+    body.appendChild(el("span", "verdict " + state, row.error ? "failed" : (row.verdict || "–")));
+    const bars = el("div", "bars");
+    detectors.forEach(function (name) { bars.appendChild(bar(name, row.scores[name])); });
+    if (summary.has_fusion) bars.appendChild(bar("fusion", row.fusion));
+    body.appendChild(bars);
+    row.attribution.forEach(function (a) {
+      const parts = a.top.map(function (t) { return t[0] + " " + fmt(100 * t[1], 0) + "%"; });
+      body.appendChild(el("div", "attribution",
+        a.model + ": " + (a.label || "–") + (parts.length ? " (" + parts.join(", ") + ")" : "") +
+        "; unknown-score " + fmt(a.unknown, 2)));
+    });
+    if (row.error) body.appendChild(el("div", "error", row.error));
+    if (row.maps.length) {
+      const maps = el("div", "maps");
+      row.maps.forEach(function (m) {
+        const img = el("img");
+        img.loading = "lazy";
+        img.src = m.src;
+        img.alt = "evidence map of " + m.model;
+        img.title = "evidence map of " + m.model + " (mean " + signed(m.mean) + "); click to enlarge";
+        img.addEventListener("click", function () {
+          document.getElementById("lightbox-image").src = m.src;
+          lightbox.hidden = false;
+        });
+        maps.appendChild(img);
+      });
+      body.appendChild(maps);
+    }
+    box.appendChild(body);
+    return box;
+  }
+
+  // Sorting, filtering, search, pages
+  const sort = document.getElementById("sort");
+  const keys = (summary.has_fusion ? ["fusion"] : []).concat(detectors);
+  keys.forEach(function (k) { sort.appendChild(new Option(k + " (highest first)", k)); });
+  sort.appendChild(new Option("file name", "name"));
+  sort.appendChild(new Option("input order", "input"));
+  const filter = document.getElementById("filter");
+  const search = document.getElementById("search");
+  let page = 0;
+
+  function valueOf(row, key) {
+    const v = key === "fusion" ? row.fusion : row.scores[key];
+    return v === null || v === undefined ? -Infinity : v;
+  }
+  function visible() {
+    const text = search.value.trim().toLowerCase();
+    const kept = rows.filter(function (row) {
+      if (filter.value === "errors" && !row.error) return false;
+      if ((filter.value === "synthetic" || filter.value === "real") && (row.error || row.verdict !== filter.value)) return false;
+      return !text || row.name.toLowerCase().indexOf(text) >= 0;
+    });
+    const key = sort.value;
+    if (key === "name") kept.sort(function (a, b) { return a.name < b.name ? -1 : a.name > b.name ? 1 : 0; });
+    else if (key !== "input") kept.sort(function (a, b) { return valueOf(b, key) - valueOf(a, key) || a.index - b.index; });
+    return kept;
+  }
+  function render() {
+    const kept = visible();
+    const pages = Math.max(1, Math.ceil(kept.length / summary.page_rows));
+    page = Math.min(page, pages - 1);
+    const holder = document.getElementById("cards");
+    holder.replaceChildren();
+    kept.slice(page * summary.page_rows, (page + 1) * summary.page_rows).forEach(function (row) {
+      holder.appendChild(card(row));
+    });
+    document.getElementById("count").textContent = kept.length + " of " + rows.length + " images";
+    document.getElementById("page").textContent = " page " + (page + 1) + " of " + pages + " ";
+    document.getElementById("pager").hidden = pages < 2;
+  }
+  [sort, filter].forEach(function (control) { control.addEventListener("change", function () { page = 0; render(); }); });
+  search.addEventListener("input", function () { page = 0; render(); });
+  document.getElementById("prev").addEventListener("click", function () { page = Math.max(0, page - 1); render(); });
+  document.getElementById("next").addEventListener("click", function () { page += 1; render(); });
+  render();
+})();
