@@ -1,13 +1,21 @@
-# clipdet on the official PyTorch CUDA runtime. Weights live in a volume:
+# clipdet on the official PyTorch CUDA runtime, run as a non-root user. One volume, /cache,
+# holds the detectors' weights (downloaded there on first use) and the Hugging Face hub cache
+# (the CLIP backbone), so they are fetched once:
 #   docker build -t clipdet .
-#   docker run --gpus all -v "$PWD/weights:/app/weights" -v "$PWD/data:/data" \
-#       -v "$HOME/.cache/huggingface:/root/.cache/huggingface" clipdet \
+#   docker run --gpus all -v clipdet-cache:/cache -v "$PWD/data:/data" clipdet \
 #       --in_csv /data/list.csv --out_csv /data/results.csv
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
+ENV CLIPDET_WEIGHTS_DIR=/cache/weights \
+    HF_HOME=/cache/huggingface \
+    PYTHONDONTWRITEBYTECODE=1
+
 WORKDIR /app
 COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+RUN pip install --no-cache-dir -r requirements.txt \
+    && useradd --create-home --uid 1000 clipdet \
+    && mkdir -p /cache/weights /cache/huggingface \
+    && chown -R clipdet /cache
 COPY clipdet/ clipdet/
 COPY networks/ networks/
 COPY configs/ configs/
@@ -15,5 +23,6 @@ COPY weights/ weights/
 COPY main.py compute_metrics.py train.py launder.py split.py reproduce.py report.py ./
 COPY data/download.py data/commercial_tools.csv data/synthwildx.csv data/
 
-VOLUME ["/app/weights"]
+USER 1000
+VOLUME ["/cache"]
 ENTRYPOINT ["python", "main.py"]

@@ -15,6 +15,7 @@ import argparse
 import logging
 import shlex
 import sys
+import time
 
 from clipdet.constants import (
     DEFAULT_FUSION,
@@ -22,6 +23,7 @@ from clipdet.constants import (
     ERROR_COLUMN,
     FUSION_NAMES,
     NO_FUSION,
+    default_weights_dir,
 )
 from clipdet.options import RunOptions, default_num_workers
 
@@ -66,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue an interrupted run to the same --out_csv, skipping rows already scored",
     )
-    p.add_argument("--weights_dir", "-w", default="./weights", help="folder of model folders")
+    p.add_argument(
+        "--weights_dir", "-w", default=default_weights_dir(), help="folder of model folders"
+    )
     p.add_argument(
         "--models", "-m", default=",".join(DEFAULT_MODELS), help="comma-separated model names"
     )
@@ -161,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
         "and outputs at a URL keep blocks; default 1000)",
     )
     p.add_argument(
+        "--decode",
+        choices=("exact", "fast"),
+        default="exact",
+        help="fast: JPEGs decoded at a reduced DCT scale (>= 448 px on the shorter side) when "
+        "every model reads a 224-px input: several times faster on large photos, LLRs close "
+        "but not identical (exact, the default, matches the reference)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where the time went: reading + decoding, preprocessing, host->device "
+        "copies, backbones, heads, writing (local engine)",
+    )
+    p.add_argument(
         "--maps",
         default=None,
         metavar="DIR",
@@ -192,18 +210,20 @@ def main(argv: list[str] | None = None) -> int:
         filenames, paths = _read_inputs(args)
         out_path, fmt = _choose_output(args, len(paths))
         models, options, scores = _engine(args, names, paths)
-        map_writer = None
-        if args.maps:
+        map_writer, profile = None, None
+        if args.maps or args.profile:
             from clipdet.evaluation.evidence_maps import MapWriter
+            from clipdet.pipeline.profile import Profile
             from clipdet.pipeline.scoring import iter_scores
 
             if args.engine != "local":
-                raise ValueError("--maps works with the local engine only")
-            map_writer = MapWriter(args.maps)
+                raise ValueError("--maps and --profile work with the local engine only")
+            map_writer = MapWriter(args.maps) if args.maps else None
+            profile = Profile(options.device) if args.profile else None
 
             def scores(rows):
-                found = iter_scores(models, paths, options, rows, maps=True)
-                return map_writer.wrap(found, paths)
+                found = iter_scores(models, paths, options, rows, bool(map_writer), profile)
+                return map_writer.wrap(found, paths) if map_writer else found
 
         blocks = args.block_rows if args.block_rows else 0 if args.engine == "ray" else None
         done, writer = open_partial(out_path, paths, models, options, args.resume, blocks)
@@ -211,8 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FATAL
 
-    outcome = run_scoring(models, filenames, paths, options, args.fusion, done, writer, scores)
+    outcome = run_scoring(
+        models, filenames, paths, options, args.fusion, done, writer, scores, profile
+    )
+    started = time.perf_counter()
     _write_output(outcome.table, outcome.results.detector_names, out_path, fmt, args.threshold)
+    if profile is not None:
+        profile.add("writing", time.perf_counter() - started)
+        print(profile.report(), file=sys.stderr)
     if map_writer is not None:
         map_writer.write_manifest(filenames)
     if args.report:

@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from clipdet.constants import DEFAULT_ARCH
+from clipdet.constants import DEFAULT_ARCH, default_weights_dir
 from clipdet.models.attribution import DEFAULT_ACCEPT_RATE, DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
 from clipdet.options import RunOptions
 
@@ -21,7 +21,9 @@ from clipdet.options import RunOptions
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--in_csv", "-i", required=True, help="training list: filename, typ")
-    p.add_argument("--weights_dir", "-w", default="./weights", help="where to write the model")
+    p.add_argument(
+        "--weights_dir", "-w", default=default_weights_dir(), help="where to write the model"
+    )
     p.add_argument("--model_name", "-n", required=True, help="name of the new model folder")
     p.add_argument(
         "--task",

@@ -1,6 +1,8 @@
 """Literals shared across clipdet: column names, labels, defaults and normalisation statistics.
 Imports nothing heavy: the command lines read it before parsing their arguments."""
 
+import os
+
 # open_clip's statistics (open_clip.constants; a test checks they agree), written out so that
 # importing this module does not import open_clip and torch.
 OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -40,3 +42,9 @@ NORMALIZATION = {
 CLIP224 = "Clip224"
 CLIP_NORM = "clip"  # `norm_type` of CLIP-based models
 CLIP_INPUT_SIZE = 224
+
+
+def default_weights_dir() -> str:
+    """``$CLIPDET_WEIGHTS_DIR`` (the Docker image points it at its cache volume), else
+    ``./weights``."""
+    return os.environ.get("CLIPDET_WEIGHTS_DIR", "./weights")

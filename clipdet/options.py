@@ -9,6 +9,10 @@ class RunOptions:
     """How a run computes, not what it computes: the same images and models give the same
     LLRs (in fp32) whatever these are, except ``precision``, ``tile_size`` and ``perturb``.
 
+    ``decode`` "fast" decodes JPEGs at a reduced DCT scale when every model reads a 224-px
+    input (Clip224), no smaller than twice that; "exact" (the default) decodes them whole,
+    bit-compatible with the reference.
+
     ``None`` means "the default for this machine": ``device`` cuda:0 if there is a GPU, else
     cpu; ``batch_size`` 32 on CUDA, 4 on CPU; ``num_workers`` min(4, CPUs); ``tile_size`` the
     network's own (512 for full-resolution ResNets; 0 never tiles)."""
@@ -24,6 +28,7 @@ class RunOptions:
     perturb: str | None = None
     perturb_seed: int = 0
     progress: bool = False
+    decode: str = "exact"
 
     @classmethod
     def from_args(cls, args) -> "RunOptions":

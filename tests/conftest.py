@@ -164,6 +164,16 @@ def s3_server():
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are collected everywhere and skipped where there is no GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device on this machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def main_command(checkpoint: Path, *args: str) -> list[str]:
     """argv running main.py as a script in a fresh interpreter, with the tiny backbone
     registered first (it exists only once registered)."""

@@ -101,3 +101,13 @@ def test_unusual_images_decode_to_rgb(tmp_path, name, make, size):
 def test_exif_orientation_is_not_applied_like_the_reference(tmp_path):
     """The reference reads pixels as stored; so does clipdet, to give the same LLRs."""
     assert load_rgb(_exif_image(tmp_path / "e.jpg")).size == (30, 20)
+
+
+def test_fast_decoding_reduces_a_jpeg_to_the_smallest_scale_above_the_bound(tmp_path):
+    jpeg = make_image(tmp_path / "photo.jpg", size=(1600, 1200), format="JPEG", quality=90)
+    assert load_rgb(jpeg).size == (1600, 1200)
+    assert load_rgb(jpeg, min_side=448).size == (800, 600)  # 1/4 would be 400x300 < 448
+    assert load_rgb(jpeg, min_side=100).size == (200, 150)  # 1/8, Pillow's smallest scale
+    assert load_rgb(jpeg, min_side=1300).size == (1600, 1200)  # no scale is large enough
+    png = make_image(tmp_path / "photo.png", size=(1600, 1200))
+    assert load_rgb(png, min_side=448).size == (1600, 1200)  # only JPEGs have DCT scales

@@ -184,7 +184,7 @@ def test_backbone_runs_once_per_batch_for_two_heads(
     original = images_module.load_rgb
     monkeypatch.setattr(
         "clipdet.pipeline.prepare.load_rgb",
-        lambda p, data=None: decoded.append(p) or original(p, data),
+        lambda p, *args: decoded.append(p) or original(p, *args),
     )
     from clipdet.pipeline.scoring import iter_scores
 

@@ -111,3 +111,29 @@ def test_full_resolution_model_tiles_at_the_default_size_end_to_end(
     whole = score_images([path], **common, tile_size=0)
     assert tiles == [512]  # the second run did not tile
     assert tiled["error"][0] == "" and abs(tiled["res_tiny"][0] - whole["res_tiny"][0]) < 1e-4
+
+
+def test_fast_decoding_is_close_to_exact_and_only_for_224_px_models(
+    tmp_path, weights_dir, tiny_clip_checkpoint, caplog
+):
+    from clipdet.api import score_images
+
+    photos = [
+        make_image(tmp_path / f"p{i}.jpg", size=(1600 + 64 * i, 1200), seed=i, format="JPEG")
+        for i in range(3)
+    ]
+    common = dict(device="cpu", num_workers=0, backbone_weights=tiny_clip_checkpoint)
+    exact = score_images(photos, ["tiny_a", "tiny_b"], weights_dir, **common)
+    fast = score_images(photos, ["tiny_a", "tiny_b"], weights_dir, decode="fast", **common)
+    llrs = ["tiny_a", "tiny_b"]
+    difference = np.abs(fast[llrs].to_numpy() - exact[llrs].to_numpy())
+    assert 0 < difference.max() < 0.25  # not bit-identical, but close (random noise images)
+    from clipdet.options import RunOptions
+    from clipdet.pipeline.scoring import load_models, scoring_stages
+
+    options = RunOptions(decode="fast", **common).resolved()
+    clip_only = load_models(llrs, weights_dir, options)
+    assert scoring_stages(clip_only, options)[0].min_side == 448
+    mixed = load_models(["tiny_a", "res_tiny"], weights_dir, options)
+    assert scoring_stages(mixed, options)[0].min_side is None  # a ResNet needs every pixel
+    assert "--decode fast applies when every model reads a 224-px input" in caplog.text

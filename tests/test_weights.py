@@ -241,3 +241,35 @@ def test_safetensors_backbone_from_the_hub_cache_gives_the_same_features(
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(from_hub(x), from_bin(x), atol=0, rtol=0)
+
+
+def test_a_training_checkpoint_with_optimizer_state_loads_as_the_bare_weights(
+    tmp_path, weights_dir
+):
+    """Corvi2023's official file holds {'model', 'optimizer' (Adam state), 'total_steps'}:
+    it loads with weights_only=True and scores as its bare 'model' weights do."""
+    from conftest import make_image, resnet_state
+
+    from clipdet.api import score_images
+
+    state = resnet_state(4)  # the shared fixture's res_tiny weights
+    params = [torch.nn.Parameter(v.clone()) for v in state.values() if v.is_floating_point()]
+    optimizer = torch.optim.Adam(params[:5], lr=1e-4)
+    sum(p.sum() for p in params[:5]).backward()
+    optimizer.step()
+    assert optimizer.state_dict()["state"]  # exp_avg, exp_avg_sq and step for 5 tensors
+    folder = tmp_path / "corvi_like"
+    folder.mkdir()
+    config = yaml.safe_load((weights_dir / "res_tiny" / "config.yaml").read_text())
+    (folder / "config.yaml").write_text(yaml.safe_dump(config | {"model_name": "corvi_like"}))
+    torch.save(
+        {"model": state, "optimizer": optimizer.state_dict(), "total_steps": 123_456},
+        folder / "weights.pth",
+    )
+    loaded = W.load_state_dict(folder / "weights.pth", mmap=True)
+    assert set(loaded) == set(state)
+    image = make_image(tmp_path / "a.png", size=(64, 48), seed=9)
+    common = dict(device="cpu", num_workers=0, fusion=None)
+    shared = score_images([image], ["res_tiny"], weights_dir, **common)["res_tiny"][0]
+    corvi = score_images([image], ["corvi_like"], tmp_path, **common)["corvi_like"][0]
+    assert corvi == shared

@@ -102,7 +102,9 @@ def create_detector(
     arch = parse_arch(config["arch"])
     key = transform_key(config["patch_size"], config["norm_type"])
     weights_path = resolve_weights_file(name, config, weights_dir)
-    state = load_state_dict(weights_path)
+    # memory-mapped: tensors the model does not use (Corvi2023's file also holds its Adam
+    # state, twice the weights) are never read from disk
+    state = load_state_dict(weights_path, mmap=True)
     is_detector = config.get("task", "detection") == "detection"
     attribution = None if is_detector else AttributionSpec.from_config(config)
     if attribution is not None and arch.family != "openclip":

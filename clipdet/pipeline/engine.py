@@ -1,6 +1,7 @@
 """The local engine: the prepare stage in DataLoader worker processes, the infer stage in this
 process, a progress bar, results batch by batch in input order."""
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -37,9 +38,11 @@ def run_local(
     num_workers: int = 0,
     progress: bool = False,
     failures: Callable[[object], int] = lambda output: 0,
+    profile=None,
 ) -> Iterator:
     """``infer``'s output for each batch of ``rows`` (default: every row of ``paths``);
-    ``failures`` counts the failed images of an output, for the progress bar."""
+    ``failures`` counts the failed images of an output, for the progress bar; a ``profile``
+    gets the time spent waiting for prepared batches."""
     rows = range(len(paths)) if rows is None else rows
     loader = DataLoader(
         _Rows(preparer, paths, rows),
@@ -50,7 +53,14 @@ def run_local(
     )
     bar = tqdm(total=len(rows), unit="img", disable=not progress, dynamic_ncols=True)
     failed = 0
-    for batch in loader:
+    batches = iter(loader)
+    while True:
+        waited = time.perf_counter()
+        batch = next(batches, None)
+        if profile is not None:
+            profile.add("waiting for images", time.perf_counter() - waited)
+        if batch is None:
+            break
         output = infer(batch)
         failed += failures(output)
         bar.update(len(batch))

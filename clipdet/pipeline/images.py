@@ -3,6 +3,7 @@ becomes an exception with a readable message."""
 
 import asyncio
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -37,9 +38,14 @@ def read_image_bytes(url: str) -> bytes:
     return data
 
 
-def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
+def load_rgb(
+    path: str | os.PathLike, data: bytes | None = None, min_side: int | None = None
+) -> Image.Image:
     """Decode ``path`` (a local file or a URL; ``data``: its bytes, already read) into an RGB
-    PIL image (first frame of animations), as the reference does.
+    PIL image (first frame of animations), as the reference does. With ``min_side``, a JPEG is
+    decoded at a reduced DCT scale (1/2, 1/4 or 1/8: Pillow's draft mode) whose shorter side is
+    still at least ``min_side`` pixels: several times faster for large photos, not
+    bit-identical.
 
     Raises ImageLoadError for a missing, empty, truncated, non-image, oversized (decompression
     bomb) file, a directory, or a URL that cannot be fetched.
@@ -47,7 +53,7 @@ def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
     if data is None and storage.is_url(path):
         data = read_image_bytes(str(path))
     if data is not None:
-        return _decode(io.BytesIO(data), str(path))
+        return _decode(io.BytesIO(data), str(path), min_side)
     path = Path(path)
     if path.is_dir():
         raise ImageLoadError(f"is a directory, not an image: {path}")
@@ -55,10 +61,10 @@ def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
         raise ImageLoadError(f"file not found: {path}")
     if path.stat().st_size == 0:
         raise ImageLoadError(f"empty file: {path}")
-    return _decode(path, str(path))
+    return _decode(path, str(path), min_side)
 
 
-def _decode(source, path: str) -> Image.Image:
+def _decode(source, path: str, min_side: int | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -68,6 +74,10 @@ def _decode(source, path: str) -> Image.Image:
                         f"image too large ({image.width}x{image.height} pixels, limit "
                         f"{MAX_IMAGE_PIXELS}; possible decompression bomb): {path}"
                     )
+                if min_side and image.format == "JPEG" and min(image.size) > min_side:
+                    scale = min_side / min(image.size)
+                    image.draft("RGB", (math.ceil(image.width * scale),
+                                        math.ceil(image.height * scale)))  # fmt: skip
                 image.load()
                 return image.convert("RGB")
     except ImageLoadError:

@@ -4,6 +4,7 @@ features came from the cache skip it."""
 
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,6 +100,10 @@ class FeatureInfer:
         self.device = torch.device(device)
         self.cache = cache
         self.map_heads = map_heads or {}
+        self.profile = None  # a clipdet.pipeline.profile.Profile times the passes (--profile)
+
+    def timed(self, stage: str):
+        return self.profile.timed(stage) if self.profile is not None else nullcontext()
 
     @torch.inference_mode()
     def __call__(self, batch: Sequence[PreparedItem]) -> BatchFeatures:
@@ -118,11 +123,13 @@ class FeatureInfer:
             heads = self.map_heads.get(members[0].key)
             for chunk, x in _stack(todo, members[0].transform_key):
                 try:
-                    x = x.to(self.device, non_blocking=True)
-                    if heads:
-                        outputs = _forward_with_maps(members[0], heads, x, chunk, maps)
-                    else:
-                        outputs = _forward(members, x)
+                    with self.timed("host->device copy"):
+                        x = x.to(self.device, non_blocking=True)
+                    with self.timed("backbone"):
+                        if heads:
+                            outputs = _forward_with_maps(members[0], heads, x, chunk, maps)
+                        else:
+                            outputs = _forward(members, x)
                 except RuntimeError as e:  # e.g. out of memory on one huge image
                     logger.debug("backbone failure", exc_info=True)
                     for item in chunk:
@@ -230,7 +237,17 @@ class ScoreInfer:
 
     @torch.inference_mode()
     def __call__(self, batch: Sequence[PreparedItem]) -> list[ImageResult]:
+        profile = self.features.profile
+        if profile is not None:
+            profile.images += len(batch)
+            for item in batch:
+                for stage, seconds in item.timings.items():
+                    profile.add(stage, seconds)
         found = self.features(batch)
+        with self.features.timed("heads"):
+            return self._heads(found)
+
+    def _heads(self, found: BatchFeatures) -> list[ImageResult]:
         results = {
             i: ImageResult(
                 i,

@@ -6,7 +6,8 @@ feature cache are returned instead of tensors (that image's backbone pass is ski
 """
 
 import hashlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ class PreparedItem:
     cached: dict[str, np.ndarray]  # feature group key -> features found in the cache
     digest: str | None  # sha256 of the file (when the feature cache is used)
     error: str  # empty when fine
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (--profile)
 
     def pin_memory(self) -> "PreparedItem":
         """Called by the DataLoader (pin_memory=True on CUDA) for fast non-blocking copies."""
@@ -65,6 +67,8 @@ class Preparer:
         self.cached_groups = cached if cache is not None else ()
         self.cache = cache
         self.perturbation = perturbation
+        self.timed = False  # record read+decode and preprocess seconds in each item
+        self.min_side = None  # --decode fast: JPEGs decoded at a reduced scale (load_rgb)
 
     def __call__(self, index: int, path: str) -> PreparedItem:
         item = PreparedItem(index, {}, {}, None, "")
@@ -82,10 +86,17 @@ class Preparer:
                         item.cached[g.key] = found
             wanted = {t for key, t in self.needs.items() if key not in item.cached}
             if wanted:
-                image = load_rgb(path, data)
+                start = time.perf_counter()
+                image = load_rgb(path, data, self.min_side)
+                decoded = time.perf_counter()
                 if self.perturbation is not None:
                     image = self.perturbation(image, index).image
                 item.tensors = {key: self.transforms[key](image) for key in wanted}
+                if self.timed:
+                    item.timings = {
+                        "read+decode": decoded - start,
+                        "preprocess": time.perf_counter() - decoded,
+                    }
         except Exception as e:  # one bad file must not stop the batch
             item.error = describe_error(e)
         return item

@@ -3,6 +3,7 @@ the blocks folder) holds, score the remaining rows, record results as they come,
 keep what is done. Whatever happens, the result table of every row comes back."""
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -48,6 +49,8 @@ def open_partial(
     if out_path is None:
         return {}, None
     signature = run_signature(paths, models) | {"perturb": [options.perturb, options.perturb_seed]}
+    if options.decode != "exact":  # (absent for exact runs: older partial files stay valid)
+        signature["decode"] = options.decode
     if block_rows is not None or storage.is_url(out_path):
         rows = block_rows or BLOCK_ROWS
         return open_blocks(str(out_path), signature, models, len(paths), resume, rows)
@@ -70,6 +73,7 @@ def run_scoring(
     done: dict | None = None,
     writer: PartialWriter | None = None,
     scores: Callable[[list[int]], Iterator[ImageResult]] | None = None,
+    profile=None,
 ) -> RunOutcome:
     """Score every row of ``paths`` not in ``done`` (options resolved) with ``scores`` (rows
     -> results in any order; default: the local engine); each result goes to ``writer``
@@ -89,9 +93,12 @@ def run_scoring(
         for count, result in enumerate(scores(todo), start=1):
             results.set(result.index, result)
             if writer:
+                started = time.perf_counter()
                 writer.write(filenames[result.index], result)
                 if count % options.batch_size == 0:
                     writer.flush()
+                if profile is not None:
+                    profile.add("writing", time.perf_counter() - started)
     except KeyboardInterrupt:
         interrupted = True
     except Exception as e:  # noqa: BLE001 -- what is done must still be written

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS
+from clipdet.constants import CLIP224, CLIP_INPUT_SIZE, DEFAULT_FUSION, DEFAULT_MODELS
 from clipdet.models.factory import BackboneCache, LoadedModel, create_detector
 from clipdet.options import RunOptions
 from clipdet.pipeline.engine import run_local
@@ -22,6 +22,8 @@ from clipdet.pipeline.results import build_table
 
 logger = logging.getLogger(__name__)
 
+# --decode fast: a JPEG's reduced scale keeps its shorter side at least twice the 224-px input
+FAST_DECODE_SIDE = 2 * CLIP_INPUT_SIZE
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -84,18 +86,32 @@ def load_models(
 
 
 def scoring_stages(
-    models: Sequence[LoadedModel], options: RunOptions, maps: bool = False
+    models: Sequence[LoadedModel], options: RunOptions, maps: bool = False, profile=None
 ) -> tuple[Preparer, ScoreInfer]:
     """The prepare and infer stages of a run of ``models`` (options resolved); with ``maps``
-    the results carry the evidence map of every full-resolution detector."""
+    the results carry the evidence map of every full-resolution detector; a ``profile``
+    (clipdet.pipeline.profile.Profile) records where the time goes."""
     from clipdet.evaluation.perturb import Perturbation
 
     perturbation = Perturbation(options.perturb, options.perturb_seed) if options.perturb else None
     cache = FeatureCache(options.feature_cache) if options.feature_cache else None
+    if cache is not None and options.decode != "exact":
+        logger.warning("feature cache not used: --decode fast features are not the exact ones")
+        cache = None
     infer = ScoreInfer(models, options.device, maps=maps)
     transforms = {m.transform_key: m.transform for m in models}
     preparer = make_preparer(infer.groups, transforms, cache, perturbation)
     infer.features.cache = preparer.cache
+    infer.features.profile = profile
+    preparer.timed = profile is not None
+    if options.decode == "fast":
+        if all(key.startswith(CLIP224) for key in transforms):
+            preparer.min_side = FAST_DECODE_SIDE
+        else:
+            logger.warning("--decode fast applies when every model reads a 224-px input; "
+                           "decoding whole images")  # fmt: skip
+    elif options.decode != "exact":
+        raise ValueError(f"unknown decode mode {options.decode!r}; valid choices: exact, fast")
     return preparer, infer
 
 
@@ -105,6 +121,7 @@ def iter_scores(
     options: RunOptions | None = None,
     rows: Sequence[int] | None = None,
     maps: bool = False,
+    profile=None,
     **fields,
 ) -> Iterator[ImageResult]:
     """Score ``rows`` of ``paths`` (default: all) with every model on the local engine,
@@ -113,11 +130,12 @@ def iter_scores(
     (``logits``); with ``maps``, full-resolution detectors their evidence maps (``maps``).
     Models on one backbone share its forward pass."""
     options = _options(options, fields)
-    preparer, infer = scoring_stages(models, options, maps)
+    preparer, infer = scoring_stages(models, options, maps, profile)
     for results in run_local(
         preparer, infer, list(paths), rows, device=options.device,
         batch_size=options.batch_size, num_workers=options.num_workers,
         progress=options.progress, failures=lambda out: sum(bool(r.error) for r in out),
+        profile=profile,
     ):  # fmt: skip
         yield from results
 
