@@ -166,11 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--decode",
-        choices=("exact", "fast"),
+        choices=("exact", "fast", "gpu"),
         default="exact",
         help="fast: JPEGs decoded at a reduced DCT scale (>= 448 px on the shorter side) when "
         "every model reads a 224-px input: several times faster on large photos, LLRs close "
-        "but not identical (exact, the default, matches the reference)",
+        "but not identical; gpu: JPEGs decoded and preprocessed on the device (nvJPEG on "
+        "CUDA), same condition; exact (the default) matches the reference",
     )
     p.add_argument(
         "--profile",

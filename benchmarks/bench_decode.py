@@ -12,8 +12,10 @@ import time
 import numpy as np
 import torch
 from common import bench_parser, make_head, make_images, make_vit_l14_checkpoint
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from clipdet.models.preprocess import make_transform
+from clipdet.pipeline.gpu_decode import clip224
 from clipdet.pipeline.images import load_rgb
 from clipdet.pipeline.scoring import FAST_DECODE_SIDE
 
@@ -43,6 +45,17 @@ def speed(args, transform) -> None:
             total = per_image(lambda read=read: transform(read()), args.repeat)
             rates[mode] = 1 / total
             print(f"{f'{w}x{h} {fmt}':>16} {mode:>6} {decode * 1e3:>9.0f} {total * 1e3:>12.0f} "
+                  f"{1 / total:>13.1f}")  # fmt: skip
+        if fmt == "JPEG":  # --decode gpu's path, here on the CPU: torchvision decode + tensors
+            data = path.read_bytes()
+
+            def on_device(data=data):
+                encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                return clip224(decode_jpeg(encoded, mode=ImageReadMode.RGB), "clip")
+
+            total = per_image(on_device, args.repeat)
+            rates["gpu"] = 1 / total
+            print(f"{f'{w}x{h} {fmt}':>16} {'gpu*':>6} {'':>9} {total * 1e3:>12.0f} "
                   f"{1 / total:>13.1f}")  # fmt: skip
         print(f"{'':>16} fast / exact: {rates['fast'] / rates['exact']:.1f}x")
 
@@ -83,6 +96,7 @@ def main() -> None:
     torch.set_num_threads(1)
     transform = make_transform("Clip224", "clip")
     speed(args, transform)
+    print("gpu*: --decode gpu's code (decode_jpeg + tensor Clip224) run on this CPU, one thread")
     if args.accuracy:
         torch.set_num_threads(2)
         accuracy(args, transform)

@@ -38,8 +38,11 @@ class UnsafeArchiveError(ValueError):
     """A zip entry that would be written outside the destination folder."""
 
 
-def make_session(retries: int = 3, backoff: float = 1.0) -> requests.Session:
-    """A session that retries failed connections and 429/5xx answers with back-off."""
+def make_session(retries: int = 3, backoff: float | None = None) -> requests.Session:
+    """A session that retries failed connections and 429/5xx answers with back-off
+    (``backoff`` seconds, doubled each time; default ``$CLIPDET_RETRY_BACKOFF`` or 1)."""
+    if backoff is None:
+        backoff = float(os.environ.get("CLIPDET_RETRY_BACKOFF", 1.0))
     retry = Retry(
         total=retries,
         connect=retries,

@@ -130,6 +130,7 @@ def _no_network_weights(monkeypatch):
     """Never reach the internet from a test: downloads go to an unroutable local port."""
     monkeypatch.setenv("CLIPDET_WEIGHTS_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CLIPDET_RETRY_BACKOFF", "0")  # retries, without the waits
 
 
 @pytest.fixture(scope="session")

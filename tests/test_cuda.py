@@ -107,3 +107,13 @@ def test_a_batch_out_of_gpu_memory_marks_its_rows_and_the_run_goes_on(
     assert "OutOfMemoryError: CUDA out of memory" in errors[2]
     assert table.loc[[0, 1, 4, 5], CLIP].notna().all().all()
     assert table.loc[[2, 3], CLIP].isna().all().all()
+
+
+@pytest.mark.cuda
+def test_jpegs_decoded_on_the_gpu_stay_close_to_the_pil_path(tmp_path, weights_dir,
+                                                             tiny_clip_checkpoint):  # fmt: skip
+    photos = [make_image(tmp_path / f"p{i}.jpg", size=(900, 700), seed=i, format="JPEG")
+              for i in range(4)]  # fmt: skip
+    exact = scores(photos, weights_dir, tiny_clip_checkpoint, CLIP, device="cpu")
+    gpu = scores(photos, weights_dir, tiny_clip_checkpoint, CLIP, device="cuda:0", decode="gpu")
+    assert float(np.abs(gpu[CLIP].to_numpy() - exact[CLIP].to_numpy()).max()) < 0.02

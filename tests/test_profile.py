@@ -23,12 +23,12 @@ def test_profile_accounts_for_the_run(
         m.group(1).strip(): float(m.group(2))
         for m in re.finditer(r"^    (\S[^\d]*?)\s+([\d.]+) s", err, re.M)
     }
-    stages = ["read+decode", "preprocess", "waiting for images", "host->device copy", "backbone",
-              "heads", "writing", "other (start-up, ...)"]  # fmt: skip
+    stages = ["read+decode", "preprocess", "waiting for images", "host->device copy",
+              "device decode", "backbone", "heads", "writing", "other (start-up, ...)"]  # fmt: skip
     assert list(seconds) == stages
     assert seconds["read+decode"] > 0 and seconds["backbone"] > 0
     main_stages = sum(seconds[s] for s in stages[2:])
     assert abs(main_stages - float(header.group(2))) < 0.05  # the shares add up to the run
     shares = [float(s) for s in re.findall(r"([\d.]+) %", err)]
-    assert len(shares) == 6 and abs(sum(shares) - 100) < 0.5
+    assert len(shares) == 7 and abs(sum(shares) - 100) < 0.5
     assert re.search(r"(compute|decode)-bound: waited [\d.]+ s", err)

@@ -156,17 +156,16 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path):
 def test_official_url_is_used_and_named_when_offline(tmp_path, monkeypatch):
     """Without the test override, the download goes to the official URL; offline, the error
     names that URL, the destination and the checksum."""
-    import urllib.error
-    import urllib.request
+    import requests
 
     monkeypatch.delenv(W.BASE_URL_ENV)
     asked = []
 
-    def offline(url, timeout):
+    def offline(session, url, **kwargs):
         asked.append(url)
-        raise urllib.error.URLError("no network")
+        raise requests.ConnectionError("no network")
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(requests.Session, "get", offline)
     config = load_model_config("clipdet_latent10k_plus", tmp_path)
     with pytest.raises(WeightsUnavailableError) as info:
         resolve_weights_file("clipdet_latent10k_plus", config, tmp_path)
@@ -273,3 +272,33 @@ def test_a_training_checkpoint_with_optimizer_state_loads_as_the_bare_weights(
     shared = score_images([image], ["res_tiny"], weights_dir, **common)["res_tiny"][0]
     corvi = score_images([image], ["corvi_like"], tmp_path, **common)["corvi_like"][0]
     assert corvi == shared
+
+
+def test_an_interrupted_weights_download_resumes_where_it_stopped(tmp_path, http_root, monkeypatch):
+    """The first transfer breaks after 1000 bytes (the partial file is kept and the error
+    says so); the next run asks for the rest with an HTTP Range request. This test server
+    ignores ranges and sends the whole file, which is then written from the start; a 206
+    answer appended to the partial file is tested with the dataset downloads (same fetch)."""
+    root, base, hits = http_root
+    data = _serve_official_layout(root, "clipdet_latent10k")
+    _with_sha(monkeypatch, "clipdet_latent10k", hashlib.sha256(data).hexdigest())
+    monkeypatch.setenv(W.BASE_URL_ENV, base)
+    config = load_model_config("clipdet_latent10k", tmp_path)
+    import clipdet.download as D
+
+    original = D._write_body
+
+    def broken(response, part, start, *args):
+        part.write_bytes(next(response.iter_content(1000)))
+        raise D.DownloadError("connection closed after 1000 bytes")
+
+    monkeypatch.setattr(D, "_write_body", broken)
+    with pytest.raises(WeightsUnavailableError, match="resumes on the next run"):
+        resolve_weights_file("clipdet_latent10k", config, tmp_path)
+    part = tmp_path / "clipdet_latent10k" / "weights.pth.part"
+    assert part.stat().st_size == 1000
+    ranges = []
+    monkeypatch.setattr(D, "_write_body", lambda response, *a: ranges.append(
+        response.request.headers.get("Range")) or original(response, *a))  # fmt: skip
+    path = resolve_weights_file("clipdet_latent10k", config, tmp_path)
+    assert ranges == ["bytes=1000-"] and path.read_bytes() == data and not part.exists()

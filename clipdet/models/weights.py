@@ -1,12 +1,8 @@
 """Model folders (`<weights_dir>/<name>/config.yaml` + weights file): reading, downloading with
 checksum verification, and safe loading of state dicts."""
 
-import hashlib
 import logging
 import os
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -20,7 +16,6 @@ logger = logging.getLogger(__name__)
 
 BASE_URL_ENV = "CLIPDET_WEIGHTS_BASE_URL"
 REQUIRED_CONFIG_KEYS = ("arch", "norm_type", "patch_size", "weights_file")
-_CHUNK = 1 << 20
 
 
 class UnknownModelError(ValueError):
@@ -89,31 +84,22 @@ def _weights_url(known: KnownDetector, weights_file: str) -> str:
 
 
 def download_file(url: str, dest: str | os.PathLike, sha256: str, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest``, verify its sha256, and move it into place atomically."""
+    """Download ``url`` to ``dest`` with clipdet.download.fetch (requests and urllib3's
+    retries with back-off, a progress bar, an HTTP Range resume of ``dest.part`` after a
+    broken transfer), verify its sha256, and move it into place atomically."""
+    from clipdet.download import ChecksumMismatch, DownloadError, fetch, make_session
+
     dest = Path(dest).resolve()
-    dest.parent.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s -> %s", url, dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != sha256.lower():
-            raise ChecksumError(
-                f"checksum mismatch for {url}: expected sha256 {sha256}, got {digest.hexdigest()}"
-            )
-        os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError) as e:
+        return fetch(url, dest, f"sha256:{sha256}", session=make_session(), timeout=timeout)
+    except ChecksumMismatch as e:
+        raise ChecksumError(str(e)) from e
+    except (DownloadError, OSError) as e:
         raise WeightsUnavailableError(
             f"could not download {url} ({e}). Without network, download it elsewhere and put it "
-            f"at {dest} (sha256 {sha256})"
+            f"at {dest} (sha256 {sha256}); a partial download resumes on the next run"
         ) from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
 
 
 def load_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:

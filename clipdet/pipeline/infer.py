@@ -107,6 +107,11 @@ class FeatureInfer:
 
     @torch.inference_mode()
     def __call__(self, batch: Sequence[PreparedItem]) -> BatchFeatures:
+        if any(item.encoded is not None for item in batch):  # --decode gpu
+            from clipdet.pipeline.gpu_decode import decode_items
+
+            with self.timed("device decode"):
+                decode_items(batch, self.device)
         errors = {item.index: item.error for item in batch if item.error}
         ok = [item for item in batch if not item.error]
         rows: dict[str, dict[int, torch.Tensor]] = {g.key: {} for g in self.groups}

@@ -30,6 +30,8 @@ class PreparedItem:
     digest: str | None  # sha256 of the file (when the feature cache is used)
     error: str  # empty when fine
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (--profile)
+    encoded: torch.Tensor | None = None  # --decode gpu: the JPEG's bytes, decoded by infer
+    wanted: tuple[str, ...] = ()  # the transforms the infer stage applies to ``encoded``
 
     def pin_memory(self) -> "PreparedItem":
         """Called by the DataLoader (pin_memory=True on CUDA) for fast non-blocking copies."""
@@ -69,6 +71,7 @@ class Preparer:
         self.perturbation = perturbation
         self.timed = False  # record read+decode and preprocess seconds in each item
         self.min_side = None  # --decode fast: JPEGs decoded at a reduced scale (load_rgb)
+        self.encode = False  # --decode gpu: JPEGs left encoded for the infer stage
 
     def __call__(self, index: int, path: str) -> PreparedItem:
         item = PreparedItem(index, {}, {}, None, "")
@@ -85,6 +88,11 @@ class Preparer:
                     if found is not None:
                         item.cached[g.key] = found
             wanted = {t for key, t in self.needs.items() if key not in item.cached}
+            if wanted and self.encode:
+                item.encoded = _encoded(path, data)
+                if item.encoded is not None:
+                    item.wanted = tuple(sorted(wanted))
+                    return item
             if wanted:
                 start = time.perf_counter()
                 image = load_rgb(path, data, self.min_side)
@@ -100,3 +108,16 @@ class Preparer:
         except Exception as e:  # one bad file must not stop the batch
             item.error = describe_error(e)
         return item
+
+
+def _encoded(path: str, data: bytes | None) -> torch.Tensor | None:
+    """A JPEG's bytes for decoding on the device, or None (decoded here, on the CPU: other
+    formats, and files that cannot be read, whose error the CPU path words)."""
+    from clipdet.pipeline.gpu_decode import encoded_jpeg
+
+    if data is None:
+        try:
+            data = storage.read_bytes(path) if storage.is_url(path) else open(path, "rb").read()
+        except OSError:
+            return None
+    return encoded_jpeg(data, path)

@@ -9,7 +9,9 @@ from collections import defaultdict
 from contextlib import contextmanager
 
 WORKER_STAGES = ("read+decode", "preprocess")
-MAIN_STAGES = ("waiting for images", "host->device copy", "backbone", "heads", "writing")
+MAIN_STAGES = (
+    "waiting for images", "host->device copy", "device decode", "backbone", "heads", "writing",
+)  # fmt: skip
 
 
 class Profile:

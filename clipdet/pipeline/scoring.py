@@ -22,6 +22,7 @@ from clipdet.pipeline.results import build_table
 
 logger = logging.getLogger(__name__)
 
+DECODE_MODES = ("exact", "fast", "gpu")
 # --decode fast: a JPEG's reduced scale keeps its shorter side at least twice the 224-px input
 FAST_DECODE_SIDE = 2 * CLIP_INPUT_SIZE
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -104,14 +105,17 @@ def scoring_stages(
     infer.features.cache = preparer.cache
     infer.features.profile = profile
     preparer.timed = profile is not None
-    if options.decode == "fast":
-        if all(key.startswith(CLIP224) for key in transforms):
-            preparer.min_side = FAST_DECODE_SIDE
-        else:
-            logger.warning("--decode fast applies when every model reads a 224-px input; "
-                           "decoding whole images")  # fmt: skip
-    elif options.decode != "exact":
-        raise ValueError(f"unknown decode mode {options.decode!r}; valid choices: exact, fast")
+    if options.decode not in DECODE_MODES:
+        raise ValueError(
+            f"unknown decode mode {options.decode!r}; valid choices: {', '.join(DECODE_MODES)}"
+        )
+    if options.decode != "exact" and not all(key.startswith(CLIP224) for key in transforms):
+        logger.warning("--decode %s applies when every model reads a 224-px input; decoding "
+                       "whole images on the CPU", options.decode)  # fmt: skip
+    elif options.decode == "fast":
+        preparer.min_side = FAST_DECODE_SIDE
+    elif options.decode == "gpu":
+        preparer.encode = perturbation is None  # a perturbation works on PIL images
     return preparer, infer
 
 
