@@ -96,9 +96,10 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str, timeout: float
     except ChecksumMismatch as e:
         raise ChecksumError(str(e)) from e
     except (DownloadError, OSError) as e:
+        reason = e.__cause__ or e  # the network's own words, not the fetcher's advice again
         raise WeightsUnavailableError(
-            f"could not download {url} ({e}). Without network, download it elsewhere and put it "
-            f"at {dest} (sha256 {sha256}); a partial download resumes on the next run"
+            f"could not download {url} ({reason}). Without network, download it elsewhere and "
+            f"put it at {dest} (sha256 {sha256}); a partial download resumes on the next run"
         ) from e
 
 
