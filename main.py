@@ -21,6 +21,7 @@ from clipdet.constants import (
     DEFAULT_FUSION,
     DEFAULT_MODELS,
     ERROR_COLUMN,
+    FILENAME_COLUMN,
     FUSION_NAMES,
     NO_FUSION,
     default_weights_dir,
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         names = _model_names(args)
-        filenames, paths = _read_inputs(args)
+        listed, filenames, paths = _read_inputs(args)
         out_path, fmt = _choose_output(args, len(paths))
         models, options, scores = _engine(args, names, paths)
         map_writer, profile = None, None
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if map_writer is not None:
         map_writer.write_manifest(filenames)
     if args.report:
-        _html_report(args, argv, outcome.table, filenames, paths)
+        _html_report(args, argv, outcome.table, listed, paths)
     _report(outcome.table, outcome.results, out_path, args.threshold)
     if outcome.failure is not None:
         print(f"error: run stopped after {outcome.scored} of {len(paths)} images: "
@@ -274,8 +275,8 @@ def _engine(args, names, paths):
         return load_models(names, args.weights_dir, options), options, None
     from dataclasses import replace
 
+    from clipdet.pipeline.engine import with_progress
     from clipdet.pipeline.ray_engine import RayEngine, RayOptions
-    from clipdet.pipeline.run import with_progress
     from clipdet.pipeline.scoring import scoring_stages
 
     ray_options = RayOptions(
@@ -293,13 +294,12 @@ def _engine(args, names, paths):
     return models, options, scores
 
 
-def _html_report(args, argv, table, filenames, paths) -> None:
+def _html_report(args, argv, table, listed, paths) -> None:
+    """The report of this run; ``listed``: the input list's table (its labels), or None."""
     from clipdet.evaluation.html_report import ReportInputs, write_report
-    from clipdet.files import read_list
 
-    labels = read_list(args.in_csv)[0] if args.in_csv else None
     inputs = ReportInputs(
-        table, paths, labels, args.maps, args.threshold,
+        table, paths, listed, args.maps, args.threshold,
         command=shlex.join(["python", "main.py", *argv]), fusion=args.fusion,
     )  # fmt: skip
     write_report(inputs, args.report)
@@ -316,9 +316,10 @@ def _model_names(args) -> list[str]:
     return names
 
 
-def _read_inputs(args) -> tuple[list[str], list[str]]:
-    """Exactly one of --in_csv or positional paths."""
-    from clipdet.files import read_image_list
+def _read_inputs(args):
+    """(the list's table or None, file names as written, paths) from exactly one of --in_csv
+    or positional paths."""
+    from clipdet.files import read_list
     from clipdet.pipeline.inputs import collect_images
 
     if bool(args.in_csv) == bool(args.paths):
@@ -327,11 +328,12 @@ def _read_inputs(args) -> tuple[list[str], list[str]]:
             + ("both" if args.in_csv else "neither")
         )
     if args.in_csv:
-        return read_image_list(args.in_csv)
+        table, paths = read_list(args.in_csv)
+        return table, table[FILENAME_COLUMN].tolist(), paths
     paths = collect_images(args.paths)
     if not paths:
         raise ValueError(f"no image found in {' '.join(args.paths)}")
-    return paths, paths
+    return None, paths, paths
 
 
 def _choose_output(args, n_images: int) -> tuple[str | None, str]:

@@ -37,12 +37,6 @@ def read_list(in_csv: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
     return table, [storage.join(root, name) for name in table[FILENAME_COLUMN]]
 
 
-def read_image_list(in_csv: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """Filenames as written in the CSV's ``filename`` column and the paths they name."""
-    table, paths = read_list(in_csv)
-    return table[FILENAME_COLUMN].tolist(), paths
-
-
 def write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -54,12 +48,17 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
-def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder."""
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically, creating its folder."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text.encode("utf-8"))
+    write_atomic(path, data)
     return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder."""
+    return write_bytes_atomic(text.encode("utf-8"), path)
 
 
 def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -69,11 +69,9 @@ def write_bytes(location: str | os.PathLike, data: bytes) -> None:
     rename, an object with one upload (object stores never show half an object)."""
     location = str(location)
     if not is_url(location):
-        from clipdet.files import write_atomic
+        from clipdet.files import write_bytes_atomic
 
-        path = Path(location).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data)
+        write_bytes_atomic(data, location)
         return
     fs, path = _filesystem(location)
     fs.pipe_file(path, data)

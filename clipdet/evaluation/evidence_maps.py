@@ -57,7 +57,9 @@ class MapWriter:
 
     def write(self, index: int, path: str, maps: dict[str, np.ndarray]) -> None:
         try:
-            image = load_rgb(path)
+            image = load_rgb(
+                path, min_side=OVERLAY_SIDE
+            )  # a JPEG at a reduced scale: shrunk anyway
         except OSError:
             image = None  # scored, then moved: the map is kept without its overlay
         for model, logit_map in maps.items():

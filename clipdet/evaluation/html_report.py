@@ -76,7 +76,7 @@ def make_thumbnail(path: str) -> str | None:
     from clipdet.pipeline.images import load_rgb
 
     try:
-        image = load_rgb(path)
+        image = load_rgb(path, min_side=THUMB_SIDE)  # a JPEG at a reduced scale: shrunk anyway
     except OSError:
         return None
     image.thumbnail((THUMB_SIDE, THUMB_SIDE))
@@ -156,20 +156,17 @@ def _metrics_section(inputs: ReportInputs, detectors: list[str], assets) -> dict
     LLR histograms, when the list has labels."""
     if inputs.labels is None or TYPE_COLUMN not in inputs.labels.columns or not detectors:
         return None
-    from clipdet.evaluation.metrics import EvaluationData, compute_metric_table
+    from clipdet.evaluation.metrics import compute_metric_table, evaluation_data
     from clipdet.evaluation.plots import plot_roc_curves, plot_score_histograms
 
-    scores = inputs.table[[FILENAME_COLUMN, *detectors]].copy()
-    if FUSION_COLUMN in inputs.table.columns:
-        scores[FUSION_COLUMN] = inputs.table[FUSION_COLUMN]
+    fusion = [FUSION_COLUMN] if FUSION_COLUMN in inputs.table.columns else []
+    scores = inputs.table[[FILENAME_COLUMN, *detectors, *fusion]]
     labels = inputs.labels[[FILENAME_COLUMN, TYPE_COLUMN]].astype(str)
-    merged = labels.merge(scores, on=FILENAME_COLUMN)
-    merged["label"] = (merged[TYPE_COLUMN] != "real").astype(int)
-    types = sorted(t for t in merged[TYPE_COLUMN].unique() if t != "real")
-    if not types or not (merged["label"] == 0).any():
+    try:
+        data = evaluation_data(labels, scores, "the scores")
+    except ValueError as e:  # e.g. no real images among them: no metrics, the rest stands
+        logger.info("report without metrics: %s", e)
         return None
-    columns = [c for c in scores.columns if c != FILENAME_COLUMN]
-    data = EvaluationData(merged, columns, types)
     tables = {}
     for metric in ("auc", "acc"):
         table = compute_metric_table(data, metric)

@@ -148,6 +148,13 @@ class EvaluationData:
 def load_evaluation_data(in_csv, scores_csv) -> EvaluationData:
     """Merge the labelled list with a scores file on ``filename``, as the reference does."""
     labels, scores = read_labels_and_scores(in_csv, scores_csv)
+    return evaluation_data(labels, scores, f"scores CSV {scores_csv}")
+
+
+def evaluation_data(labels: pd.DataFrame, scores: pd.DataFrame, source: str) -> EvaluationData:
+    """The labelled list (``filename``, ``typ``) merged with a scores table on ``filename``;
+    every numeric column that is not an attribution model's is a score (``source`` names the
+    scores in messages)."""
     # Attribution models' probabilities and scores are not LLRs: evaluated by --task attribution.
     ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN} | attribution_column_set(scores.columns)
     score_columns = [
@@ -158,7 +165,7 @@ def load_evaluation_data(in_csv, scores_csv) -> EvaluationData:
         logger.info("not score columns (non-numeric), skipped: %s", ", ".join(skipped))
     if not score_columns:
         raise ValueError(
-            f"scores CSV {scores_csv} has no detector score column"
+            f"{source} has no detector score column"
             + (" (attribution models: use --task attribution)" if len(ignored) > 3 else "")
         )
     missing = labels.loc[~labels[FILENAME_COLUMN].isin(scores[FILENAME_COLUMN]), FILENAME_COLUMN]

@@ -12,8 +12,8 @@ import logging
 import re
 
 from clipdet import storage
-from clipdet.pipeline.infer import ImageResult, split_models
-from clipdet.pipeline.resume import ResumeError, parse_result, result_line
+from clipdet.pipeline.infer import ImageResult
+from clipdet.pipeline.resume import ResumeError, parse_result, result_line, result_shape
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +105,7 @@ def open_blocks(
 
 
 def _read_blocks(folder: str, models, writer: BlockWriter) -> dict[int, ImageResult]:
-    detectors, attributors = split_models(models)
-    widths = {m.name: m.detector.num_outputs for m in attributors}
+    n_detectors, widths = result_shape(models)
     done = {}
     for name in storage.list_names(folder):
         match = _BLOCK_NAME.match(name)
@@ -115,7 +114,7 @@ def _read_blocks(folder: str, models, writer: BlockWriter) -> dict[int, ImageRes
         block = int(match.group(1))
         try:
             lines = storage.read_bytes(_block_file(folder, block)).decode("utf-8").splitlines()
-            results = [parse_result(line, len(detectors), widths) for line in lines]
+            results = [parse_result(line, n_detectors, widths) for line in lines]
             first = block * writer.block_rows
             if [r.index for r in results] != list(range(first, first + writer.block_size(block))):
                 raise ValueError("rows missing")

@@ -51,8 +51,7 @@ def run_local(
         collate_fn=list,
         pin_memory=torch.device(device).type == "cuda",
     )
-    bar = tqdm(total=len(rows), unit="img", disable=not progress, dynamic_ncols=True)
-    failed = 0
+    bar = ProgressBar(len(rows), progress)
     batches = iter(loader)
     while True:
         waited = time.perf_counter()
@@ -62,8 +61,33 @@ def run_local(
         if batch is None:
             break
         output = infer(batch)
-        failed += failures(output)
-        bar.update(len(batch))
-        bar.set_postfix(failed=failed, refresh=False)
+        bar.advance(len(batch), failures(output))
         yield output
     bar.close()
+
+
+class ProgressBar:
+    """Rows done / total, images/s and the failures so far (off unless ``show``)."""
+
+    def __init__(self, total: int, show: bool):
+        self._bar = tqdm(total=total, unit="img", disable=not show, dynamic_ncols=True)
+        self.failed = 0
+
+    def advance(self, rows: int, failed: int) -> None:
+        self.failed += failed
+        self._bar.update(rows)
+        self._bar.set_postfix(failed=self.failed, refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def with_progress(results: Iterator, total: int, show: bool) -> Iterator:
+    """Image results (any engine's) passed through, counted on a progress bar."""
+    bar = ProgressBar(total, show)
+    try:
+        for result in results:
+            bar.advance(1, bool(result.error))
+            yield result
+    finally:
+        bar.close()

@@ -15,6 +15,7 @@ import torch
 from clipdet import storage
 from clipdet.files import sha256_of
 from clipdet.pipeline.feature_cache import FeatureCache
+from clipdet.pipeline.gpu_decode import encoded_jpeg
 from clipdet.pipeline.images import load_rgb, read_image_bytes
 
 
@@ -89,7 +90,8 @@ class Preparer:
                         item.cached[g.key] = found
             wanted = {t for key, t in self.needs.items() if key not in item.cached}
             if wanted and self.encode:
-                item.encoded = _encoded(path, data)
+                data = data if data is not None else _read_or_none(path)
+                item.encoded = encoded_jpeg(data, path) if data is not None else None
                 if item.encoded is not None:
                     item.wanted = tuple(sorted(wanted))
                     return item
@@ -110,14 +112,10 @@ class Preparer:
         return item
 
 
-def _encoded(path: str, data: bytes | None) -> torch.Tensor | None:
-    """A JPEG's bytes for decoding on the device, or None (decoded here, on the CPU: other
-    formats, and files that cannot be read, whose error the CPU path words)."""
-    from clipdet.pipeline.gpu_decode import encoded_jpeg
-
-    if data is None:
-        try:
-            data = storage.read_bytes(path) if storage.is_url(path) else open(path, "rb").read()
-        except OSError:
-            return None
-    return encoded_jpeg(data, path)
+def _read_or_none(path: str) -> bytes | None:
+    """The file's bytes (read once, also for a CPU decoding), or None when it cannot be read
+    or is empty: the CPU path then words the error."""
+    try:
+        return storage.read_bytes(path) or None
+    except Exception:  # noqa: BLE001 -- network and store errors of every library
+        return None

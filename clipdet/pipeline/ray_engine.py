@@ -65,7 +65,8 @@ class RayEngine:
             kwargs = {"include_dashboard": False} if ray_options.address is None else {}
             ray.init(address=ray_options.address, logging_level=logging.WARNING, **kwargs)
         self.ray_options = ray_options
-        gpus = float(ray.cluster_resources().get("GPU", 0))
+        resources = ray.cluster_resources()
+        gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 0))
         per_worker = ray_options.gpus_per_worker
         if per_worker is None:  # --device cpu keeps the actors off the GPUs
             per_worker = 1.0 if gpus and not str(device).startswith("cpu") else 0.0
@@ -76,7 +77,6 @@ class RayEngine:
         workers = ray_options.workers
         if workers is None:
             workers = max(1, int(gpus // per_worker)) if per_worker > 0 else 1
-        cpus = float(ray.cluster_resources().get("CPU", 0))
         if workers * ray_options.cpus_per_worker > cpus - PREPARE_CPUS:  # no CPU for decoding
             raise ValueError(
                 f"{workers} infer actor(s) x {ray_options.cpus_per_worker:g} CPU leave no CPU "

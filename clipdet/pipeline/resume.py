@@ -47,8 +47,7 @@ def run_signature(paths: Sequence[str], models) -> dict:
 
 def load_partial(path: Path, signature: dict, models) -> dict[int, ImageResult]:
     """Rows already scored in ``path`` for a run of ``models`` with ``signature``."""
-    detectors, attributors = split_models(models)
-    widths = {m.name: m.detector.num_outputs for m in attributors}
+    n_detectors, widths = result_shape(models)
     lines = path.read_text(encoding="utf-8").splitlines()
     try:
         header = json.loads(lines[0])["signature"] if lines else None
@@ -61,12 +60,19 @@ def load_partial(path: Path, signature: dict, models) -> dict[int, ImageResult]:
     done = {}
     for number, line in enumerate(lines[1:], start=2):
         try:
-            result = parse_result(line, len(detectors), widths)
+            result = parse_result(line, n_detectors, widths)
         except (ValueError, KeyError, TypeError):
             logger.warning("%s line %d is incomplete (run killed mid-write): ignored", path, number)
             continue
         done[result.index] = result
     return done
+
+
+def result_shape(models) -> tuple[int, dict[str, int]]:
+    """What a stored result of ``models`` must hold: the number of detector scores and, per
+    attribution model, its number of logits."""
+    detectors, attributors = split_models(models)
+    return len(detectors), {m.name: m.detector.num_outputs for m in attributors}
 
 
 def parse_result(line: str, n_detectors: int, widths: dict[str, int]) -> ImageResult:

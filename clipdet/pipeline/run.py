@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
-from tqdm import tqdm
 
 from clipdet import storage
 from clipdet.options import RunOptions
@@ -111,17 +110,3 @@ def run_scoring(
     if writer and not interrupted and failure is None:
         writer.discard()
     return RunOutcome(results.to_frame(filenames, fusion), results, interrupted, failure)
-
-
-def with_progress(results: Iterator[ImageResult], total: int, show: bool) -> Iterator[ImageResult]:
-    """``results`` with a progress bar: rows done / total, images/s, failures."""
-    bar = tqdm(total=total, unit="img", disable=not show, dynamic_ncols=True)
-    failed = 0
-    try:
-        for result in results:
-            failed += bool(result.error)
-            bar.update(1)
-            bar.set_postfix(failed=failed, refresh=False)
-            yield result
-    finally:
-        bar.close()
