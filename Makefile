@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   # venv + dependencies, then score the bundled demo images (weights download on first use)
+#   make demo   # venv + dependencies + the clipdet command, then score the bundled demo images
+#               # (weights download on first use)
 #   make test   # venv + dependencies, then lint and run the test suite offline on CPU
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,15 +8,18 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test test-fast lint bench reproduce report-example clean
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+# clipdet itself is installed editable (no build isolation: setuptools comes with
+# requirements-dev.txt), which puts the `clipdet` command in $(BIN).
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python main.py --in_csv data/demo/demo.csv --out_csv results.csv
-	$(BIN)/python compute_metrics.py --in_csv data/demo/demo.csv --out_csv results.csv --metrics auc,acc
+	$(BIN)/clipdet score --in_csv data/demo/demo.csv --out_csv results.csv
+	$(BIN)/clipdet metrics --in_csv data/demo/demo.csv --out_csv results.csv --metrics auc,acc
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -38,7 +42,7 @@ test-fast: lint $(CHROMIUM)
 
 # The paper's Synthbuster table, clean and postprocessed (downloads the data and weights).
 reproduce: $(BIN)/.installed
-	$(BIN)/python reproduce.py
+	$(BIN)/clipdet reproduce
 
 # The README's screenshot of a report (demo images, random-weight models).
 report-example: $(BIN)/.installed $(CHROMIUM)
@@ -50,4 +54,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_engines.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache clipdet.egg-info

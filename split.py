@@ -1,44 +1,13 @@
-"""Split one labelled list into train/val/test lists for open-set attribution: the generators
-named with --unknown appear only in the test list (fixed seed, reproducible).
+"""Split a labelled list into open-set train/val/test lists: the same as `clipdet split`.
 
     python split.py --in_csv all.csv --out_dir splits --unknown midjourney-v5,firefly
-    python train.py --task attribution --in_csv splits/train.csv --val_csv splits/val.csv ...
-    python main.py --in_csv splits/test.csv --out_csv scores.csv --models my_attributor
-    python compute_metrics.py --task attribution -i splits/test.csv -o scores.csv \\
-        --unknown midjourney-v5,firefly
+
+See docs/attribution.md.
 """
 
-import argparse
-import logging
 import sys
 
-from clipdet.training.splits import split_open_set
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--in_csv", "-i", required=True, help="labelled list: filename, typ")
-    p.add_argument("--out_dir", "-o", required=True, help="where train/val/test.csv are written")
-    p.add_argument("--unknown", default="", metavar="TYP,...", help="typs kept for test only")
-    p.add_argument("--val", type=float, default=0.2, help="share of each known typ for val")
-    p.add_argument("--test", type=float, default=0.2, help="share of each known typ for test")
-    p.add_argument("--seed", type=int, default=0)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    unknown = [t.strip() for t in args.unknown.split(",") if t.strip()]
-    try:
-        counts = split_open_set(args.in_csv, args.out_dir, unknown, args.val, args.test, args.seed)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(counts.to_string())
-    print(f"wrote train.csv, val.csv and test.csv to {args.out_dir}", file=sys.stderr)
-    return 0
-
+from clipdet.cli.split import main
 
 if __name__ == "__main__":
     sys.exit(main())

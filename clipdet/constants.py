@@ -31,6 +31,19 @@ FUSION_NAMES = ("mean_logit", "max_logit", "median_logit", "lse_logit", "mean_pr
 NO_FUSION = "none"
 CONFIG_FILENAME = "config.yaml"
 
+# Names the command lines offer before they import the modules that implement them (tests
+# check that they agree with evaluation.metrics.METRICS, evaluation.reports.FORMATS,
+# models.attribution.UNKNOWN_SCORES and datasets.DATASETS).
+METRIC_NAMES = (
+    "auc", "acc", "ap", "eer", "pd_fpr1", "pd_fpr5", "pd_fpr10", "acc_real", "acc_fake",
+    "logloss", "cllr", "ece",
+)  # fmt: skip
+TABLE_FORMATS = ("csv", "md", "json")
+UNKNOWN_SCORE_NAMES = ("energy", "msp")
+DEFAULT_UNKNOWN_SCORE = "energy"
+DEFAULT_ACCEPT_RATE = 0.95
+DATASET_NAMES = ("synthbuster", "grip_test", "grip_train", "synthwildx")
+
 # Normalisation statistics by the `norm_type` key of a model config.
 NORMALIZATION = {
     "clip": (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD),

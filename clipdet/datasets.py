@@ -20,7 +20,9 @@ from clipdet.download import DownloadError, fetch, make_session, safe_extract
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the source tree's data/
+# The source tree's data/ (it ships the lists); an installed clipdet uses ./data.
+_SOURCE_DATA = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = _SOURCE_DATA if (_SOURCE_DATA / "download.py").is_file() else Path("data")
 GRIP_AREA = "https://www.grip.unina.it/download/prog/DMimageDetection/"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 # Folder keys of the GRIP sets that hold real images (their README's tables).

@@ -4,6 +4,7 @@ only: they take a model name and a state dict; finding and loading checkpoints i
 from dataclasses import dataclass
 
 from .detector import Attributor, Detector
+from .five_crop_vit import FiveCropViT
 from .openclip_features import OpenClipFeatures, build_visual_tower, openclip_features
 from .resnet_nodown import ResNetNoDownFeatures
 
@@ -11,7 +12,9 @@ __all__ = [
     "ArchSpec",
     "Attributor",
     "Detector",
+    "FiveCropViT",
     "OpenClipFeatures",
+    "RESNET_ARCHS",
     "ResNetNoDownFeatures",
     "build_visual_tower",
     "openclip_features",

@@ -21,6 +21,7 @@ class Detector(nn.Module):
         backbone_key: str,
         frozen_backbone=False,
         layer: int | None = None,
+        normalize_features: bool = True,
     ):
         super().__init__()
         self.backbone = backbone
@@ -30,6 +31,9 @@ class Detector(nn.Module):
         self.frozen_backbone = frozen_backbone
         # None: the backbone's output features; K: the CLS token of transformer block K.
         self.layer = layer
+        # A CLIP tower's features are L2-normalised unless the head was fitted on raw ones
+        # (UnivFD); other backbones ignore it.
+        self.normalize_features = normalize_features
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features)[:, 0]
@@ -38,8 +42,10 @@ class Detector(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layer is None:
+        if self.layer is None and self.normalize_features:
             return self.backbone(x)
+        if self.layer is None:
+            return self.backbone(x, normalize=False)
         return self.backbone.forward_layers(x, [self.layer], final=False)[1][self.layer]
 
     def load_reference_state_dict(self, state: dict[str, torch.Tensor]):

@@ -36,9 +36,12 @@ class OpenClipFeatures(nn.Module):
             self.num_features = visual.output_dim
         self.normalize = normalize
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, normalize: bool | None = None) -> torch.Tensor:
+        """The output features, L2-normalised unless ``normalize`` (default: the module's
+        setting) says otherwise."""
         features = self.visual(x)
-        return F.normalize(features, dim=-1) if self.normalize else features
+        normalize = self.normalize if normalize is None else normalize
+        return F.normalize(features, dim=-1) if normalize else features
 
     @property
     def num_blocks(self) -> int:
@@ -71,14 +74,15 @@ class OpenClipFeatures(nn.Module):
         return block % n
 
     def forward_layers(
-        self, x: torch.Tensor, blocks=(), final: bool = True
+        self, x: torch.Tensor, blocks=(), final: bool = True, normalize: bool | None = None
     ) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
-        """One pass giving the output features (when ``final``) and the L2-normalised CLS
-        token after each transformer block in ``blocks``. Without ``final`` the pass stops
-        after the last requested block."""
+        """One pass giving the output features (when ``final``) and the CLS token after each
+        transformer block in ``blocks``, all L2-normalised unless ``normalize`` is False.
+        Without ``final`` the pass stops after the last requested block."""
+        normalize = self.normalize if normalize is None else normalize
         blocks = sorted({self.check_block(b) for b in blocks})
         if not blocks:
-            return (self(x) if final else None), {}
+            return (self.forward(x, normalize) if final else None), {}
         resblocks = self._resblocks()
         batch_first = getattr(self.visual.transformer, "batch_first", True)
         captured: dict[int, torch.Tensor] = {}
@@ -87,7 +91,7 @@ class OpenClipFeatures(nn.Module):
             def hook(module, args, output):
                 tokens = output[0] if isinstance(output, tuple) else output
                 cls = tokens[:, 0] if batch_first else tokens[0]
-                captured[block] = F.normalize(cls, dim=-1) if self.normalize else cls
+                captured[block] = F.normalize(cls, dim=-1) if normalize else cls
                 if not final and block == blocks[-1]:
                     raise _StopForward
 
@@ -95,7 +99,7 @@ class OpenClipFeatures(nn.Module):
 
         handles = [resblocks[b].register_forward_hook(capture(b)) for b in blocks]
         try:  # forward, not __call__: a compiled module (--compile) would not run the hooks
-            output = self.forward(x)
+            output = self.forward(x, normalize)
         except _StopForward:
             output = None
         finally:

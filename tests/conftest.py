@@ -1,8 +1,10 @@
 """Shared fixtures: a tiny random-weight open_clip ViT registered with open_clip and clipdet, its
 checkpoint, detector folders in the reference layout, and small generated images."""
 
+import http.server
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +229,25 @@ def count_forward_passes(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(torch.nn.Module, "__call__", spy)
     return calls
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """Serve a folder on 127.0.0.1 for the duration of a test; yields (folder, base URL, hits)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *args):
+            hits.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()
+    server.server_close()

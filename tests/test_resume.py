@@ -7,7 +7,7 @@ import pytest
 from conftest import local_run_args, make_image
 
 import main as cli
-from clipdet.pipeline import run as run_module
+from clipdet.pipeline import scoring as run_module  # the local route scores with it
 from clipdet.pipeline.resume import partial_path
 
 
@@ -48,8 +48,8 @@ def test_resume_scores_only_the_missing_rows(interrupted, monkeypatch):
     monkeypatch.setattr(
         run_module,
         "iter_scores",
-        lambda models, paths, options, rows: (
-            seen.extend(paths[i] for i in rows) or real(models, paths, options, rows)
+        lambda models, paths, options, rows, *rest: (
+            seen.extend(paths[i] for i in rows) or real(models, paths, options, rows, *rest)
         ),
     )
     assert cli.main([*argv, "--resume"]) == 0

@@ -1,9 +1,7 @@
 """Model folders, safe loading, and checksum-verified download over a loopback HTTP server."""
 
 import hashlib
-import http.server
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,28 +19,6 @@ from clipdet.models.weights import (
     load_state_dict,
     resolve_weights_file,
 )
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    """Serve a folder on 127.0.0.1 for the duration of a test; yields (folder, base URL, hits)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    hits = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *args):
-            hits.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
-    server.shutdown()
-    server.server_close()
 
 
 def _serve_official_layout(root: Path, name: str) -> bytes:
@@ -120,8 +96,17 @@ def test_unknown_model_lists_valid_choices(tmp_path):
 def test_incomplete_config_names_missing_keys(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "config.yaml").write_text("arch: res50nodown\n")
-    with pytest.raises(ValueError, match="lacks the keys norm_type, patch_size, weights_file"):
+    with pytest.raises(ValueError, match="lacks the keys norm_type, weights_file"):
         load_model_config("mine", tmp_path)
+    # patch_size: the families that read it ask for it, naming the model
+    (tmp_path / "mine" / "config.yaml").write_text(
+        "arch: res50nodown\nnorm_type: resnet\nweights_file: w.pth\n"
+    )
+    torch.save({"model": {}}, tmp_path / "mine" / "w.pth")
+    from clipdet.models.factory import create_detector
+
+    with pytest.raises(ValueError, match="model 'mine': config.yaml lacks 'patch_size'"):
+        create_detector("mine", tmp_path)
 
 
 @pytest.mark.parametrize("wrapper", ["model", "state_dict", "net", None])

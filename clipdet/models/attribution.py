@@ -15,7 +15,6 @@ from clipdet.constants import ATTRIBUTION_TASK
 
 UNKNOWN = "unknown"
 TASK = ATTRIBUTION_TASK
-DEFAULT_ACCEPT_RATE = 0.95
 UNKNOWN_SCORE_SUFFIX = "_unknown_score"
 
 
@@ -30,7 +29,6 @@ def energy_unknown_score(logits: np.ndarray) -> np.ndarray:
 
 
 UNKNOWN_SCORES = {"energy": energy_unknown_score, "msp": max_softmax_unknown_score}
-DEFAULT_UNKNOWN_SCORE = "energy"
 
 
 def _check_score_name(name: str) -> str:
@@ -66,13 +64,30 @@ class OpenSetRule:
 
     @classmethod
     def fit(cls, known_logits: np.ndarray, score: str, accept_rate: float) -> "OpenSetRule":
-        """The smallest threshold accepting at least ``accept_rate`` of ``known_logits`` (the
-        logits of known-class images the head was not fitted on)."""
+        """A threshold accepting at least ``accept_rate`` of ``known_logits`` (the logits of
+        known-class images the head was not fitted on), placed strictly between two fitted
+        scores (see ``threshold_between``) so that rounding cannot move a fitted image across
+        it when scoring computes its logits again in another batch or thread layout."""
         check_open_set_options(score, accept_rate)
         if len(known_logits) == 0:
             raise ValueError("no known-class images to fit the open-set threshold on")
         values = UNKNOWN_SCORES[score](np.asarray(known_logits, np.float64))
-        return cls(score, float(np.quantile(values, accept_rate, method="inverted_cdf")))
+        return cls(score, threshold_between(values, accept_rate))
+
+
+def threshold_between(values: np.ndarray, accept_rate: float) -> float:
+    """A threshold with at least ``ceil(accept_rate * n)`` of ``values`` at or below it, midway
+    between the last value it must accept and the next larger one; when it must accept them
+    all, beyond the largest by half the mean gap between values. A threshold placed on a fitted
+    value itself leaves that image to its last rounding bit."""
+    values = np.sort(np.asarray(values, dtype=np.float64))
+    needed = values[max(int(np.ceil(accept_rate * len(values) - 1e-9)), 1) - 1]
+    above = values[values > needed]
+    if len(above):
+        return float((needed + above[0]) / 2)
+    distinct = np.unique(values)
+    mean_gap = (distinct[-1] - distinct[0]) / max(len(distinct) - 1, 1)
+    return float(needed + max(mean_gap / 2, 1e-4 * (1.0 + abs(needed))))
 
 
 @dataclass(frozen=True)

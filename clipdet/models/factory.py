@@ -11,11 +11,12 @@ from torch import nn
 from clipdet.constants import ATTRIBUTION_TASK, CLIP224, CLIP_NORM, DETECTION_TASK
 from clipdet.models.attribution import AttributionSpec
 from clipdet.models.backbones import create_openclip_features
+from clipdet.models.families import BuildContext, find_family
 from clipdet.models.preprocess import ImageTransform, make_transform, transform_key
 from clipdet.models.registry import get_backbone
 from clipdet.models.weights import load_model_config, load_state_dict, resolve_weights_file
 from clipdet.pipeline.infer import FeatureGroup
-from networks import Attributor, Detector, ResNetNoDownFeatures, parse_arch
+from networks import Detector, parse_arch
 
 logger = logging.getLogger(__name__)
 
@@ -96,31 +97,25 @@ def create_detector(
     weights_dir: str | os.PathLike = "weights",
     backbone_cache: BackboneCache | None = None,
 ) -> LoadedModel:
-    """Build the detector ``name`` from its config, load its weights (downloading a known
-    detector's official weights on first use) and return it with its transform, in eval mode."""
+    """Build the detector ``name`` from its config: its ``arch`` names a registered family
+    (``clipdet.models.families``), which builds the network, says which preprocessing it reads
+    and maps the weights file onto it. The weights of a known detector are downloaded on first
+    use. Returns the model with its transform, in eval mode."""
     config = load_model_config(name, weights_dir)
-    arch = parse_arch(config["arch"])
-    key = transform_key(config["patch_size"], config["norm_type"])
+    family, spec = find_family(config["arch"])
+    is_detector = config.get("task", DETECTION_TASK) == DETECTION_TASK
+    attribution = None if is_detector else AttributionSpec.from_config(config)
+    if attribution is not None and not family.attribution:
+        raise ValueError(f"model {name!r}: attribution models need an opencliplinear* arch")
     weights_path = resolve_weights_file(name, config, weights_dir)
+    context = BuildContext(name, config, weights_path, backbone_cache or BackboneCache())
+    context.attribution = attribution
+    detector = family.build(spec, context)
+    patch_size, norm_type = family.preprocessing(spec, config, detector)
+    key = transform_key(patch_size, norm_type)
     # memory-mapped: tensors the model does not use (Corvi2023's file also holds its Adam
     # state, twice the weights) are never read from disk
-    state = load_state_dict(weights_path, mmap=True)
-    is_detector = config.get("task", "detection") == "detection"
-    attribution = None if is_detector else AttributionSpec.from_config(config)
-    if attribution is not None and arch.family != "openclip":
-        raise ValueError(f"model {name!r}: attribution models need an opencliplinear* arch")
-    if arch.family == "openclip":
-        f = (backbone_cache or BackboneCache()).get(
-            arch.backbone, arch.next_to_last, attribution.block if attribution else None
-        )
-        if attribution is not None:
-            detector = Attributor(f.module, f.width, f.identity, attribution.classes, f.layer)
-        else:
-            detector = Detector(f.module, f.width, f.identity, frozen_backbone=True)
-    else:
-        backbone = ResNetNoDownFeatures()
-        backbone_key = f"{name}:{Path(weights_path).resolve()}"
-        detector = Detector(backbone, backbone.num_features, backbone_key)
+    state = family.convert_state_dict(load_state_dict(weights_path, mmap=True))
     try:
         detector.load_reference_state_dict(state)
     except ValueError as e:
@@ -130,7 +125,7 @@ def create_detector(
         name=name,
         detector=detector.eval(),
         transform_key=key,
-        transform=make_transform(config["patch_size"], config["norm_type"]),
+        transform=make_transform(patch_size, norm_type),
         config=config,
         weights_path=Path(weights_path),
         attribution=attribution,

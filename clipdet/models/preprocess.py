@@ -4,6 +4,8 @@ Models that share a transform share one entry (`transform_key`), so an image dec
 transformed once per distinct preprocessing, not once per model.
 """
 
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +16,12 @@ from torchvision import transforms as T
 from clipdet.constants import CLIP224, CLIP_INPUT_SIZE, NORMALIZATION
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
+# `patch_size: FiveCrops504p14`: five 504-px grids of 14-px patches from the whole image (B-Free)
+FIVE_CROPS = re.compile(r"^FiveCrops(\d+)p(\d+)$")
+
+
+def five_crops_spec(size: int, patch: int) -> str:
+    return f"FiveCrops{size}p{patch}"
 
 
 def transform_key(patch_size: Any, norm_type: str) -> str:
@@ -25,10 +33,23 @@ def transform_key(patch_size: Any, norm_type: str) -> str:
         return f"{CLIP224}_{norm_type}"
     if isinstance(patch_size, int) and not isinstance(patch_size, bool) and patch_size > 0:
         return f"crop{patch_size}_{norm_type}"
+    if isinstance(patch_size, str) and _five_crops(patch_size):
+        size, patch = _five_crops(patch_size)
+        return f"fivecrops{size}p{patch}_{norm_type}"
     raise ValueError(
-        f"unsupported patch_size {patch_size!r}; use null (full image), {CLIP224!r} "
-        "or a positive integer (centre crop)"
+        f"unsupported patch_size {patch_size!r}; use null (full image), {CLIP224!r}, a "
+        "positive integer (centre crop) or FiveCrops<size>p<patch> (patch grids)"
     )
+
+
+def _five_crops(spec: str) -> tuple[int, int] | None:
+    match = FIVE_CROPS.match(spec)
+    if match is None:
+        return None
+    size, patch = int(match[1]), int(match[2])
+    if patch < 1 or size < patch or size % patch:
+        raise ValueError(f"{spec!r}: the grid size must be a whole number of patches")
+    return size, patch
 
 
 def is_full_resolution(key: str) -> bool:
@@ -39,6 +60,9 @@ def is_full_resolution(key: str) -> bool:
 def make_transform(patch_size: Any, norm_type: str) -> ImageTransform:
     """PIL RGB image -> normalised float tensor [3, H, W], as the reference code computes it."""
     transform_key(patch_size, norm_type)  # validates both values
+    mean, std = NORMALIZATION[norm_type]
+    if isinstance(patch_size, str) and _five_crops(patch_size):
+        return PatchGridCrops(*_five_crops(patch_size), mean, std)
     steps: list[Callable] = []
     if patch_size == CLIP224:
         steps += [
@@ -47,7 +71,6 @@ def make_transform(patch_size: Any, norm_type: str) -> ImageTransform:
         ]
     elif patch_size is not None:
         steps.append(T.CenterCrop(patch_size))
-    mean, std = NORMALIZATION[norm_type]
     steps += [T.ToTensor(), T.Normalize(mean=mean, std=std)]
     return T.Compose(steps)
 
@@ -56,3 +79,44 @@ def _check_norm_type(norm_type: str) -> None:
     if norm_type not in NORMALIZATION:
         valid = ", ".join(NORMALIZATION)
         raise ValueError(f"unknown norm_type {norm_type!r}; valid choices: {valid}")
+
+
+class PatchGridCrops:
+    """The pixels of the grids a five-crop ViT reads (networks.five_crop_vit), as B-Free's
+    reference computes them from the whole image's patch embedding, without resizing: the
+    embedding of an H x W image is a (H // patch) x (W // patch) grid (the right and bottom
+    remainders are never read); from it, ``size // patch`` square grids: the centre one (its
+    offset rounded down), then top-left, bottom-left, bottom-right and top-right. An image
+    whose grid is smaller than that on a side has its grid tiled (repeated from the top-left)
+    up to the size and then cut to it from the top-left: the five grids are then one, given
+    once. Returns the normalised pixels [K, 3, size, size], K = 5 or 1; only those pixels are
+    converted, so a 12 MP photo costs five 504-px crops, not a 12 MP tensor."""
+
+    def __init__(self, size: int, patch: int, mean, std):
+        self.size, self.patch = size, patch
+        self.normalize = T.Compose([T.ToTensor(), T.Normalize(mean=mean, std=std)])
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        width, height = image.size
+        rows, cols, cells = height // self.patch, width // self.patch, self.size // self.patch
+        if rows == 0 or cols == 0:
+            raise ValueError(
+                f"image of {width}x{height} px is smaller than one {self.patch}-px patch"
+            )
+        if rows >= cells and cols >= cells:
+            corners = [
+                ((rows - cells) // 2, (cols - cells) // 2),
+                (0, 0),
+                (rows - cells, 0),
+                (rows - cells, cols - cells),
+                (0, cols - cells),
+            ]
+            return torch.stack([self._crop(image, r, c, self.size, self.size) for r, c in corners])
+        kept_h, kept_w = min(rows, cells) * self.patch, min(cols, cells) * self.patch
+        region = self._crop(image, 0, 0, kept_h, kept_w)
+        tiled = region.repeat(1, math.ceil(self.size / kept_h), math.ceil(self.size / kept_w))
+        return tiled[:, : self.size, : self.size].unsqueeze(0)
+
+    def _crop(self, image: Image.Image, row: int, col: int, height: int, width: int):
+        top, left = row * self.patch, col * self.patch
+        return self.normalize(image.crop((left, top, left + width, top + height)))

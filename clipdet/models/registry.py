@@ -16,13 +16,28 @@ CONFIGS_DIR = next(
 
 @dataclass(frozen=True)
 class KnownDetector:
-    """A detector whose official weights clipdet can fetch."""
+    """A detector whose official weights clipdet can fetch: the weights file at ``url``
+    (verified by ``sha256``), or a zip ``archive`` holding the model folder (verified by
+    ``md5`` or ``sha256``, as its publisher states). ``licence`` is shown once, when the
+    weights are downloaded, for models that are not Apache-2.0."""
 
     name: str
     url: str
-    sha256: str
     config: dict
+    sha256: str = ""
+    md5: str = ""
+    archive: str | None = None
+    licence: str = ""
     description: str = ""
+
+    @property
+    def checksum(self) -> str:
+        """``sha256:<hex>`` or ``md5:<hex>``, as clipdet.download.fetch takes it."""
+        if self.sha256:
+            return f"sha256:{self.sha256}"
+        if self.md5:
+            return f"md5:{self.md5}"
+        raise ValueError(f"known detector {self.name!r} declares no sha256 or md5")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from clipdet.models.registry import KnownDetector, known_detectors
 logger = logging.getLogger(__name__)
 
 BASE_URL_ENV = "CLIPDET_WEIGHTS_BASE_URL"
-REQUIRED_CONFIG_KEYS = ("arch", "norm_type", "patch_size", "weights_file")
+# Every family needs these; a family may need more (e.g. `patch_size`) and says so.
+REQUIRED_CONFIG_KEYS = ("arch", "norm_type", "weights_file")
 
 
 class UnknownModelError(ValueError):
@@ -74,33 +75,87 @@ def resolve_weights_file(name: str, config: dict, weights_dir: str | os.PathLike
     known = known_detectors().get(name)
     if known is None:
         raise WeightsUnavailableError(f"weights file not found for model {name!r}: {path}")
-    download_file(_weights_url(known, config["weights_file"]), path, known.sha256)
+    if known.archive:
+        _download_archive(known, path)
+    else:
+        download_file(_weights_url(known, config["weights_file"]), path, known.checksum)
+    if known.licence:
+        logger.warning("%s is not Apache-2.0: %s", name, known.licence)
     return path
 
 
-def _weights_url(known: KnownDetector, weights_file: str) -> str:
+def _weights_url(known: KnownDetector, filename: str) -> str:
     base = os.environ.get(BASE_URL_ENV)
-    return f"{base.rstrip('/')}/{known.name}/{weights_file}" if base else known.url
+    return f"{base.rstrip('/')}/{known.name}/{filename}" if base else known.url
 
 
-def download_file(url: str, dest: str | os.PathLike, sha256: str, timeout: float = 60.0) -> Path:
+def _download_archive(known: KnownDetector, weights_path: Path) -> None:
+    """Fetch a known detector's zip (verified), unpack it beside ``weights_path`` and move the
+    folder holding the weights file into ``weights_path.parent``: the weights file, and the
+    archive's own ``config.yaml`` when it has one. The weights file is moved last, so that its
+    presence means a complete download."""
+    import shutil
+    import tempfile
+
+    from clipdet.download import UnsafeArchiveError, safe_extract
+
+    folder = weights_path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    archive_name = known.url.rsplit("/", 1)[-1]
+    archive = download_file(_weights_url(known, archive_name), folder / archive_name,
+                            known.checksum)  # fmt: skip
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".unpack-") as unpacked:
+        try:
+            safe_extract(archive, unpacked)
+        except (UnsafeArchiveError, OSError, ValueError) as e:
+            raise WeightsUnavailableError(f"cannot unpack {archive}: {e}") from e
+        found = sorted(Path(unpacked).rglob(weights_path.name))
+        if not found:
+            raise WeightsUnavailableError(
+                f"{archive} holds no {weights_path.name} (the config's weights_file)"
+            )
+        source = found[0].parent
+        config = source / CONFIG_FILENAME
+        if config.is_file() and "arch" in (yaml.safe_load(config.read_text()) or {}):
+            os.replace(config, folder / CONFIG_FILENAME)
+        os.replace(found[0], weights_path)
+    archive.unlink()
+
+
+def download_file(
+    url: str, dest: str | os.PathLike, checksum: str, timeout: float = 60.0
+) -> Path:
     """Download ``url`` to ``dest`` with clipdet.download.fetch (requests and urllib3's
     retries with back-off, a progress bar, an HTTP Range resume of ``dest.part`` after a
-    broken transfer), verify its sha256, and move it into place atomically."""
+    broken transfer), verify its ``checksum`` (``sha256:<hex>`` or ``md5:<hex>``), and move it
+    into place atomically."""
     from clipdet.download import ChecksumMismatch, DownloadError, fetch, make_session
 
     dest = Path(dest).resolve()
     logger.info("downloading %s -> %s", url, dest)
     try:
-        return fetch(url, dest, f"sha256:{sha256}", session=make_session(), timeout=timeout)
+        return fetch(url, dest, checksum, session=make_session(), timeout=timeout)
     except ChecksumMismatch as e:
         raise ChecksumError(str(e)) from e
     except (DownloadError, OSError) as e:
-        reason = e.__cause__ or e  # the network's own words, not the fetcher's advice again
+        algorithm, _, digest = checksum.partition(":")
         raise WeightsUnavailableError(
-            f"could not download {url} ({reason}). Without network, download it elsewhere and "
-            f"put it at {dest} (sha256 {sha256}); a partial download resumes on the next run"
+            f"could not download {url} ({_short_reason(e)}). Without network, download it "
+            f"elsewhere and put it at {dest} ({algorithm} {digest}); a partial download resumes "
+            "on the next run"
         ) from e
+
+
+def _short_reason(error: BaseException) -> str:
+    """The network's own words, not the fetcher's advice again; for a connection that could
+    not be made, just that (requests repeats the whole URL and the retry policy)."""
+    import requests
+
+    reason = error.__cause__ or error
+    if isinstance(reason, requests.ConnectionError) and "Max retries" in str(reason):
+        host = getattr(getattr(reason, "request", None), "url", None)
+        return "no connection" + (f" to {requests.utils.urlparse(host).netloc}" if host else "")
+    return str(reason)
 
 
 def load_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clipdet.models.preprocess import is_full_resolution
@@ -33,16 +34,23 @@ class FeatureGroup:
     identity: str | None = None
     layer: int | None = None
     source: str | None = None
+    normalize: bool = True  # a CLIP tower's features L2-normalised (False: raw, UnivFD)
     namespace: str | None = field(default=None, init=False)
 
     @classmethod
     def frozen(
-        cls, backbone: nn.Module, backbone_key: str, transform_key: str, layer: int | None = None
+        cls,
+        backbone: nn.Module,
+        backbone_key: str,
+        transform_key: str,
+        layer: int | None = None,
+        normalize: bool = True,
     ) -> "FeatureGroup":
         """A pretrained, shared backbone: its features are cacheable under its identity."""
-        identity = f"{backbone_key}|{transform_key}"
+        identity = f"{backbone_key}|{transform_key}" + ("" if normalize else "|raw")
         source = getattr(backbone, "cache_key", None)
-        return cls(backbone, transform_key, backbone.layer_width(layer), identity, layer, source)
+        width = backbone.layer_width(layer)
+        return cls(backbone, transform_key, width, identity, layer, source, normalize)
 
     @property
     def pass_key(self) -> str:
@@ -53,7 +61,8 @@ class FeatureGroup:
 
     @property
     def key(self) -> str:
-        return self.pass_key if self.layer is None else f"{self.pass_key}|block{self.layer}"
+        key = self.pass_key if self.layer is None else f"{self.pass_key}|block{self.layer}"
+        return key if self.normalize else f"{key}|raw"
 
 
 def backbone_dtype(module: nn.Module) -> torch.dtype:
@@ -166,16 +175,21 @@ def _forward_with_maps(group, heads, x, chunk, maps) -> dict[str, torch.Tensor]:
 
 
 def _forward(members: list[FeatureGroup], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every member's features from one pass of their shared backbone (float32)."""
+    """Every member's features from one pass of their shared backbone (float32); members
+    that want raw CLIP features and those that want them normalised share the pass."""
     backbone = members[0].backbone
     x = x.to(dtype=backbone_dtype(backbone))
     blocks = [g.layer for g in members if g.layer is not None]
-    if not blocks:
+    if not blocks and all(g.normalize for g in members):
         out = backbone(x).float()
         return {g.key: out for g in members}
     final = any(g.layer is None for g in members)
-    out, captured = backbone.forward_layers(x, blocks, final=final)
-    return {g.key: (out if g.layer is None else captured[g.layer]).float() for g in members}
+    out, captured = backbone.forward_layers(x, blocks, final=final, normalize=False)
+    features = {}
+    for g in members:
+        raw = (out if g.layer is None else captured[g.layer]).float()
+        features[g.key] = F.normalize(raw, dim=-1) if g.normalize else raw
+    return features
 
 
 def _stack(
@@ -187,8 +201,12 @@ def _stack(
     if is_full_resolution(key):
         for item in items:
             yield [item], item.tensors[key].unsqueeze(0)
-    else:
-        yield items, torch.stack([item.tensors[key] for item in items])
+        return
+    by_shape: dict[tuple, list[PreparedItem]] = {}  # e.g. five grids, or one for a small image
+    for item in items:
+        by_shape.setdefault(tuple(item.tensors[key].shape), []).append(item)
+    for chunk in by_shape.values():
+        yield chunk, torch.stack([item.tensors[key] for item in chunk])
 
 
 def _join(first: str, second: str) -> str:
@@ -218,7 +236,9 @@ def feature_groups(models) -> tuple[list[FeatureGroup], list[str]]:
     for m in models:
         d = m.detector
         if d.frozen_backbone:
-            group = FeatureGroup.frozen(d.backbone, d.backbone_key, m.transform_key, d.layer)
+            group = FeatureGroup.frozen(
+                d.backbone, d.backbone_key, m.transform_key, d.layer, d.normalize_features
+            )
         else:
             group = FeatureGroup(d.backbone, m.transform_key, d.fc.in_features, source=m.name)
         groups.setdefault(group.key, group)

@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clipdet.constants import DEFAULT_ARCH
+from clipdet.constants import DEFAULT_ACCEPT_RATE, DEFAULT_ARCH, DEFAULT_UNKNOWN_SCORE
 from clipdet.models.attribution import (
-    DEFAULT_ACCEPT_RATE,
-    DEFAULT_UNKNOWN_SCORE,
     TASK,
     UNKNOWN,
     OpenSetRule,

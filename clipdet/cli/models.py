@@ -1,0 +1,76 @@
+"""List the detectors clipdet knows and the model folders in --weights_dir, with their
+download state: `downloaded` (the weights file is there), `downloads on first use` (a known
+detector not fetched yet), `weights missing` (a local folder without its weights file); then
+the licence of any model that is not Apache-2.0.
+
+    clipdet models [--weights_dir weights]
+"""
+
+import sys
+
+from clipdet.cli.options import (
+    fatal,
+    make_parser,
+)
+from clipdet.constants import default_weights_dir
+
+DOWNLOADED = "downloaded"
+ON_FIRST_USE = "downloads on first use"
+MISSING = "weights missing"
+
+
+def add_parser(subparsers=None):
+    p = make_parser(subparsers, "models", __doc__, "known detectors and their download state", run)
+    p.add_argument(
+        "--weights_dir", "-w", default=default_weights_dir(), help="folder of model folders"
+    )
+    return p
+
+
+def model_table(weights_dir) -> list[dict]:
+    """One row per model usable with --models: name, arch, task, source, state, description."""
+    from pathlib import Path
+
+    import yaml
+
+    from clipdet.constants import CONFIG_FILENAME, DETECTION_TASK
+    from clipdet.models.registry import known_detectors
+    from clipdet.models.weights import available_models
+
+    known = known_detectors()
+    rows = []
+    for name in available_models(weights_dir):
+        config_path = Path(weights_dir) / name / CONFIG_FILENAME
+        config = known[name].config if name in known else {}
+        if config_path.is_file():
+            with open(config_path, encoding="utf-8") as f:
+                config = yaml.safe_load(f) or {}
+        weights = Path(weights_dir) / name / str(config.get("weights_file", "weights.pth"))
+        state = DOWNLOADED if weights.is_file() else ON_FIRST_USE if name in known else MISSING
+        rows.append({
+            "name": name,
+            "arch": str(config.get("arch", "?")),
+            "task": str(config.get("task", DETECTION_TASK)),
+            "source": "known" if name in known else "local",
+            "state": state,
+            "description": known[name].description if name in known else "",
+            "licence": known[name].licence if name in known else "",
+        })  # fmt: skip
+    return rows
+
+
+def run(args) -> int:
+    try:
+        rows = model_table(args.weights_dir)
+    except (OSError, ValueError) as e:
+        return fatal(e)
+    columns = ("name", "arch", "task", "source", "state")
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns} if rows else {}
+    print("  ".join(c.ljust(widths.get(c, len(c))) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        if row["licence"]:
+            print(f"{row['name']}: {row['licence']}")
+    print(f"weights folder: {args.weights_dir}", file=sys.stderr)
+    return 0

@@ -1,0 +1,248 @@
+"""Score images with one or more detectors: one LLR per model (> 0 means synthetic). Attribution
+models (clipdet train --task attribution) add the generator's name, or 'unknown', with
+probabilities.
+
+Quick forms:
+    clipdet score suspicious.jpg             # one image: a readable table on the terminal
+    clipdet score photos/ "shots/*.png"       # folders (recursive) and glob patterns
+Datasets, with the reference code's flags (grip-unina/ClipBased-SyntheticImageDetection):
+    clipdet score --in_csv list.csv --out_csv results.csv [--resume]
+On a Ray cluster, lists and images anywhere (local, s3://, gs://, http(s)://):
+    clipdet score --engine ray --in_csv s3://bucket/list.csv --out_csv s3://bucket/scores.parquet
+The output's format follows its extension: .csv, .parquet or .jsonl. `python main.py` takes the
+same flags.
+"""
+
+import logging
+import sys
+
+from clipdet.cli.options import (
+    EXIT_FAILED_ROWS,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    add_compute_options,
+    add_engine_options,
+    add_model_options,
+    add_quiet,
+    fatal,
+    make_parser,
+    model_names,
+    run_standalone,
+    setup_logging,
+    shown_command,
+)
+from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN
+
+# Heavy modules (torch, open_clip, pandas) are imported once the arguments are read, so that
+# --help and argument errors answer at once.
+
+logger = logging.getLogger("clipdet")
+
+DEFAULT_OUT_CSV = "./results.csv"
+SCREEN_ROWS = 20  # up to this many images given as paths print a table by default
+SHOWN_FAILURES = 20
+
+
+def add_parser(subparsers=None):
+    p = make_parser(subparsers, "score", __doc__, "score images (= main.py)", run)
+    p.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns")
+    io = p.add_argument_group("input and output")
+    io.add_argument("--in_csv", "-i", default=None, help="CSV with a 'filename' column")
+    io.add_argument(
+        "--out_csv",
+        "-o",
+        default=None,
+        help=f"output file or URL, '-' for stdout (default: {DEFAULT_OUT_CSV}, or a table on "
+        f"the terminal for up to {SCREEN_ROWS} images given as paths)",
+    )
+    io.add_argument(
+        "--format",
+        choices=("csv", "jsonl", "parquet", "table"),
+        default=None,
+        help="output format (default: by the output's extension, .csv / .jsonl / .parquet; "
+        "csv for other names; a table on the terminal)",
+    )
+    io.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="verdict 'synthetic' above this score (fusion, else the largest LLR)",
+    )
+    io.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run to the same --out_csv, skipping rows already scored",
+    )
+    io.add_argument(
+        "--report",
+        default=None,
+        metavar="HTML",
+        help="write an HTML report of the run (see clipdet report), with the maps of --maps",
+    )
+    io.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
+    add_model_options(p)
+    add_compute_options(p)
+    add_engine_options(p)
+    add_quiet(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python main.py ...``: the same as ``clipdet score ...``."""
+    return run_standalone(add_parser, argv)
+
+
+def run(args) -> int:
+    setup_logging(args.quiet)
+    from clipdet.options import RunOptions
+    from clipdet.pipeline.routes import EngineOptions, finish_profile, open_route, score_list
+
+    try:
+        names = _model_names(args)
+        listed, filenames, paths = _read_inputs(args)
+        out_path, fmt = _choose_output(args, len(paths))
+        engine = EngineOptions.from_args(args)
+        route = open_route(names, args.weights_dir, RunOptions.from_args(args), paths, engine)
+        outcome = score_list(route, filenames, paths, out_path, args.fusion, args.resume)
+    except (OSError, ValueError, RuntimeError, ImportError) as e:
+        return fatal(e)
+    names = outcome.results.detector_names
+    profile = finish_profile(
+        route, lambda: _write_output(outcome.table, names, out_path, fmt, args.threshold)
+    )
+    if profile:
+        print(profile, file=sys.stderr)
+    if args.report:
+        _html_report(args, outcome.table, listed, paths)
+    _summary(outcome.table, outcome.results, out_path, args.threshold)
+    return _exit_status(args, outcome, len(paths))
+
+
+def _exit_status(args, outcome, n_images: int) -> int:
+    if outcome.failure is not None:
+        print(f"error: run stopped after {outcome.scored} of {n_images} images: "
+              f"{outcome.failure}; add --resume to continue", file=sys.stderr)  # fmt: skip
+        return EXIT_FATAL
+    if outcome.interrupted:
+        again = [*args.argv, *([] if args.resume else ["--resume"])]
+        print(
+            f"interrupted after {outcome.scored} of {n_images} images; unscored rows are "
+            f"marked in the error column. Continue with:\n  {shown_command(args, again)}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    failed = sum(bool(e) for e in outcome.results.errors)
+    return EXIT_FAILED_ROWS if args.strict and failed else 0
+
+
+def _html_report(args, table, listed, paths) -> None:
+    """The report of this run; ``listed``: the input list's table (its labels), or None."""
+    from clipdet.evaluation.html_report import ReportInputs, write_report
+
+    inputs = ReportInputs(
+        table, paths, listed, args.maps, args.threshold,
+        command=shown_command(args, args.argv), fusion=args.fusion,
+    )  # fmt: skip
+    write_report(inputs, args.report)
+    print(f"report -> {args.report}", file=sys.stderr)
+
+
+def _model_names(args) -> list[str]:
+    names = model_names(args.models)
+    if not names:
+        from clipdet.models.weights import available_models
+
+        valid = ", ".join(available_models(args.weights_dir))
+        raise ValueError(f"no model given; valid choices: {valid}")
+    return names
+
+
+def _read_inputs(args):
+    """(the list's table or None, file names as written, paths) from exactly one of --in_csv
+    or positional paths."""
+    from clipdet.files import read_list
+    from clipdet.pipeline.inputs import collect_images
+
+    if bool(args.in_csv) == bool(args.paths):
+        raise ValueError(
+            "give either --in_csv LIST.csv or image files/folders/patterns, not "
+            + ("both" if args.in_csv else "neither")
+        )
+    if args.in_csv:
+        table, paths = read_list(args.in_csv)
+        return table, table[FILENAME_COLUMN].tolist(), paths
+    paths = collect_images(args.paths)
+    if not paths:
+        raise ValueError(f"no image found in {' '.join(args.paths)}")
+    return None, paths, paths
+
+
+def _choose_output(args, n_images: int) -> tuple[str | None, str]:
+    """(file or None for stdout, format). Few images named on the command line with no
+    --out_csv print a table; otherwise results go to --out_csv (default ./results.csv), as
+    CSV unless --format says otherwise (``-o -``: CSV on stdout, for pipes)."""
+    out = args.out_csv
+    on_screen = out is None and bool(args.paths) and n_images <= SCREEN_ROWS
+    if out is None:
+        out = "-" if on_screen else DEFAULT_OUT_CSV
+    from clipdet.files import table_format
+
+    path = None if out == "-" else out
+    fmt = args.format or ("table" if on_screen else "csv" if path is None else table_format(path))
+    if args.resume and path is None:
+        raise ValueError("--resume needs an output file (--out_csv)")
+    return path, fmt
+
+
+def _write_output(table, names, out_path, fmt, threshold) -> None:
+    """CSV and Parquet hold the table as it is; JSON lines and the terminal table add the
+    verdict. A local file is replaced atomically, an object uploaded at once."""
+    from clipdet import storage
+    from clipdet.files import table_bytes
+    from clipdet.pipeline.results import add_verdicts, format_for_terminal
+
+    if fmt == "table":
+        data = (format_for_terminal(add_verdicts(table, names, threshold)) + "\n").encode()
+    elif fmt == "jsonl":
+        data = table_bytes(add_verdicts(table, names, threshold), fmt)
+    else:
+        data = table_bytes(table, fmt)
+    if out_path is None and fmt == "parquet":
+        sys.stdout.buffer.write(data)
+    elif out_path is None:
+        sys.stdout.write(data.decode("utf-8"))
+        sys.stdout.flush()
+    else:
+        storage.write_bytes(out_path, data)
+
+
+def _summary(table, results, out_path, threshold) -> None:
+    """Counts on stderr: scored, failed, flagged; attribution decisions; the first failures."""
+    from clipdet.pipeline.results import decision_scores, missing_images_hint
+
+    failed = table[table[ERROR_COLUMN] != ""]
+    score = decision_scores(table, results.detector_names)
+    flagged = (
+        ""
+        if score is None
+        else f", {int((score > threshold).sum())} flagged as synthetic (score > {threshold:g})"
+    )
+    where = f" -> {out_path}" if out_path else ""
+    print(
+        f"{len(table) - len(failed)} scored, {len(failed)} failed{flagged}{where}",
+        file=sys.stderr,
+    )
+    for model in results.attributors:  # e.g. "attributed by m: dalle3 4, real 2, unknown 1"
+        counts = table.loc[table[model.name] != "", model.name].value_counts()
+        listed = ", ".join(f"{label} {n}" for label, n in counts.items())
+        print(f"attributed by {model.name}: {listed or 'none'}", file=sys.stderr)
+    hint = missing_images_hint(table[ERROR_COLUMN])
+    if hint:
+        print(hint, file=sys.stderr)
+        return
+    rows = list(zip(failed.iloc[:, 0], failed[ERROR_COLUMN], strict=True))
+    for name, error in rows[:SHOWN_FAILURES]:
+        print(f"  {name}: {error}", file=sys.stderr)
+    if len(failed) > SHOWN_FAILURES:
+        print(f"  ... and {len(failed) - SHOWN_FAILURES} more (see the error column)",
+              file=sys.stderr)  # fmt: skip

@@ -1,0 +1,80 @@
+"""Architecture families, registered rather than branched on (as timm's model registry): a
+family is one module here that declares how its ``arch`` names look, how it builds the network,
+which preprocessing the network reads and how the published checkpoint's keys map onto it.
+``create_detector`` finds the family of a config's ``arch`` and calls it; an unknown arch is
+answered with the registered patterns.
+
+A new family (e.g. SPAI, Community Forensics' ViT) is one module with one ``register_family``
+call, imported at the bottom of this file, plus an entry in ``configs/detectors.yaml`` for its
+published weights.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class BuildContext:
+    """What a family's ``build`` gets: the model's name, config and weights file, the shared
+    cache of frozen CLIP backbones (``factory.BackboneCache``), and the attribution spec of
+    an attribution model (None for a detector)."""
+
+    name: str
+    config: dict
+    weights_path: Path
+    backbone_cache: Any
+    attribution: Any = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """``parse(arch)`` -> a spec of this family's arch, or None when the name is not its;
+    ``build(spec, context)`` -> a ``networks.Detector`` (or ``Attributor``) without its weights;
+    ``preprocessing(spec, config, detector)`` -> (``patch_size``, ``norm_type``) as
+    ``models.preprocess`` reads them; ``convert_state_dict`` maps the published checkpoint onto
+    the reference layout (``fc.*`` for the head, the rest for the backbone); ``attribution``:
+    whether attribution heads can use it."""
+
+    name: str
+    pattern: str
+    parse: Callable[[str], Any]
+    build: Callable[[Any, BuildContext], Any]
+    preprocessing: Callable[[Any, dict, Any], tuple[Any, str]]
+    convert_state_dict: Callable[[dict], dict] = lambda state: state  # noqa: E731
+    attribution: bool = False
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    _FAMILIES[family.name] = family
+    return family
+
+
+def families() -> dict[str, Family]:
+    return dict(_FAMILIES)
+
+
+def find_family(arch: str) -> tuple[Family, Any]:
+    """(family, spec) of ``arch``; a clear error listing the registered patterns otherwise."""
+    for family in _FAMILIES.values():
+        spec = family.parse(arch)
+        if spec is not None:
+            return family, spec
+    valid = ", ".join(family.pattern for family in _FAMILIES.values())
+    raise ValueError(f"unknown arch {arch!r}; valid choices: {valid}")
+
+
+def config_value(config: dict, key: str):
+    """A config key its family needs, with a clear error naming the model when absent."""
+    if key not in config:
+        name = config.get("model_name", "?")
+        raise ValueError(f"model {name!r}: config.yaml lacks {key!r} (arch {config['arch']})")
+    return config[key]
+
+
+# The families clipdet ships; each module registers itself.
+from clipdet.models.families import five_crop_vit, openclip, resnet, univfd  # noqa: E402, F401
