@@ -3,6 +3,7 @@ peak memory on a 12 MP JPEG, and, given a clone of B-Free's code, the LLRs of it
 Wrapper5crops on the same random weights.
 
     python benchmarks/bench_bfree.py [--images 8] [--bfree_code /path/to/B-Free/code]
+        [--device cuda:0]
 
 The model is B-Free's architecture at its real size (timm vit_base_patch14_reg4_dinov2, 504-px
 grids) with random weights; each run is a fresh process (model loading included). Figures are
@@ -53,7 +54,7 @@ def child(args) -> None:
     paths = [line for line in Path(args.list).read_text().splitlines() if line]
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    table = score_images(paths, [NAME], args.weights, fusion=None, device="cpu",
+    table = score_images(paths, [NAME], args.weights, fusion=None, device=args.device,
                          batch_size=args.batch_size, num_workers=args.num_workers,
                          precision=args.precision)  # fmt: skip
     seconds = time.perf_counter() - started
@@ -104,6 +105,7 @@ def main() -> None:
     p = bench_parser(__doc__)
     p.add_argument("--images", type=int, default=8, help="images from the mixed set")
     p.add_argument("--bfree_code", default=None, help="B-Free's code/ folder (a clone)")
+    p.add_argument("--device", default="cpu", help="torch device of clipdet's runs")
     p.add_argument("--child", action="store_true", help=argparse_hidden())
     p.add_argument("--reference", action="store_true", help=argparse_hidden())
     p.add_argument("--list", default=None, help=argparse_hidden())
@@ -126,7 +128,7 @@ def main() -> None:
     listed.write_text("\n".join(map(str, paths)))
     print(f"# {len(paths)} images ({', '.join(f'{w}x{h}' for w, h, _ in sizes)}, 300x420); "
           f"{cpu_name()}")  # fmt: skip
-    common = ["--child", "--list", listed, "--weights", weights, "--work", args.work]
+    common = ["--child", "--list", listed, "--weights", weights, "--device", args.device]
     rows, base = [], None
     runs = ((1, "fp32"), (4, "fp32"), (8, "fp32"), (1, "bf16"), (4, "bf16"))
     for batch, precision in runs:
@@ -145,7 +147,17 @@ def main() -> None:
     for w, h in ((512, 512), (4000, 3000)):  # memory: does the image's size matter?
         one = args.work / f"bfree_one_{w}x{h}.txt"
         one.write_text(str(make_images(args.work / "images", [(w, h, "JPEG")])[0]))
-        result = run("--child", "--list", one, "--weights", weights, "--num_workers", 0)
+        result = run(
+            "--child",
+            "--list",
+            one,
+            "--weights",
+            weights,
+            "--num_workers",
+            0,
+            "--device",
+            args.device,
+        )
         line = (f"one {w}x{h} JPEG, batch 1, no workers: clipdet {result['seconds']:.1f} s, "
                 f"peak RSS {result['peak_rss_mb']:.0f} MB")  # fmt: skip
         if args.bfree_code:

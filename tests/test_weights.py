@@ -76,6 +76,28 @@ def test_checksum_mismatch_leaves_no_file(tmp_path, http_root, monkeypatch):
     assert os.listdir(tmp_path / "clipdet_latent10k") == ["config.yaml"]
 
 
+def test_an_unreachable_host_is_said_in_a_few_words(tmp_path, monkeypatch):
+    """requests' own message repeats the URL and the retry policy; the error says it once."""
+    import requests
+
+    def unreachable(session, url, **kwargs):
+        request = requests.Request("GET", url).prepare()
+        raise requests.ConnectionError(
+            f"HTTPSConnectionPool(host='mirror.example', port=443): Max retries exceeded with "
+            f"url: {url} (Caused by NameResolutionError(...))",
+            request=request,
+        )
+
+    monkeypatch.setenv(W.BASE_URL_ENV, "https://mirror.example/w")
+    monkeypatch.setattr(requests.Session, "get", unreachable)
+    config = load_model_config("Corvi2023", tmp_path)
+    with pytest.raises(WeightsUnavailableError) as info:
+        resolve_weights_file("Corvi2023", config, tmp_path)
+    message = str(info.value)
+    assert "(no connection to mirror.example)" in message
+    assert "Max retries" not in message and message.count("mirror.example/w/Corvi2023") == 1
+
+
 def test_without_network_the_error_says_which_file_goes_where(tmp_path):
     config = load_model_config("Corvi2023", tmp_path)
     with pytest.raises(WeightsUnavailableError) as info:

@@ -94,7 +94,6 @@ def _download_archive(known: KnownDetector, weights_path: Path) -> None:
     folder holding the weights file into ``weights_path.parent``: the weights file, and the
     archive's own ``config.yaml`` when it has one. The weights file is moved last, so that its
     presence means a complete download."""
-    import shutil
     import tempfile
 
     from clipdet.download import UnsafeArchiveError, safe_extract
@@ -149,12 +148,14 @@ def download_file(
 def _short_reason(error: BaseException) -> str:
     """The network's own words, not the fetcher's advice again; for a connection that could
     not be made, just that (requests repeats the whole URL and the retry policy)."""
+    from urllib.parse import urlparse
+
     import requests
 
     reason = error.__cause__ or error
     if isinstance(reason, requests.ConnectionError) and "Max retries" in str(reason):
-        host = getattr(getattr(reason, "request", None), "url", None)
-        return "no connection" + (f" to {requests.utils.urlparse(host).netloc}" if host else "")
+        url = getattr(getattr(reason, "request", None), "url", None)
+        return "no connection" + (f" to {urlparse(url).netloc}" if url else "")
     return str(reason)
 
 
