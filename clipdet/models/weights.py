@@ -121,9 +121,7 @@ def _download_archive(known: KnownDetector, weights_path: Path) -> None:
     archive.unlink()
 
 
-def download_file(
-    url: str, dest: str | os.PathLike, checksum: str, timeout: float = 60.0
-) -> Path:
+def download_file(url: str, dest: str | os.PathLike, checksum: str, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` with clipdet.download.fetch (requests and urllib3's
     retries with back-off, a progress bar, an HTTP Range resume of ``dest.part`` after a
     broken transfer), verify its ``checksum`` (``sha256:<hex>`` or ``md5:<hex>``), and move it
