@@ -15,6 +15,10 @@ FILENAME_COLUMN = "filename"
 TYPE_COLUMN = "typ"
 FUSION_COLUMN = "fusion"
 ERROR_COLUMN = "error"
+# --provenance: evidence tokens found in the file, and the generator they name
+PROVENANCE_COLUMN = "provenance"
+PROVENANCE_GENERATOR_COLUMN = "provenance_generator"
+PROVENANCE_COLUMNS = (PROVENANCE_COLUMN, PROVENANCE_GENERATOR_COLUMN)
 
 # Labels of the `typ` column and the tasks a model config may declare.
 REAL = "real"

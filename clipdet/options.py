@@ -13,6 +13,10 @@ class RunOptions:
     input (Clip224), no smaller than twice that; "exact" (the default) decodes them whole,
     bit-compatible with the reference.
 
+    ``provenance`` reads the evidence generators and signers write into the file (C2PA, IPTC,
+    generator parameters, invisible watermarks; ``c2pa_trust``: a PEM file of trust anchors)
+    into two more columns; LLRs do not change.
+
     ``None`` means "the default for this machine": ``device`` cuda:0 if there is a GPU, else
     cpu; ``batch_size`` 32 on CUDA, 4 on CPU; ``num_workers`` min(4, CPUs); ``tile_size`` the
     network's own (512 for full-resolution ResNets; 0 never tiles)."""
@@ -29,6 +33,8 @@ class RunOptions:
     perturb_seed: int = 0
     progress: bool = False
     decode: str = "exact"
+    provenance: bool = False
+    c2pa_trust: str | os.PathLike | None = None
 
     @classmethod
     def from_args(cls, args) -> "RunOptions":

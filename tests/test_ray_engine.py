@@ -150,6 +150,31 @@ def test_ray_engine_runs_bfree_and_univfd_as_the_local_engine(
     assert np.isfinite(on_ray.loc[on_ray["error"].isna(), "bfree_small"]).all()
 
 
+def test_ray_engine_reads_provenance_as_the_local_engine(
+    ray_instance, tmp_path, models_dir, mixed_list, tiny_clip_checkpoint
+):
+    """--provenance on Ray: the evidence is read in the prepare tasks and comes back with each
+    row, equal to the local engine's; hostile rows stay errors."""
+    pytest.importorskip("c2pa")
+    from clipdet.provenance.samples import WEBUI, picture, png_bytes
+
+    csv, hostile = mixed_list
+    listed = pd.read_csv(csv)
+    (csv.parent / "webui.png").write_bytes(
+        png_bytes(picture(300, 300), texts=[("parameters", WEBUI)])
+    )
+    pd.DataFrame({"filename": [*listed["filename"], "webui.png"]}).to_csv(
+        csv.parent / "p.csv", index=False
+    )
+    local = run(csv.parent / "p.csv", tmp_path / "local.csv", models_dir, tiny_clip_checkpoint,
+                "--provenance", models="tiny_a")  # fmt: skip
+    on_ray = run(csv.parent / "p.csv", tmp_path / "ray.csv", models_dir, tiny_clip_checkpoint,
+                 "--provenance", "--engine", "ray", models="tiny_a")  # fmt: skip
+    assert_same_scores(local, on_ray)
+    assert on_ray["provenance"].iloc[-1] == "a1111:sd_xl_base_1.0"
+    assert sorted(on_ray.loc[on_ray["error"].notna(), "filename"]) == sorted(hostile)
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid``, from /proc."""
     parents = {}

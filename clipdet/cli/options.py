@@ -159,6 +159,22 @@ def add_compute_options(parser, speed: bool = True):
     return group
 
 
+def add_provenance_options(parser):
+    """Evidence read from the file beside the pixel scores (``RunOptions.provenance``)."""
+    group = parser.add_argument_group("provenance", "what generators and signers write into "
+                                      "the file (see docs/provenance.md)")  # fmt: skip
+    group.add_argument(
+        "--provenance", action="store_true",
+        help="add 'provenance' (C2PA, IPTC, WebUI/ComfyUI parameters, EXIF, invisible "
+        "watermarks) and 'provenance_generator' columns; LLRs do not change (on with --report)",
+    )  # fmt: skip
+    group.add_argument(
+        "--c2pa_trust", default=None, metavar="PEM",
+        help="trust anchors for C2PA signers (without them a valid signature is 'untrusted')",
+    )  # fmt: skip
+    return group
+
+
 def add_engine_options(parser):
     """The route of a scoring run (``routes.EngineOptions``)."""
     group = parser.add_argument_group("engine", "where the stages run (see docs/scaling.md)")

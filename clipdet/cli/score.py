@@ -23,6 +23,7 @@ from clipdet.cli.options import (
     add_compute_options,
     add_engine_options,
     add_model_options,
+    add_provenance_options,
     add_quiet,
     fatal,
     make_parser,
@@ -82,6 +83,7 @@ def add_parser(subparsers=None):
     io.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
     add_model_options(p)
     add_compute_options(p)
+    add_provenance_options(p)
     add_engine_options(p)
     add_quiet(p)
     return p
@@ -97,6 +99,7 @@ def run(args) -> int:
     from clipdet.options import RunOptions
     from clipdet.pipeline.routes import EngineOptions, finish_profile, open_route, score_list
 
+    args.provenance = args.provenance or bool(args.report)  # the report shows the evidence
     try:
         names = _model_names(args)
         listed, filenames, paths = _read_inputs(args)

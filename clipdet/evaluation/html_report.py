@@ -27,9 +27,19 @@ import numpy as np
 import pandas as pd
 
 from clipdet import __version__
-from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, FUSION_COLUMN, SYNTHETIC, TYPE_COLUMN
+from clipdet.constants import (
+    ERROR_COLUMN,
+    FILENAME_COLUMN,
+    FUSION_COLUMN,
+    PROVENANCE_COLUMN,
+    PROVENANCE_COLUMNS,
+    PROVENANCE_GENERATOR_COLUMN,
+    SYNTHETIC,
+    TYPE_COLUMN,
+)
 from clipdet.models.attribution import attribution_column_set, find_attribution_models
 from clipdet.pipeline.results import add_verdicts
+from clipdet.provenance.tokens import split_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +67,7 @@ class ReportInputs:
 def detector_columns(table: pd.DataFrame) -> list[str]:
     """The LLR columns of a scores table (not fusion, attribution, labels or text)."""
     ignored = {FILENAME_COLUMN, ERROR_COLUMN, FUSION_COLUMN, TYPE_COLUMN, "verdict"}
-    ignored |= attribution_column_set(table.columns)
+    ignored |= attribution_column_set(table.columns) | set(PROVENANCE_COLUMNS)
     return [
         c for c in table.columns if c not in ignored and pd.api.types.is_numeric_dtype(table[c])
     ]
@@ -136,6 +146,8 @@ def _rows(inputs: ReportInputs, detectors: list[str]) -> list[dict]:
             "scores": {name: _number(record[name]) for name in detectors},
             "fusion": _number(record.get(FUSION_COLUMN)),
             "attribution": [],
+            "provenance": split_tokens(_text(record.get(PROVENANCE_COLUMN))),
+            "generator": _text(record.get(PROVENANCE_GENERATOR_COLUMN)),
         }
         for model in attribution:
             probs = {c: _number(record.get(f"{model.name}_p_{c}")) for c in model.classes}
@@ -149,6 +161,20 @@ def _rows(inputs: ReportInputs, detectors: list[str]) -> list[dict]:
             })  # fmt: skip
         rows.append(row)
     return rows
+
+
+def _text(value) -> str:
+    return "" if value is None or pd.isna(value) else str(value)
+
+
+def provenance_counts(rows: list[dict]) -> dict[str, int]:
+    """Rows with evidence of each kind (``c2pa``, ``iptc``, …), unreadable evidence apart."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        kinds = {token.split(":", 1)[0] for token in row["provenance"]}
+        for kind in kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _metrics_section(inputs: ReportInputs, detectors: list[str], assets) -> dict | None:
@@ -234,6 +260,9 @@ def write_report(inputs: ReportInputs, out_html: str | os.PathLike) -> Path:
         "page_rows": PAGE_ROWS,
         "has_fusion": FUSION_COLUMN in inputs.table.columns,
         "detectors": detectors,
+        "provenance": (
+            provenance_counts(rows) if PROVENANCE_COLUMN in inputs.table.columns else None
+        ),
     }
     metrics = _metrics_section(inputs, detectors, asset)
     payload = {"summary": summary, "rows": rows, "metrics": metrics}

@@ -14,7 +14,14 @@ import pandas as pd
 from scipy.special import expit
 from sklearn import metrics as skm
 
-from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, LABEL_COLUMN, REAL, TYPE_COLUMN
+from clipdet.constants import (
+    ERROR_COLUMN,
+    FILENAME_COLUMN,
+    LABEL_COLUMN,
+    PROVENANCE_COLUMNS,
+    REAL,
+    TYPE_COLUMN,
+)
 from clipdet.files import read_table
 from clipdet.models.attribution import attribution_column_set
 
@@ -155,8 +162,10 @@ def evaluation_data(labels: pd.DataFrame, scores: pd.DataFrame, source: str) -> 
     """The labelled list (``filename``, ``typ``) merged with a scores table on ``filename``;
     every numeric column that is not an attribution model's is a score (``source`` names the
     scores in messages)."""
-    # Attribution models' probabilities and scores are not LLRs: evaluated by --task attribution.
-    ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN} | attribution_column_set(scores.columns)
+    # Attribution models' probabilities and scores are not LLRs: evaluated by --task attribution;
+    # provenance evidence is text (read as an all-NaN float column when no row has any).
+    attribution = attribution_column_set(scores.columns)
+    ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN, *PROVENANCE_COLUMNS} | attribution
     score_columns = [
         c for c in scores.columns if c not in ignored and pd.api.types.is_numeric_dtype(scores[c])
     ]
@@ -166,7 +175,7 @@ def evaluation_data(labels: pd.DataFrame, scores: pd.DataFrame, source: str) -> 
     if not score_columns:
         raise ValueError(
             f"{source} has no detector score column"
-            + (" (attribution models: use --task attribution)" if len(ignored) > 3 else "")
+            + (" (attribution models: use --task attribution)" if attribution else "")
         )
     missing = labels.loc[~labels[FILENAME_COLUMN].isin(scores[FILENAME_COLUMN]), FILENAME_COLUMN]
     if len(missing):

@@ -13,7 +13,13 @@ import re
 
 from clipdet import storage
 from clipdet.pipeline.infer import ImageResult
-from clipdet.pipeline.resume import ResumeError, parse_result, result_line, result_shape
+from clipdet.pipeline.resume import (
+    ResumeError,
+    parse_result,
+    result_line,
+    result_shape,
+    signature_mismatch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +102,7 @@ def open_blocks(
     except (ValueError, KeyError, TypeError) as e:
         raise ResumeError(f"{record_path} is not a clipdet run record") from e
     if recorded != signature:
-        raise ResumeError(
-            f"{folder} comes from a run with other images, models or weights; delete it to "
-            "start over"
-        )
+        raise ResumeError(f"{folder} {signature_mismatch(recorded, signature)}")
     writer = BlockWriter(folder, signature, n_rows, block_rows)
     return _read_blocks(folder, models, writer), writer
 

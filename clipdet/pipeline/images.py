@@ -5,6 +5,7 @@ import asyncio
 import io
 import math
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -52,16 +53,38 @@ def load_rgb(
     """
     if data is None and storage.is_url(path):
         data = read_image_bytes(str(path))
-    if data is not None:
-        return _decode(io.BytesIO(data), str(path), min_side)
-    path = Path(path)
-    if path.is_dir():
-        raise ImageLoadError(f"is a directory, not an image: {path}")
-    if not path.exists():
-        raise ImageLoadError(f"file not found: {path}")
-    if path.stat().st_size == 0:
-        raise ImageLoadError(f"empty file: {path}")
-    return _decode(path, str(path), min_side)
+    if data is None:
+        local = Path(path)
+        if local.is_dir():
+            raise ImageLoadError(f"is a directory, not an image: {local}")
+        if not local.exists():
+            raise ImageLoadError(f"file not found: {local}")
+        if local.stat().st_size == 0:
+            raise ImageLoadError(f"empty file: {local}")
+    try:
+        return _decode(io.BytesIO(data) if data is not None else path, str(path), min_side)
+    except _OversizeText:  # Pillow refuses text chunks over 64 MB; the pixels are still there
+        data = data if data is not None else Path(path).read_bytes()
+        return _decode(io.BytesIO(_png_without_text(data)), str(path), min_side)
+
+
+class _OversizeText(ImageLoadError):
+    """A PNG whose text chunks Pillow refuses to hold in memory."""
+
+
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _png_without_text(data: bytes) -> bytes:
+    """A PNG's bytes with its text chunks left out (the metadata, not the pixels)."""
+    out, pos = [data[:8]], 8
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        end = pos + 12 + length
+        if data[pos + 4 : pos + 8] not in _PNG_TEXT_CHUNKS:
+            out.append(data[pos:end])
+        pos = end
+    return b"".join(out)
 
 
 def _decode(source, path: str, min_side: int | None = None) -> Image.Image:
@@ -86,5 +109,9 @@ def _decode(source, path: str, min_side: int | None = None) -> Image.Image:
         raise ImageLoadError(f"possible decompression bomb: {e}") from e
     except Image.UnidentifiedImageError as e:
         raise ImageLoadError(f"not a readable image: {path}") from e
-    except (OSError, ValueError, SyntaxError) as e:
+    except ValueError as e:
+        if "text chunks" in str(e) or "MAX_TEXT" in str(e):  # Pillow's PNG text limits
+            raise _OversizeText(f"text chunks too large ({e}): {path}") from e
+        raise ImageLoadError(f"cannot decode image ({e}): {path}") from e
+    except (OSError, SyntaxError) as e:
         raise ImageLoadError(f"cannot decode image ({e}): {path}") from e

@@ -90,6 +90,7 @@ class BatchFeatures:
     errors: dict[int, str]  # index -> message (decode errors and model failures)
     features: dict[str, tuple[list[int], torch.Tensor]]
     maps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # index -> model -> map
+    provenance: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> evidence
 
 
 class FeatureInfer:
@@ -159,7 +160,8 @@ class FeatureInfer:
             order = [item.index for item in ok if item.index in rows[g.key]]
             if order:
                 features[g.key] = (order, torch.stack([rows[g.key][i] for i in order]))
-        return BatchFeatures([item.index for item in batch], errors, features, maps)
+        provenance = {item.index: item.provenance for item in batch if item.provenance}
+        return BatchFeatures([item.index for item in batch], errors, features, maps, provenance)
 
 
 def _forward_with_maps(group, heads, x, chunk, maps) -> dict[str, torch.Tensor]:
@@ -222,6 +224,7 @@ class ImageResult:
     error: str
     logits: dict[str, np.ndarray] = field(default_factory=dict)  # per attribution model: [C]
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # per detector: logit map [h, w]
+    provenance: tuple[str, str] | None = None  # --provenance: (evidence tokens, generator)
 
 
 def split_models(models) -> tuple[list, list]:
@@ -287,6 +290,8 @@ class ScoreInfer:
                 results[index].scores[column] = llr
         for index, maps in found.maps.items():
             results[index].maps = maps
+        for index, evidence in found.provenance.items():
+            results[index].provenance = evidence
         for model in self.attributors:
             for index, logits in apply_head(model, found.features.get(self.group_of[model.name])):
                 results[index].logits[model.name] = logits

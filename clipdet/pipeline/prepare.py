@@ -33,6 +33,7 @@ class PreparedItem:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (--profile)
     encoded: torch.Tensor | None = None  # --decode gpu: the JPEG's bytes, decoded by infer
     wanted: tuple[str, ...] = ()  # the transforms the infer stage applies to ``encoded``
+    provenance: tuple[str, str] | None = None  # --provenance: (tokens, generator)
 
     def pin_memory(self) -> "PreparedItem":
         """Called by the DataLoader (pin_memory=True on CUDA) for fast non-blocking copies."""
@@ -73,14 +74,17 @@ class Preparer:
         self.timed = False  # record read+decode and preprocess seconds in each item
         self.min_side = None  # --decode fast: JPEGs decoded at a reduced scale (load_rgb)
         self.encode = False  # --decode gpu: JPEGs left encoded for the infer stage
+        self.provenance = None  # --provenance: a clipdet.provenance.ProvenanceReader
 
     def __call__(self, index: int, path: str) -> PreparedItem:
         item = PreparedItem(index, {}, {}, None, "")
         try:
             data = None  # a URL's bytes are fetched once, for the digest and the decoding
+            if self.provenance is not None:  # the file's bytes, read once for everything
+                data = read_image_bytes(path)
             if self.cached_groups:
-                if storage.is_url(path):
-                    data = read_image_bytes(path)
+                if storage.is_url(path) or data is not None:
+                    data = data if data is not None else read_image_bytes(path)
                     item.digest = hashlib.sha256(data).hexdigest()
                 else:
                     item.digest = sha256_of(path)  # content key
@@ -95,10 +99,13 @@ class Preparer:
                 if item.encoded is not None:
                     item.wanted = tuple(sorted(wanted))
                     return item
-            if wanted:
+            if wanted or self.provenance is not None:
                 start = time.perf_counter()
                 image = load_rgb(path, data, self.min_side)
                 decoded = time.perf_counter()
+                if self.provenance is not None:  # the same pixels, before any perturbation
+                    found = self.provenance.read(data, np.asarray(image))
+                    item.provenance = (found.text, found.generator)
                 if self.perturbation is not None:
                     image = self.perturbation(image, index).image
                 item.tensors = {key: self.transforms[key](image) for key in wanted}
@@ -109,7 +116,19 @@ class Preparer:
                     }
         except Exception as e:  # one bad file must not stop the batch
             item.error = describe_error(e)
+            if self.provenance is not None and data is not None and item.provenance is None:
+                item.provenance = _metadata_only(self.provenance, data)
         return item
+
+
+def _metadata_only(reader, data: bytes) -> tuple[str, str] | None:
+    """The evidence of a file whose pixels cannot be decoded (its metadata may still say
+    which generator made it)."""
+    try:
+        found = reader.read(data, None)
+    except Exception:  # noqa: BLE001 -- the row already carries its error
+        return None
+    return found.text, found.generator
 
 
 def _read_or_none(path: str) -> bytes | None:

@@ -6,7 +6,15 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, FUSION_COLUMN, REAL, SYNTHETIC
+from clipdet.constants import (
+    ERROR_COLUMN,
+    FILENAME_COLUMN,
+    FUSION_COLUMN,
+    PROVENANCE_COLUMN,
+    PROVENANCE_GENERATOR_COLUMN,
+    REAL,
+    SYNTHETIC,
+)
 from clipdet.models.attribution import AttributionSpec, attribution_column_set, attribution_columns
 from clipdet.pipeline.fusion import NO_FUSION, apply_fusion
 
@@ -18,9 +26,11 @@ def build_table(
     errors: Sequence[str],
     fusion: str | None,
     attribution: Sequence[tuple[str, AttributionSpec, np.ndarray]] = (),
+    provenance: Sequence[tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
     """The output table (input order): filename, one LLR column per detection model, their
-    fusion, the columns of each attribution model (name, spec, [n, C] logits), error."""
+    fusion, the columns of each attribution model (name, spec, [n, C] logits), with
+    ``provenance`` the evidence tokens and the generator they name, then error."""
     table = pd.DataFrame({FILENAME_COLUMN: list(filenames)})
     for column, name in enumerate(model_names):
         table[name] = scores[:, column]
@@ -29,6 +39,9 @@ def build_table(
     for name, spec, logits in attribution:
         for column, values in attribution_columns(name, spec, logits).items():
             table[column] = values
+    if provenance is not None:
+        table[PROVENANCE_COLUMN] = [tokens for tokens, _ in provenance]
+        table[PROVENANCE_GENERATOR_COLUMN] = [generator for _, generator in provenance]
     table[ERROR_COLUMN] = list(errors)
     return table
 

@@ -45,6 +45,18 @@ def run_signature(paths: Sequence[str], models) -> dict:
     return {"images": len(paths), "list_sha256": listing, "models": fingerprints}
 
 
+def signature_mismatch(recorded, signature: dict) -> str:
+    """Why a recorded run is not this one, naming what differs."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    differs = sorted(
+        k for k in set(recorded) | set(signature) if recorded.get(k) != signature.get(k)
+    )
+    return (
+        "comes from a run with other images, models or weights (it differs in: "
+        f"{', '.join(differs)}); delete it to start over"
+    )
+
+
 def load_partial(path: Path, signature: dict, models) -> dict[int, ImageResult]:
     """Rows already scored in ``path`` for a run of ``models`` with ``signature``."""
     n_detectors, widths = result_shape(models)
@@ -54,9 +66,7 @@ def load_partial(path: Path, signature: dict, models) -> dict[int, ImageResult]:
     except (ValueError, KeyError, TypeError) as e:
         raise ResumeError(f"{path} is not a clipdet partial file") from e
     if header != signature:
-        raise ResumeError(
-            f"{path} comes from a run with other images, models or weights; delete it to start over"
-        )
+        raise ResumeError(f"{path} {signature_mismatch(header, signature)}")
     done = {}
     for number, line in enumerate(lines[1:], start=2):
         try:
@@ -84,7 +94,9 @@ def parse_result(line: str, n_detectors: int, widths: dict[str, int]) -> ImageRe
     if scores.shape != (n_detectors,) or {n: v.size for n, v in logits.items()} != widths:
         raise ValueError("wrong number of scores")
     index = int(row["index"])
-    return ImageResult(index, scores, str(row["error"]), logits)
+    provenance = row.get("provenance")
+    provenance = (str(provenance[0]), str(provenance[1])) if provenance else None
+    return ImageResult(index, scores, str(row["error"]), logits, provenance=provenance)
 
 
 def result_line(filename: str, result: ImageResult) -> str:
@@ -92,6 +104,8 @@ def result_line(filename: str, result: ImageResult) -> str:
     row = {"index": result.index, "filename": filename, "scores": _json_list(result.scores)}
     if result.logits:
         row["logits"] = {name: _json_list(v) for name, v in result.logits.items()}
+    if result.provenance:
+        row["provenance"] = list(result.provenance)
     row["error"] = result.error
     return json.dumps(row, ensure_ascii=False) + "\n"
 

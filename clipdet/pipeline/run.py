@@ -50,6 +50,8 @@ def open_partial(
     signature = run_signature(paths, models) | {"perturb": [options.perturb, options.perturb_seed]}
     if options.decode != "exact":  # (absent for exact runs: older partial files stay valid)
         signature["decode"] = options.decode
+    if options.provenance:  # rows of a run without it lack the evidence
+        signature["provenance"] = True
     if block_rows is not None or storage.is_url(out_path):
         rows = block_rows or BLOCK_ROWS
         return open_blocks(str(out_path), signature, models, len(paths), resume, rows)
@@ -80,7 +82,7 @@ def run_scoring(
     unscored rows marked ``NOT_SCORED``; so does an unexpected error (``failure``). Either way
     the partial file is kept for a resume."""
     done = done or {}
-    results = ResultTable(models, len(paths), error=NOT_SCORED)
+    results = ResultTable(models, len(paths), error=NOT_SCORED, provenance=options.provenance)
     for index, result in done.items():
         results.set(index, result)
     todo = [i for i in range(len(paths)) if i not in done]

@@ -5,6 +5,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -116,6 +117,12 @@ def scoring_stages(
         preparer.min_side = FAST_DECODE_SIDE
     elif options.decode == "gpu":
         preparer.encode = perturbation is None  # a perturbation works on PIL images
+    if options.provenance:
+        from clipdet.provenance import ProvenanceReader
+
+        trust = Path(options.c2pa_trust).read_text() if options.c2pa_trust else None
+        preparer.provenance = ProvenanceReader(trust)
+        preparer.encode = False  # the watermark reads the decoded pixels
     return preparer, infer
 
 
@@ -147,13 +154,21 @@ def iter_scores(
 class ResultTable:
     """Results of a run, filled image by image (in any order), turned into the output table."""
 
-    def __init__(self, models: Sequence[LoadedModel], n_images: int, error: str = ""):
+    def __init__(
+        self,
+        models: Sequence[LoadedModel],
+        n_images: int,
+        error: str = "",
+        provenance: bool = False,
+    ):
         self.detectors, self.attributors = split_models(models)
         self.scores = np.full((n_images, len(self.detectors)), np.nan)
         self.logits = {
             m.name: np.full((n_images, m.detector.num_outputs), np.nan) for m in self.attributors
         }
         self.errors = [error] * n_images
+        # --provenance: (evidence tokens, generator) per row; None leaves the columns out
+        self.provenance = [("", "")] * n_images if provenance else None
 
     @property
     def detector_names(self) -> list[str]:
@@ -164,12 +179,13 @@ class ResultTable:
         for name, logits in result.logits.items():
             self.logits[name][index] = logits
         self.errors[index] = result.error
+        if self.provenance is not None:
+            self.provenance[index] = result.provenance or ("", "")
 
     def to_frame(self, filenames: Sequence[str], fusion: str | None) -> pd.DataFrame:
         attribution = [(m.name, m.attribution, self.logits[m.name]) for m in self.attributors]
-        return build_table(
-            filenames, self.detector_names, self.scores, self.errors, fusion, attribution
-        )
+        return build_table(filenames, self.detector_names, self.scores, self.errors, fusion,
+                           attribution, self.provenance)  # fmt: skip
 
 
 def score_images(
@@ -188,7 +204,7 @@ def score_images(
     options = _options(options, fields)
     loaded = load_models(models, weights_dir, options)
     paths = [str(p) for p in paths]
-    results = ResultTable(loaded, len(paths))
+    results = ResultTable(loaded, len(paths), provenance=options.provenance)
     for result in iter_scores(loaded, paths, options):
         results.set(result.index, result)
     return results.to_frame(paths, fusion)

@@ -25,7 +25,10 @@
   [["images", summary.images], ["scored", summary.scored], ["failed", summary.failed],
    ["flagged synthetic", summary.flagged + " (score > " + summary.threshold + ")"],
    ["models", summary.models.join(", ")], ["fusion", summary.fusion],
-   ["run date", summary.date], ["clipdet", summary.version]].forEach(function (pair) {
+   ["run date", summary.date], ["clipdet", summary.version]].concat(
+    summary.provenance ? [["provenance evidence", Object.keys(summary.provenance).length ?
+      Object.keys(summary.provenance).map(function (k) { return k + " " + summary.provenance[k]; }).join(", ") :
+      "none found"]] : []).forEach(function (pair) {
     const box = el("div");
     box.appendChild(el("dt", null, pair[0]));
     box.appendChild(el("dd", null, pair[1]));
@@ -122,6 +125,12 @@
         a.model + ": " + (a.label || "–") + (parts.length ? " (" + parts.join(", ") + ")" : "") +
         "; unknown-score " + fmt(a.unknown, 2)));
     });
+    if (row.provenance.length) {
+      const evidence = el("ul", "provenance");
+      row.provenance.forEach(function (token) { evidence.appendChild(el("li", null, token)); });
+      body.appendChild(evidence);
+    }
+    if (row.generator) body.appendChild(el("div", "generator", "generator named: " + row.generator));
     if (row.error) body.appendChild(el("div", "error", row.error));
     if (row.maps.length) {
       const maps = el("div", "maps");
