@@ -33,12 +33,12 @@ class Found:
 
 def webui_parameters(text: str) -> Found | None:
     """WebUI's generation parameters: the model's name when stated."""
-    if not _WEBUI_SETTINGS.search(text):
+    found = _WEBUI_SETTINGS.search(text)
+    if found is None:
         return None
-    settings = text[_WEBUI_SETTINGS.search(text).start() :]
-    fields = dict(
-        part.split(": ", 1) for part in _split_settings(settings) if ": " in part
-    )  # "Steps: 30, Sampler: Euler a, …, Model: sd_xl_base_1.0"
+    # "Steps: 30, Sampler: Euler a, …, Model: sd_xl_base_1.0, …"
+    parts = _split_settings(text[found.start() :].strip())
+    fields = dict(part.split(": ", 1) for part in parts if ": " in part)
     model = fields.get("Model", "").strip()
     return Found("a1111", model or "parameters", model or "Stable Diffusion WebUI")
 
