@@ -19,6 +19,9 @@ ERROR_COLUMN = "error"
 PROVENANCE_COLUMN = "provenance"
 PROVENANCE_GENERATOR_COLUMN = "provenance_generator"
 PROVENANCE_COLUMNS = (PROVENANCE_COLUMN, PROVENANCE_GENERATOR_COLUMN)
+# Streamed Ray runs (an output folder): the input shard a row comes from, and its row there
+SOURCE_COLUMN = "source"
+SOURCE_ROW_COLUMN = "source_row"
 
 # Labels of the `typ` column and the tasks a model config may declare.
 REAL = "real"

@@ -7,10 +7,11 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from clipdet import storage
-from clipdet.constants import FILENAME_COLUMN
+from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, SOURCE_COLUMN, SOURCE_ROW_COLUMN
 
 _CHUNK = 1 << 20
 
@@ -115,8 +116,12 @@ def write_table(table: pd.DataFrame, location: str | os.PathLike, fmt: str | Non
 def read_table(
     location: str | os.PathLike, text_columns=(), nrows: int | None = None
 ) -> pd.DataFrame:
-    """A table written by ``write_table`` (or any CSV), local or at a URL; ``text_columns``
-    that it has are read as text (a class named "1" stays "1")."""
+    """A table written by ``write_table`` (or any CSV), local or at a URL, or the output
+    folder of a streamed Ray run (its parts, each row once); ``text_columns`` that it has are
+    read as text (a class named "1" stays "1")."""
+    if is_folder_output(str(location)):
+        table = read_scores_folder(str(location))
+        return table if nrows is None else table.head(nrows)
     fmt = table_format(location)
     if fmt == "csv":
         return pd.read_csv(location, dtype=dict.fromkeys(text_columns, str), nrows=nrows)
@@ -130,3 +135,30 @@ def read_table(
             values = table[column]
             table[column] = [v if v is None or isinstance(v, str) else str(v) for v in values]
     return table
+
+
+def is_folder_output(out: str | None) -> bool:
+    """An output that is a folder: ending with '/' or an existing local directory."""
+    return bool(out) and (str(out).endswith("/") or Path(str(out)).is_dir())
+
+
+def read_scores_folder(folder: str) -> pd.DataFrame:
+    """Every part under ``folder``, each row once (the first of a row written twice), in
+    shard and row order."""
+    names = _parts(folder)
+    if not names:
+        return pd.DataFrame(
+            columns=[FILENAME_COLUMN, SOURCE_COLUMN, SOURCE_ROW_COLUMN, ERROR_COLUMN]
+        )
+    tables = [pd.read_parquet(io.BytesIO(storage.read_bytes(n)), engine="pyarrow") for n in names]
+    table = pd.concat(tables, ignore_index=True)
+    shard_of = {n: i for i, n in enumerate(sorted({*table[SOURCE_COLUMN]}))}
+    table = table.drop_duplicates([SOURCE_COLUMN, SOURCE_ROW_COLUMN], keep="first")
+    order = table[SOURCE_COLUMN].map(shard_of) * (1 << 32) + table[SOURCE_ROW_COLUMN]
+    return table.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def _parts(folder: str) -> list[str]:
+    if storage.is_url(folder):
+        return storage.glob(folder.rstrip("/") + "/shard-*/part-*.parquet")
+    return storage.glob(str(Path(folder, "shard-*", "part-*.parquet")))

@@ -97,6 +97,18 @@ def list_names(folder: str) -> list[str]:
     return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
 
+def glob(pattern: str) -> list[str]:
+    """The files matching a glob pattern (``*``, ``?``, ``[...]``; ``**`` not needed), local
+    or at a URL (returned as URLs), sorted."""
+    if not is_url(pattern):
+        import glob as local
+
+        return sorted(local.glob(pattern))
+    fs, path = _filesystem(pattern)
+    protocol = pattern.split("://", 1)[0]
+    return sorted(f"{protocol}://{p}" for p in fs.glob(path))
+
+
 def remove_tree(folder: str) -> None:
     """Delete ``folder`` and what it holds (nothing happens when it is missing)."""
     if not is_url(folder):

@@ -251,3 +251,21 @@ def http_root(tmp_path):
     yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
     server.shutdown()
     server.server_close()
+
+
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "CLIPDET_WEIGHTS_BASE_URL": "http://127.0.0.1:9"}
+
+
+@pytest.fixture(scope="module")
+def ray_instance(s3_server):  # noqa: ARG001 -- its settings must exist before Ray starts
+    """A local Ray instance for this module; workers see the loopback S3 server's settings."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        runtime_env={"env_vars": {**WORKER_ENV, **s3_server}},
+    )
+    yield
+    ray.shutdown()

@@ -24,20 +24,6 @@ from clipdet.pipeline.scoring import iter_scores, load_models, scoring_stages
 pytestmark = pytest.mark.slow
 
 CLIP_MODELS = "tiny_a,tiny_b,attr"
-WORKER_ENV = {"HF_HUB_OFFLINE": "1", "CLIPDET_WEIGHTS_BASE_URL": "http://127.0.0.1:9"}
-
-
-@pytest.fixture(scope="module")
-def ray_instance(s3_server):  # noqa: ARG001 -- its settings must exist before Ray starts
-    """A local Ray instance for this module; workers see the loopback S3 server's settings."""
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        logging_level="WARNING",
-        runtime_env={"env_vars": {**WORKER_ENV, **s3_server}},
-    )
-    yield
-    ray.shutdown()
 
 
 def png_bomb(path: Path) -> Path:

@@ -48,7 +48,20 @@ def add_parser(subparsers=None):
     p = make_parser(subparsers, "score", __doc__, "score images (= main.py)", run)
     p.add_argument("paths", nargs="*", help="image files, folders (recursive) or glob patterns")
     io = p.add_argument_group("input and output")
-    io.add_argument("--in_csv", "-i", default=None, help="CSV with a 'filename' column")
+    io.add_argument(
+        "--in_csv",
+        "-i",
+        default=None,
+        help="CSV (or Parquet) list with a 'filename' column; with --engine ray and an output "
+        "folder also a folder or glob of such lists, read by the cluster",
+    )
+    io.add_argument(
+        "--in_wds",
+        default=None,
+        metavar="PATTERN",
+        help="WebDataset tar shards, e.g. 'shards/{00000..00999}.tar' or an s3:// pattern "
+        "(--engine ray, output folder): each sample's image scored, its key the file name",
+    )
     io.add_argument(
         "--out_csv",
         "-o",
@@ -97,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> int:
     setup_logging(args.quiet)
     from clipdet.options import RunOptions
+    from clipdet.pipeline.ray_stream import is_folder_output
     from clipdet.pipeline.routes import EngineOptions, finish_profile, open_route, score_list
 
     args.provenance = args.provenance or bool(args.report)  # the report shows the evidence
+    if args.in_wds or is_folder_output(args.out_csv):
+        return _run_streamed(args)
     try:
         names = _model_names(args)
         listed, filenames, paths = _read_inputs(args)
@@ -119,6 +135,36 @@ def run(args) -> int:
         _html_report(args, outcome.table, listed, paths)
     _summary(outcome.table, outcome.results, out_path, args.threshold)
     return _exit_status(args, outcome, len(paths))
+
+
+def _run_streamed(args) -> int:
+    """Ray Data from input shards to an output folder: nothing but counters in this process."""
+    from clipdet.options import RunOptions
+    from clipdet.pipeline.routes import EngineOptions, stream_to_folder
+
+    try:
+        if args.paths or args.report or args.format:
+            raise ValueError("an output folder takes --in_csv or --in_wds, and no --report or "
+                             "--format (it is Parquet parts)")  # fmt: skip
+        if not args.out_csv or not (args.in_csv or args.in_wds):
+            raise ValueError("--in_wds needs an output folder (-o scores/) and --engine ray")
+        outcome = stream_to_folder(
+            _model_names(args),
+            args.weights_dir,
+            RunOptions.from_args(args),
+            EngineOptions.from_args(args),
+            args.out_csv,
+            args.fusion,
+            in_list=args.in_csv,
+            in_wds=args.in_wds,
+            resume=args.resume,
+        )
+    except (OSError, ValueError, RuntimeError, ImportError) as e:
+        return fatal(e)
+    before = f", {outcome.skipped_shards} complete before" if outcome.skipped_shards else ""
+    print(f"{outcome.rows - outcome.failed} scored, {outcome.failed} failed -> {args.out_csv} "
+          f"({outcome.shards} shards{before})", file=sys.stderr)  # fmt: skip
+    return EXIT_FAILED_ROWS if args.strict and outcome.failed else 0
 
 
 def _exit_status(args, outcome, n_images: int) -> int:

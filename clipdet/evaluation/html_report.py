@@ -34,6 +34,7 @@ from clipdet.constants import (
     PROVENANCE_COLUMN,
     PROVENANCE_COLUMNS,
     PROVENANCE_GENERATOR_COLUMN,
+    SOURCE_ROW_COLUMN,
     SYNTHETIC,
     TYPE_COLUMN,
 )
@@ -67,7 +68,7 @@ class ReportInputs:
 def detector_columns(table: pd.DataFrame) -> list[str]:
     """The LLR columns of a scores table (not fusion, attribution, labels or text)."""
     ignored = {FILENAME_COLUMN, ERROR_COLUMN, FUSION_COLUMN, TYPE_COLUMN, "verdict"}
-    ignored |= attribution_column_set(table.columns) | set(PROVENANCE_COLUMNS)
+    ignored |= attribution_column_set(table.columns) | {*PROVENANCE_COLUMNS, SOURCE_ROW_COLUMN}
     return [
         c for c in table.columns if c not in ignored and pd.api.types.is_numeric_dtype(table[c])
     ]

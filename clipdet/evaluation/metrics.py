@@ -20,6 +20,7 @@ from clipdet.constants import (
     LABEL_COLUMN,
     PROVENANCE_COLUMNS,
     REAL,
+    SOURCE_ROW_COLUMN,
     TYPE_COLUMN,
 )
 from clipdet.files import read_table
@@ -165,7 +166,8 @@ def evaluation_data(labels: pd.DataFrame, scores: pd.DataFrame, source: str) -> 
     # Attribution models' probabilities and scores are not LLRs: evaluated by --task attribution;
     # provenance evidence is text (read as an all-NaN float column when no row has any).
     attribution = attribution_column_set(scores.columns)
-    ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN, *PROVENANCE_COLUMNS} | attribution
+    ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN, *PROVENANCE_COLUMNS, SOURCE_ROW_COLUMN}
+    ignored |= attribution
     score_columns = [
         c for c in scores.columns if c not in ignored and pd.api.types.is_numeric_dtype(scores[c])
     ]

@@ -76,11 +76,12 @@ class Preparer:
         self.encode = False  # --decode gpu: JPEGs left encoded for the infer stage
         self.provenance = None  # --provenance: a clipdet.provenance.ProvenanceReader
 
-    def __call__(self, index: int, path: str) -> PreparedItem:
+    def __call__(self, index: int, path: str, data: bytes | None = None) -> PreparedItem:
+        """``data``: the image's bytes when the caller has them (a tar member), else read
+        from ``path`` (once, for the digest, the evidence and the decoding alike)."""
         item = PreparedItem(index, {}, {}, None, "")
         try:
-            data = None  # a URL's bytes are fetched once, for the digest and the decoding
-            if self.provenance is not None:  # the file's bytes, read once for everything
+            if self.provenance is not None and data is None:
                 data = read_image_bytes(path)
             if self.cached_groups:
                 if storage.is_url(path) or data is not None:

@@ -191,6 +191,10 @@ class InferActor:
         _, self.infer = scoring_stages(models, options)
 
     def __call__(self, batch: dict) -> dict:
+        """Results of the batch's items, in their order; the batch's other columns (a streamed
+        run's row ids and names) pass through."""
         items = [pickle.loads(blob) for blob in batch["item"]]
         results = self.infer(items)
-        return {"result": np.array([pickle.dumps(r, protocol=5) for r in results], dtype=object)}
+        out = {key: values for key, values in batch.items() if key != "item"}
+        out["result"] = np.array([pickle.dumps(r, protocol=5) for r in results], dtype=object)
+        return out

@@ -102,6 +102,44 @@ def _ray_route(names, weights_dir, options: RunOptions, paths, engine: EngineOpt
 ROUTES = {"local": _local_route, "ray": _ray_route}
 
 
+def stream_to_folder(
+    names: Sequence[str],
+    weights_dir,
+    options: RunOptions,
+    engine: EngineOptions,
+    out: str,
+    fusion: str | None,
+    *,
+    in_list: str | None = None,
+    in_wds: str | None = None,
+    resume: bool = False,
+):
+    """The streamed Ray route (``ray_stream``): the cluster reads the list's files or the
+    WebDataset tars and writes Parquet parts into the folder ``out``; the driver never holds
+    the rows. Returns the counts (``ray_stream.StreamOutcome``)."""
+    if engine.engine != "ray":
+        raise ValueError("an output folder or --in_wds needs --engine ray")
+    if engine.maps or engine.profile:
+        raise ValueError("--maps and --profile work with the local engine only")
+    from clipdet.pipeline.ray_engine import RayEngine, RayOptions
+    from clipdet.pipeline.ray_stream import find_shards, stream_scores
+    from clipdet.pipeline.resume import run_signature
+    from clipdet.pipeline.run import options_signature
+    from clipdet.pipeline.scoring import load_models, scoring_stages
+
+    shards = find_shards(in_list, in_wds)
+    ray_options = RayOptions(
+        engine.ray_address, engine.workers, engine.gpus_per_worker, engine.cpus_per_worker
+    )
+    cluster = RayEngine(ray_options, options.device)
+    options = cluster.run_options(options)
+    models = load_models(names, weights_dir, replace(options, device="cpu", compile=False))
+    preparer, _ = scoring_stages(models, options)
+    signature = {"models": run_signature([], models)["models"], **options_signature(options)}
+    return stream_scores(cluster, preparer, models, weights_dir, shards, out, options, fusion,
+                         resume, signature)  # fmt: skip
+
+
 def open_route(
     names: Sequence[str],
     weights_dir,

@@ -47,11 +47,7 @@ def open_partial(
     0 for the default) and outputs at a URL write fixed blocks of rows (see blocks.py)."""
     if out_path is None:
         return {}, None
-    signature = run_signature(paths, models) | {"perturb": [options.perturb, options.perturb_seed]}
-    if options.decode != "exact":  # (absent for exact runs: older partial files stay valid)
-        signature["decode"] = options.decode
-    if options.provenance:  # rows of a run without it lack the evidence
-        signature["provenance"] = True
+    signature = run_signature(paths, models) | options_signature(options)
     if block_rows is not None or storage.is_url(out_path):
         rows = block_rows or BLOCK_ROWS
         return open_blocks(str(out_path), signature, models, len(paths), resume, rows)
@@ -63,6 +59,16 @@ def open_partial(
             f"an interrupted run left {partial}: add --resume to continue it, or delete it"
         )
     return {}, PartialWriter(partial, signature, append=False)
+
+
+def options_signature(options: RunOptions) -> dict:
+    """The options that change what a row holds, as a resumed run must repeat them."""
+    signature = {"perturb": [options.perturb, options.perturb_seed]}
+    if options.decode != "exact":  # (absent for exact runs: older partial files stay valid)
+        signature["decode"] = options.decode
+    if options.provenance:  # rows of a run without it lack the evidence
+        signature["provenance"] = True
+    return signature
 
 
 def run_scoring(

@@ -1,0 +1,420 @@
+"""Runs of any size on Ray Data, streamed: the cluster reads the input shard by shard and writes
+the scores as it goes; the driver holds counters, not rows.
+
+    input shards (list files: .csv/.parquet, a folder or glob of them; or WebDataset .tar)
+      --map_batches(read rows, CPU tasks)--> (row id, file name, path or image bytes)
+      --map_batches(prepare, CPU tasks)--> prepared items          (the same stages as ever)
+      --map_batches(infer, actor pool)--> results
+      --map_batches(write, CPU tasks)--> <out>/shard-NNNNNN/part-*.parquet, and to the driver
+                                          only (shard, row ids, failures)
+
+A row's id is its shard and its row in that shard (columns ``source`` and ``source_row``). When
+every row of a shard is written, the driver writes ``shard-NNNNNN/_SUCCESS.json``; ``--resume``
+skips the shards that have one and redoes the others from scratch. A part written twice (a task
+retried after a failure) holds the same rows: ``read_scores_folder`` keeps each row once.
+``_run.json`` records the run's signature when it starts and its counts when it ends.
+"""
+
+import json
+import logging
+import posixpath
+import re
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from clipdet import storage
+from clipdet.constants import FILENAME_COLUMN, SOURCE_COLUMN, SOURCE_ROW_COLUMN
+from clipdet.files import is_folder_output, read_scores_folder  # noqa: F401 -- the API
+from clipdet.pipeline.resume import ResumeError, signature_mismatch
+
+logger = logging.getLogger(__name__)
+
+RUN_RECORD = "_run.json"
+DONE = "_SUCCESS.json"
+ROW_BITS = 32  # a result's index: shard << ROW_BITS | row
+LIST_SUFFIXES = (".csv", ".parquet")
+IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+READ_ROWS = 256  # rows a read task hands on at a time
+WRITE_ROWS = 4096  # at most, rows a write task gathers into its parts (64 batches' worth)
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    location: str
+    kind: str  # "list" or "wds"
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """``shards/{00000..00002}.tar`` -> three names (zero padding kept); ``{a,b}`` lists too."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    body, head, tail = match[1], pattern[: match.start()], pattern[match.end() :]
+    numbers = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if numbers:
+        first, last = numbers[1], numbers[2]
+        width = len(first) if first.startswith("0") else 0
+        values = [str(n).zfill(width) for n in range(int(first), int(last) + 1)]
+    else:
+        values = body.split(",")
+    return [name for value in values for name in expand_braces(head + value + tail)]
+
+
+def find_shards(in_list: str | None = None, in_wds: str | None = None) -> list[Shard]:
+    """The input shards: list files (a file, a folder of .csv/.parquet files or a glob, local
+    or at a URL) or WebDataset tars (a brace pattern or a glob)."""
+    if bool(in_list) == bool(in_wds):
+        raise ValueError("give either a list (--in_csv) or WebDataset shards (--in_wds)")
+    if in_wds:
+        names = [n for part in expand_braces(in_wds) for n in _glob(part)]
+        kind = "wds"
+    else:
+        names = _list_files(in_list)
+        kind = "list"
+    if not names:
+        raise ValueError(f"no input shard found at {in_list or in_wds}")
+    return [Shard(i, name, kind) for i, name in enumerate(names)]
+
+
+def _glob(pattern: str) -> list[str]:
+    return storage.glob(pattern) if any(c in pattern for c in "*?[") else [pattern]
+
+
+def _list_files(location: str) -> list[str]:
+    if location.endswith(LIST_SUFFIXES) and not any(c in location for c in "*?["):
+        return [location]
+    if any(c in location for c in "*?["):
+        return [n for n in _glob(location) if n.endswith(LIST_SUFFIXES)]
+    folder = location if location.endswith("/") or storage.is_url(location) else location + "/"
+    return [
+        storage.join(folder, n) for n in storage.list_names(folder) if n.endswith(LIST_SUFFIXES)
+    ]
+
+
+# ---- the stages -----------------------------------------------------------------------------
+
+
+def _read_shards(batch: dict) -> Iterator[dict]:
+    """Rows of each shard in ``batch``: id, file name, path (or the image's bytes for a tar
+    member, or an error), and on the shard's last row its number of rows."""
+    for index, location, kind in zip(batch["shard"], batch["location"], batch["kind"], strict=True):
+        rows = _tar_rows(location) if kind == "wds" else _list_rows(location)
+        pending, count = [], 0
+        for row in rows:
+            pending.append(row)
+            count += 1
+            if len(pending) == READ_ROWS:
+                yield _rows_batch(int(index), location, pending, count - len(pending), None)
+                pending = []
+        yield _rows_batch(int(index), location, pending, count - len(pending), count)
+
+
+def _rows_batch(shard: int, location: str, rows: list, first: int, total: int | None) -> dict:
+    n = len(rows)
+    ids = [(shard << ROW_BITS) | (first + i) for i in range(n)]
+    totals = [-1] * n
+    if total is not None:
+        if n == 0:  # an empty shard (or one whose rows all came before): a marker row
+            return {"id": np.array([(shard << ROW_BITS) | ((1 << ROW_BITS) - 1)], np.int64),
+                    "filename": np.array([""], object), "path": np.array([""], object),
+                    "data": np.array([None], object), "error": np.array(["__end__"], object),
+                    "source": np.array([location], object), "total": np.array([total])}  # fmt: skip
+        totals[-1] = total
+    return {
+        "id": np.array(ids, dtype=np.int64),
+        "filename": np.array([r[0] for r in rows], dtype=object),
+        "path": np.array([r[1] for r in rows], dtype=object),
+        "data": np.array([r[2] for r in rows], dtype=object),
+        "error": np.array([r[3] for r in rows], dtype=object),
+        "source": np.array([location] * n, dtype=object),
+        "total": np.array(totals, dtype=np.int64),
+    }
+
+
+def _list_rows(location: str) -> Iterator[tuple]:
+    """(file name, path, None, error) of each row of a list file; paths relative to its
+    folder. An unreadable list is one row with the error."""
+    from clipdet.files import read_table
+
+    try:
+        table = read_table(location, [FILENAME_COLUMN])
+        if FILENAME_COLUMN not in table.columns:
+            raise ValueError(f"no {FILENAME_COLUMN!r} column")
+    except Exception as e:  # noqa: BLE001 -- reported as that shard's row, the run goes on
+        yield "", location, None, f"unreadable list {location}: {type(e).__name__}: {e}"
+        return
+    root = storage.parent(location)
+    for name in table[FILENAME_COLUMN].astype(str):
+        yield name, storage.join(root, name), None, ""
+
+
+def _tar_rows(location: str) -> Iterator[tuple]:
+    """(key, member path, image bytes, error) of each sample of a WebDataset tar: members
+    sharing a key (the name up to its first dot) are one sample; its image is the member with
+    an image extension. A sample without an image, or a tar that breaks off, is an error row."""
+    import fsspec
+
+    key, members = None, {}
+    try:
+        with fsspec.open(location, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = member.name
+                folder, base = posixpath.split(name)
+                sample = posixpath.join(folder, base.split(".", 1)[0])
+                if sample != key and key is not None:
+                    yield _sample(location, key, members)
+                    members = {}
+                key = sample
+                extension = base.split(".", 1)[1].lower() if "." in base else ""
+                if extension in IMAGE_SUFFIXES and not members:
+                    members[extension] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        if key is not None:
+            yield _sample(location, key, members)
+        yield "", location, None, f"unreadable tar {location} after {key!r}: {e}"
+        return
+    if key is not None:
+        yield _sample(location, key, members)
+
+
+def _sample(location: str, key: str, members: dict) -> tuple:
+    if not members:
+        return key, f"{location}#{key}", None, f"no image member in sample {key!r}"
+    extension, data = next(iter(members.items()))
+    return key, f"{location}#{key}.{extension}", data, ""
+
+
+def _prepare_rows(batch: dict, preparer) -> dict:
+    """The prepare stage on read rows; the row's columns travel on beside the item."""
+    import pickle
+
+    from clipdet.pipeline.prepare import PreparedItem
+
+    items = []
+    for row_id, path, data, error in zip(batch["id"], batch["path"], batch["data"], batch["error"],
+                                         strict=True):  # fmt: skip
+        if error:
+            item = PreparedItem(int(row_id), {}, {}, None, str(error))
+        else:
+            data = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else None
+            item = preparer(int(row_id), str(path), data)  # (a null comes back as None or NaN)
+        items.append(pickle.dumps(item, protocol=5))
+    out = {k: v for k, v in batch.items() if k not in ("data", "path", "error")}
+    out["item"] = np.array(items, dtype=object)
+    return out
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What the write stage needs of the models to build the output's columns."""
+
+    detectors: tuple[str, ...]
+    attributors: tuple  # (name, AttributionSpec)
+    fusion: str | None
+    provenance: bool
+
+
+def _write_parts(batch: dict, out: str, spec: TableSpec) -> dict:
+    """Write the batch's results as one Parquet part per shard; return what the driver counts."""
+    import pickle
+
+    from clipdet.files import table_bytes
+    from clipdet.pipeline.results import build_table
+
+    results = [pickle.loads(blob) for blob in batch["result"]]
+    keep = [i for i, r in enumerate(results) if r.error != "__end__"]
+    shards = np.asarray(batch["id"], dtype=np.int64) >> ROW_BITS
+    rows = np.asarray(batch["id"], dtype=np.int64) & ((1 << ROW_BITS) - 1)
+    report = {"shard": [], "rows": [], "failed": [], "total": []}
+    for shard in sorted(set(shards.tolist())):
+        members = [i for i in keep if shards[i] == shard]
+        if members:
+            chosen = [results[i] for i in members]
+            scores = (
+                np.stack([r.scores for r in chosen])
+                if spec.detectors
+                else np.zeros((len(chosen), 0))
+            )
+            attribution = [
+                (name, attr, np.stack([r.logits[name] for r in chosen]))
+                for name, attr in spec.attributors
+            ]
+            provenance = [r.provenance or ("", "") for r in chosen] if spec.provenance else None
+            table = build_table([str(batch["filename"][i]) for i in members], spec.detectors,
+                                scores, [r.error for r in chosen], spec.fusion, attribution,
+                                provenance)  # fmt: skip
+            table.insert(1, SOURCE_COLUMN, [str(batch["source"][i]) for i in members])
+            table.insert(2, SOURCE_ROW_COLUMN, rows[members].astype(np.int64))
+            first, last = int(rows[members].min()), int(rows[members].max())
+            name = f"part-{first:09d}-{last:09d}-{len(members):06d}.parquet"
+            storage.write_bytes(
+                _join(out, f"shard-{shard:06d}", name), table_bytes(table, "parquet")
+            )
+        totals = [int(batch["total"][i]) for i in range(len(results)) if shards[i] == shard]
+        report["shard"].append(shard)
+        report["rows"].append(np.asarray(rows[members], dtype=np.int64))
+        report["failed"].append(
+            np.asarray([rows[i] for i in members if results[i].error], np.int64)
+        )
+        report["total"].append(max(totals))
+    out = {"shard": np.array(report["shard"]), "total": np.array(report["total"])}
+    for key in ("rows", "failed"):  # one array of row numbers per shard
+        out[key] = np.empty(len(report[key]), dtype=object)
+        out[key][:] = report[key]
+    return out
+
+
+def _join(out: str, *parts: str) -> str:
+    if storage.is_url(out):
+        return out.rstrip("/") + "/" + "/".join(parts)
+    return str(Path(out, *parts))
+
+
+# ---- the driver -----------------------------------------------------------------------------
+
+
+@dataclass
+class StreamOutcome:
+    rows: int = 0
+    failed: int = 0
+    shards: int = 0
+    skipped_shards: int = 0  # complete before this run (--resume)
+
+
+class _ShardCounter:
+    """Which rows of each unfinished shard are written; a shard is done when all its rows are
+    (a retried task may report a row twice: it counts once)."""
+
+    def __init__(self):
+        self.seen: dict[int, set] = {}
+        self.failed: dict[int, set] = {}
+        self.total: dict[int, int] = {}
+
+    def add(self, shard: int, rows, failed, total: int) -> bool:
+        self.seen.setdefault(shard, set()).update(int(r) for r in rows)
+        self.failed.setdefault(shard, set()).update(int(r) for r in failed)
+        if total >= 0:
+            self.total[shard] = total
+        return shard in self.total and len(self.seen[shard]) >= self.total[shard]
+
+    def pop(self, shard: int) -> tuple[int, int]:
+        self.seen.pop(shard, None)
+        return self.total.pop(shard), len(self.failed.pop(shard, ()))
+
+
+def stream_scores(
+    engine,
+    preparer,
+    models,
+    weights_dir: str,
+    shards: Sequence[Shard],
+    out: str,
+    options,
+    fusion: str | None,
+    resume: bool = False,
+    signature: dict | None = None,
+) -> StreamOutcome:
+    """Score every shard into the folder ``out`` (``engine``: a ``RayEngine``)."""
+    import ray
+
+    from clipdet.models.registry import runtime_registrations
+    from clipdet.pipeline.infer import split_models
+    from clipdet.pipeline.ray_engine import PREPARE_CPUS, InferActor, actor_memory
+
+    signature = {**(signature or {}), "shards": [s.location for s in shards]}
+    done = _open_run(out, signature, resume)
+    todo = [s for s in shards if s.index not in done]
+    for shard in todo:  # parts of an unfinished shard are redone from scratch
+        storage.remove_tree(_join(out, f"shard-{shard.index:06d}"))
+    outcome = StreamOutcome(skipped_shards=len(done))
+    for rows, failed in done.values():
+        outcome.rows, outcome.failed = outcome.rows + rows, outcome.failed + failed
+    detectors, attributors = split_models(models)
+    spec = TableSpec(tuple(m.name for m in detectors),
+                     tuple((m.name, m.attribution) for m in attributors), fusion,
+                     options.provenance)  # fmt: skip
+    if todo:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        threads = engine.ray_options.cpus_per_worker
+        shard_items = [{"shard": s.index, "location": s.location, "kind": s.kind} for s in todo]
+        dataset = (
+            ray.data.from_items(shard_items, override_num_blocks=len(todo))
+            .map_batches(_read_shards, batch_size=1, num_cpus=PREPARE_CPUS)
+            .map_batches(_prepare_rows, fn_kwargs={"preparer": preparer},
+                         batch_size=options.batch_size, num_cpus=PREPARE_CPUS)
+            .map_batches(
+                InferActor,
+                fn_constructor_kwargs={
+                    "names": [m.name for m in models], "weights_dir": str(weights_dir),
+                    "options": replace(options, progress=False),
+                    "registrations": runtime_registrations(), "threads": threads,
+                },
+                batch_size=options.batch_size,
+                compute=ray.data.ActorPoolStrategy(size=engine.workers),
+                num_gpus=engine.gpus_per_worker, num_cpus=threads, memory=actor_memory(models),
+            )
+            .map_batches(_write_parts, fn_kwargs={"out": out, "spec": spec},
+                         batch_size=min(WRITE_ROWS, 64 * options.batch_size),
+                         num_cpus=PREPARE_CPUS)
+        )  # fmt: skip
+        _drive(dataset, out, outcome, options.progress)
+    record = {"signature": signature, "status": "complete", "rows": outcome.rows,
+              "failed": outcome.failed, "shards": len(shards)}  # fmt: skip
+    storage.write_bytes(_join(out, RUN_RECORD), json.dumps(record, indent=1).encode())
+    outcome.shards = len(shards)
+    return outcome
+
+
+def _drive(dataset, out: str, outcome: StreamOutcome, progress: bool) -> None:
+    """Count what the write stage reports; mark each shard done once all its rows are."""
+    from tqdm import tqdm
+
+    counter = _ShardCounter()
+    bar = tqdm(unit="img", disable=not progress, desc="scoring")
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for shard, rows, failed, total in zip(batch["shard"], batch["rows"], batch["failed"],
+                                              batch["total"], strict=True):  # fmt: skip
+            bar.update(len(rows))
+            if counter.add(int(shard), rows, failed, int(total)):
+                total, n_failed = counter.pop(int(shard))
+                marker = json.dumps({"rows": total, "failed": n_failed}).encode()
+                storage.write_bytes(_join(out, f"shard-{int(shard):06d}", DONE), marker)
+                outcome.rows, outcome.failed = outcome.rows + total, outcome.failed + n_failed
+    bar.close()
+
+
+def _open_run(out: str, signature: dict, resume: bool) -> dict[int, tuple[int, int]]:
+    """{shard index: (rows, failed)} of the shards a resumed run finished; checks and writes
+    the run record."""
+    record_path = _join(out, RUN_RECORD)
+    if storage.exists(record_path):
+        try:
+            recorded = json.loads(storage.read_bytes(record_path))["signature"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ResumeError(f"{record_path} is not a clipdet run record") from e
+        if not resume:
+            raise ResumeError(f"{out} holds a run already: add --resume to continue it, or "
+                              "delete it")  # fmt: skip
+        if recorded != signature:
+            raise ResumeError(f"{out} {signature_mismatch(recorded, signature)}")
+    record = {"signature": signature, "status": "running"}
+    storage.write_bytes(record_path, json.dumps(record, indent=1).encode())
+    done = {}
+    for index in range(len(signature["shards"])):
+        marker = _join(out, f"shard-{index:06d}", DONE)
+        if resume and storage.exists(marker):
+            try:
+                counts = json.loads(storage.read_bytes(marker))
+                done[index] = (int(counts["rows"]), int(counts["failed"]))
+            except (ValueError, KeyError, TypeError):
+                logger.warning("damaged %s: that shard is scored again", marker)
+    return done
