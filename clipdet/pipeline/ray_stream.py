@@ -390,6 +390,9 @@ def _drive(dataset, out: str, outcome: StreamOutcome, progress: bool) -> None:
                 storage.write_bytes(_join(out, f"shard-{int(shard):06d}", DONE), marker)
                 outcome.rows, outcome.failed = outcome.rows + total, outcome.failed + n_failed
     bar.close()
+    if counter.seen:  # the pipeline ended, yet some shard's rows did not all come back
+        missing = ", ".join(str(s) for s in sorted(counter.seen))
+        raise RuntimeError(f"shards {missing} were not scored completely: run again with --resume")
 
 
 def _open_run(out: str, signature: dict, resume: bool) -> dict[int, tuple[int, int]]:
