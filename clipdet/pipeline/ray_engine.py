@@ -97,6 +97,28 @@ class RayEngine:
         )
         return f"{self.workers} infer actor(s), {each}"
 
+    def infer_stage(self, dataset, models, weights_dir: str, options: RunOptions):
+        """``dataset`` (a column ``item`` of pickled prepared items) through the pool of infer
+        actors, each loading the models once; other columns pass through."""
+        import ray
+
+        threads = self.ray_options.cpus_per_worker
+        return dataset.map_batches(
+            InferActor,
+            fn_constructor_kwargs={
+                "names": [m.name for m in models], "weights_dir": str(weights_dir),
+                "options": replace(options, progress=False),
+                "registrations": runtime_registrations(), "threads": threads,
+            },
+            batch_size=options.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=self.workers),
+            num_gpus=self.gpus_per_worker,
+            num_cpus=threads,
+            # What an actor holds: Ray places no more actors on a node than its memory allows
+            # (and, unlike the prepare tasks, an actor is not fused with them).
+            memory=actor_memory(models),
+        )  # fmt: skip
+
     def iter_scores(
         self,
         preparer: Preparer,
@@ -124,25 +146,11 @@ class RayEngine:
             for i in range(0, len(rows), chunk)
         ]
         logger.info("Ray engine: %d images, %d blocks, %s", len(rows), len(tables), self.describe())
-        threads = self.ray_options.cpus_per_worker
         dataset = ray.data.from_arrow(tables).map_batches(
             _prepare_batch, fn_kwargs={"preparer": preparer}, batch_size=options.batch_size,
             num_cpus=PREPARE_CPUS,
-        ).map_batches(
-            InferActor,
-            fn_constructor_kwargs={
-                "names": [m.name for m in models], "weights_dir": str(weights_dir),
-                "options": replace(options, progress=False),
-                "registrations": runtime_registrations(), "threads": threads,
-            },
-            batch_size=options.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=self.workers),
-            num_gpus=self.gpus_per_worker,
-            num_cpus=threads,
-            # What an actor holds: Ray places no more actors on a node than its memory allows
-            # (and, unlike the prepare tasks, an actor is not fused with them).
-            memory=actor_memory(models),
         )  # fmt: skip
+        dataset = self.infer_stage(dataset, models, weights_dir, options)
         # Ray Data restarts an actor that dies and retries its batches (its defaults).
         seen: set[int] = set()
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):

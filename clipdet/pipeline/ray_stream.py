@@ -21,7 +21,7 @@ import posixpath
 import re
 import tarfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -324,9 +324,8 @@ def stream_scores(
     """Score every shard into the folder ``out`` (``engine``: a ``RayEngine``)."""
     import ray
 
-    from clipdet.models.registry import runtime_registrations
     from clipdet.pipeline.infer import split_models
-    from clipdet.pipeline.ray_engine import PREPARE_CPUS, InferActor, actor_memory
+    from clipdet.pipeline.ray_engine import PREPARE_CPUS
 
     signature = {**(signature or {}), "shards": [s.location for s in shards]}
     done = _open_run(out, signature, resume)
@@ -344,27 +343,16 @@ def stream_scores(
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        threads = engine.ray_options.cpus_per_worker
         shard_items = [{"shard": s.index, "location": s.location, "kind": s.kind} for s in todo]
         dataset = (
             ray.data.from_items(shard_items, override_num_blocks=len(todo))
             .map_batches(_read_shards, batch_size=1, num_cpus=PREPARE_CPUS)
             .map_batches(_prepare_rows, fn_kwargs={"preparer": preparer},
                          batch_size=options.batch_size, num_cpus=PREPARE_CPUS)
-            .map_batches(
-                InferActor,
-                fn_constructor_kwargs={
-                    "names": [m.name for m in models], "weights_dir": str(weights_dir),
-                    "options": replace(options, progress=False),
-                    "registrations": runtime_registrations(), "threads": threads,
-                },
-                batch_size=options.batch_size,
-                compute=ray.data.ActorPoolStrategy(size=engine.workers),
-                num_gpus=engine.gpus_per_worker, num_cpus=threads, memory=actor_memory(models),
-            )
-            .map_batches(_write_parts, fn_kwargs={"out": out, "spec": spec},
-                         batch_size=min(WRITE_ROWS, 64 * options.batch_size),
-                         num_cpus=PREPARE_CPUS)
+        )  # fmt: skip
+        dataset = engine.infer_stage(dataset, models, weights_dir, options).map_batches(
+            _write_parts, fn_kwargs={"out": out, "spec": spec},
+            batch_size=min(WRITE_ROWS, 64 * options.batch_size), num_cpus=PREPARE_CPUS,
         )  # fmt: skip
         _drive(dataset, out, outcome, options.progress)
     record = {"signature": signature, "status": "complete", "rows": outcome.rows,
