@@ -39,6 +39,7 @@ ROW_BITS = 32  # a result's index: shard << ROW_BITS | row
 LIST_SUFFIXES = (".csv", ".parquet")
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 READ_ROWS = 256  # rows a read task hands on at a time
+END_OF_SHARD = "end of shard"  # the error of a marker row carrying only a shard's total
 WRITE_ROWS = 4096  # at most, rows a write task gathers into its parts (64 batches' worth)
 
 
@@ -115,23 +116,21 @@ def _read_shards(batch: dict) -> Iterator[dict]:
 
 
 def _rows_batch(shard: int, location: str, rows: list, first: int, total: int | None) -> dict:
-    n = len(rows)
-    ids = [(shard << ROW_BITS) | (first + i) for i in range(n)]
-    totals = [-1] * n
+    """Columns of ``rows`` (numbered from ``first``); the last carries the shard's ``total``
+    when known. With no row left to carry it (an empty shard, or rows all handed on before),
+    one marker row does, which the write stage counts but does not write."""
+    if total is not None and not rows:
+        rows, first = [("", "", None, END_OF_SHARD)], (1 << ROW_BITS) - 1
+    totals = [-1] * len(rows)
     if total is not None:
-        if n == 0:  # an empty shard (or one whose rows all came before): a marker row
-            return {"id": np.array([(shard << ROW_BITS) | ((1 << ROW_BITS) - 1)], np.int64),
-                    "filename": np.array([""], object), "path": np.array([""], object),
-                    "data": np.array([None], object), "error": np.array(["__end__"], object),
-                    "source": np.array([location], object), "total": np.array([total])}  # fmt: skip
         totals[-1] = total
     return {
-        "id": np.array(ids, dtype=np.int64),
+        "id": np.array([(shard << ROW_BITS) | (first + i) for i in range(len(rows))], np.int64),
         "filename": np.array([r[0] for r in rows], dtype=object),
         "path": np.array([r[1] for r in rows], dtype=object),
         "data": np.array([r[2] for r in rows], dtype=object),
         "error": np.array([r[3] for r in rows], dtype=object),
-        "source": np.array([location] * n, dtype=object),
+        "source": np.array([location] * len(rows), dtype=object),
         "total": np.array(totals, dtype=np.int64),
     }
 
@@ -229,7 +228,7 @@ def _write_parts(batch: dict, out: str, spec: TableSpec) -> dict:
     from clipdet.pipeline.results import build_table
 
     results = [pickle.loads(blob) for blob in batch["result"]]
-    keep = [i for i, r in enumerate(results) if r.error != "__end__"]
+    keep = [i for i, r in enumerate(results) if r.error != END_OF_SHARD]
     shards = np.asarray(batch["id"], dtype=np.int64) >> ROW_BITS
     rows = np.asarray(batch["id"], dtype=np.int64) & ((1 << ROW_BITS) - 1)
     report = {"shard": [], "rows": [], "failed": [], "total": []}

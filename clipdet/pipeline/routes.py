@@ -75,12 +75,12 @@ def _local_route(names, weights_dir, options: RunOptions, paths, engine: EngineO
     return Route(models, options, scores, engine.block_rows, profile, map_writer)
 
 
-def _ray_route(names, weights_dir, options: RunOptions, paths, engine: EngineOptions) -> Route:
-    """The driver loads the models on CPU (the prepare stage and the run's signature need
-    them); the infer actors load their own."""
+def _ray_driver(names, weights_dir, options: RunOptions, engine: EngineOptions):
+    """(cluster, options resolved for its actors, models, prepare stage) of a Ray run. The
+    driver loads the models on CPU (the prepare stage and the run's signature need them); the
+    infer actors load their own."""
     if engine.maps or engine.profile:
         raise ValueError("--maps and --profile work with the local engine only")
-    from clipdet.pipeline.engine import with_progress
     from clipdet.pipeline.ray_engine import RayEngine, RayOptions
     from clipdet.pipeline.scoring import load_models, scoring_stages
 
@@ -91,6 +91,13 @@ def _ray_route(names, weights_dir, options: RunOptions, paths, engine: EngineOpt
     options = cluster.run_options(options)
     models = load_models(names, weights_dir, replace(options, device="cpu", compile=False))
     preparer, _ = scoring_stages(models, options)
+    return cluster, options, models, preparer
+
+
+def _ray_route(names, weights_dir, options: RunOptions, paths, engine: EngineOptions) -> Route:
+    from clipdet.pipeline.engine import with_progress
+
+    cluster, options, models, preparer = _ray_driver(names, weights_dir, options, engine)
 
     def scores(rows):
         results = cluster.iter_scores(preparer, models, weights_dir, paths, rows, options)
@@ -119,22 +126,12 @@ def stream_to_folder(
     the rows. Returns the counts (``ray_stream.StreamOutcome``)."""
     if engine.engine != "ray":
         raise ValueError("an output folder or --in_wds needs --engine ray")
-    if engine.maps or engine.profile:
-        raise ValueError("--maps and --profile work with the local engine only")
-    from clipdet.pipeline.ray_engine import RayEngine, RayOptions
     from clipdet.pipeline.ray_stream import find_shards, stream_scores
     from clipdet.pipeline.resume import run_signature
     from clipdet.pipeline.run import options_signature
-    from clipdet.pipeline.scoring import load_models, scoring_stages
 
     shards = find_shards(in_list, in_wds)
-    ray_options = RayOptions(
-        engine.ray_address, engine.workers, engine.gpus_per_worker, engine.cpus_per_worker
-    )
-    cluster = RayEngine(ray_options, options.device)
-    options = cluster.run_options(options)
-    models = load_models(names, weights_dir, replace(options, device="cpu", compile=False))
-    preparer, _ = scoring_stages(models, options)
+    cluster, options, models, preparer = _ray_driver(names, weights_dir, options, engine)
     signature = {"models": run_signature([], models)["models"], **options_signature(options)}
     return stream_scores(cluster, preparer, models, weights_dir, shards, out, options, fusion,
                          resume, signature)  # fmt: skip
