@@ -39,7 +39,7 @@ class Profile:
     def report(self) -> str:
         wall = time.perf_counter() - self.started
         rate = f", {self.images / wall:.2f} images/s" if wall > 0 else ""
-        lines = [f"where the time went: {self.images} images in {wall:.1f} s{rate}"]
+        lines = [f"where the time went: {self.images} images in {wall:.3f} s{rate}"]
         lines.append("  decoding workers (CPU seconds, summed over workers)")
         for stage in WORKER_STAGES:
             per_image = 1000 * self.seconds[stage] / max(1, self.images)
@@ -49,7 +49,7 @@ class Profile:
         for stage in MAIN_STAGES:
             accounted += self.seconds[stage]
             lines.append(
-                f"    {stage:<22}{self.seconds[stage]:8.2f} s  {_share(self.seconds[stage], wall)}"
+                f"    {stage:<22}{self.seconds[stage]:9.3f} s  {_share(self.seconds[stage], wall)}"
             )
         other = max(0.0, wall - accounted)
         lines.append(f"    {'other (start-up, ...)':<22}{other:9.3f} s  {_share(other, wall)}")
