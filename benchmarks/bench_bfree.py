@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import MIXED_SIZES, REPO, bench_parser, make_images, peak_rss_mb
+from common import MIXED_SIZES, REPO, bench_parser, cpu_name, make_images, peak_rss_mb
 
 NAME = "bfree_random"
 TIMM_MODEL = "vit_base_patch14_reg4_dinov2"
@@ -91,14 +91,6 @@ def run(*argv) -> dict:
     out = subprocess.run([sys.executable, __file__, *map(str, argv)], capture_output=True,
                          text=True, check=True, cwd=REPO)  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def cpu_name() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                  if line.startswith("model name")), "unknown CPU")  # fmt: skip
-    flags = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2") if f" {f} " in info]
-    return f"{model}, {torch.get_num_threads()} threads, flags: {', '.join(flags) or 'none'}"
 
 
 def main() -> None:

@@ -11,14 +11,13 @@ its peak RSS is the driver's own (Ray's workers are other processes).
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-from common import REPO, bench_parser
+from common import REPO, bench_parser, cpu_name, peak_rss_mb
 
 TINY = {
     "embed_dim": 32,
@@ -99,7 +98,7 @@ def child(work: Path, rows: int, engine: str, batch: int) -> None:
     started = time.perf_counter()
     code = main(argv)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(json.dumps({"rows": rows, "engine": engine, "code": code, "seconds": seconds,
                       "peak_rss_mb": peak}))  # fmt: skip
 
@@ -115,9 +114,8 @@ def main() -> None:
     if args.child:
         return child(work, int(args.child[0]), args.child[1], args.batch_size)
     setup(work)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), "?")  # fmt: skip
-    print(f"# {os.cpu_count()} CPUs ({cpu}); batch {args.batch_size}; shards of {SHARD_ROWS} rows")
+    machine = f"{os.cpu_count()} CPUs ({cpu_name()})"
+    print(f"# {machine}; batch {args.batch_size}; shards of {SHARD_ROWS} rows")
     print("| rows | engine | seconds | rows/s | driver peak RSS MB |")
     print("|---:|---|---:|---:|---:|")
     for rows in [int(r) for r in args.rows.split(",")]:

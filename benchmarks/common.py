@@ -117,5 +117,14 @@ def print_run(t0: float, startup: float, llrs, **extra) -> None:
     print(json.dumps(record | {"llrs": np.asarray(llrs).tolist()} | extra))
 
 
+def cpu_name() -> str:
+    """The CPU's model, torch's thread count and the flags that decide bf16 speed."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    flags = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2") if f" {f} " in info]
+    return f"{model}, {torch.get_num_threads()} threads, flags: {', '.join(flags) or 'none'}"
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -159,6 +159,4 @@ def read_scores_folder(folder: str) -> pd.DataFrame:
 
 
 def _parts(folder: str) -> list[str]:
-    if storage.is_url(folder):
-        return storage.glob(folder.rstrip("/") + "/shard-*/part-*.parquet")
-    return storage.glob(str(Path(folder, "shard-*", "part-*.parquet")))
+    return storage.glob(storage.join(folder, "shard-*/part-*.parquet"))

@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     setup_logging(args.quiet)
+    from clipdet.files import is_folder_output
     from clipdet.options import RunOptions
-    from clipdet.pipeline.ray_stream import is_folder_output
     from clipdet.pipeline.routes import EngineOptions, finish_profile, open_route, score_list
 
     args.provenance = args.provenance or bool(args.report)  # the report shows the evidence
@@ -281,10 +281,10 @@ def _summary(table, results, out_path, threshold) -> None:
         f"{len(table) - len(failed)} scored, {len(failed)} failed{flagged}{where}",
         file=sys.stderr,
     )
-    for model in results.attributors:  # e.g. "attributed by m: dalle3 4, real 2, unknown 1"
-        counts = table.loc[table[model.name] != "", model.name].value_counts()
+    for name, _, _ in results.layout.attributors:  # "attributed by m: dalle3 4, real 2, ..."
+        counts = table.loc[table[name] != "", name].value_counts()
         listed = ", ".join(f"{label} {n}" for label, n in counts.items())
-        print(f"attributed by {model.name}: {listed or 'none'}", file=sys.stderr)
+        print(f"attributed by {name}: {listed or 'none'}", file=sys.stderr)
     hint = missing_images_hint(table[ERROR_COLUMN])
     if hint:
         print(hint, file=sys.stderr)

@@ -108,8 +108,9 @@ def create_detector(
     if attribution is not None and not family.attribution:
         raise ValueError(f"model {name!r}: attribution models need an opencliplinear* arch")
     weights_path = resolve_weights_file(name, config, weights_dir)
-    context = BuildContext(name, config, weights_path, backbone_cache or BackboneCache())
-    context.attribution = attribution
+    context = BuildContext(
+        name, config, weights_path, backbone_cache or BackboneCache(), attribution
+    )
     detector = family.build(spec, context)
     patch_size, norm_type = family.preprocessing(spec, config, detector)
     key = transform_key(patch_size, norm_type)

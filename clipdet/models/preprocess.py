@@ -33,9 +33,8 @@ def transform_key(patch_size: Any, norm_type: str) -> str:
         return f"{CLIP224}_{norm_type}"
     if isinstance(patch_size, int) and not isinstance(patch_size, bool) and patch_size > 0:
         return f"crop{patch_size}_{norm_type}"
-    if isinstance(patch_size, str) and _five_crops(patch_size):
-        size, patch = _five_crops(patch_size)
-        return f"fivecrops{size}p{patch}_{norm_type}"
+    if isinstance(patch_size, str) and (grid := _five_crops(patch_size)):
+        return f"fivecrops{grid[0]}p{grid[1]}_{norm_type}"
     raise ValueError(
         f"unsupported patch_size {patch_size!r}; use null (full image), {CLIP224!r}, a "
         "positive integer (centre crop) or FiveCrops<size>p<patch> (patch grids)"
@@ -61,8 +60,8 @@ def make_transform(patch_size: Any, norm_type: str) -> ImageTransform:
     """PIL RGB image -> normalised float tensor [3, H, W], as the reference code computes it."""
     transform_key(patch_size, norm_type)  # validates both values
     mean, std = NORMALIZATION[norm_type]
-    if isinstance(patch_size, str) and _five_crops(patch_size):
-        return PatchGridCrops(*_five_crops(patch_size), mean, std)
+    if isinstance(patch_size, str) and (grid := _five_crops(patch_size)):
+        return PatchGridCrops(*grid, mean, std)
     steps: list[Callable] = []
     if patch_size == CLIP224:
         steps += [

@@ -11,7 +11,7 @@ the scores as it goes; the driver holds counters, not rows.
 A row's id is its shard and its row in that shard (columns ``source`` and ``source_row``). When
 every row of a shard is written, the driver writes ``shard-NNNNNN/_SUCCESS.json``; ``--resume``
 skips the shards that have one and redoes the others from scratch. A part written twice (a task
-retried after a failure) holds the same rows: ``read_scores_folder`` keeps each row once.
+retried after a failure) holds the same rows: ``files.read_scores_folder`` keeps each row once.
 ``_run.json`` records the run's signature when it starts and its counts when it ends.
 """
 
@@ -22,13 +22,11 @@ import re
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from clipdet import storage
 from clipdet.constants import FILENAME_COLUMN, SOURCE_COLUMN, SOURCE_ROW_COLUMN
-from clipdet.files import is_folder_output, read_scores_folder  # noqa: F401 -- the API
 from clipdet.pipeline.resume import ResumeError, signature_mismatch
 
 logger = logging.getLogger(__name__)
@@ -210,22 +208,13 @@ def _prepare_rows(batch: dict, preparer) -> dict:
     return out
 
 
-@dataclass(frozen=True)
-class TableSpec:
-    """What the write stage needs of the models to build the output's columns."""
-
-    detectors: tuple[str, ...]
-    attributors: tuple  # (name, AttributionSpec)
-    fusion: str | None
-    provenance: bool
-
-
-def _write_parts(batch: dict, out: str, spec: TableSpec) -> dict:
-    """Write the batch's results as one Parquet part per shard; return what the driver counts."""
+def _write_parts(batch: dict, out: str, layout, fusion: str | None) -> dict:
+    """Write the batch's results as one Parquet part per shard (a ``scoring.TableLayout``'s
+    table); return what the driver counts."""
     import pickle
 
     from clipdet.files import table_bytes
-    from clipdet.pipeline.results import build_table
+    from clipdet.pipeline.scoring import ResultTable
 
     results = [pickle.loads(blob) for blob in batch["result"]]
     keep = [i for i, r in enumerate(results) if r.error != END_OF_SHARD]
@@ -235,27 +224,15 @@ def _write_parts(batch: dict, out: str, spec: TableSpec) -> dict:
     for shard in sorted(set(shards.tolist())):
         members = [i for i in keep if shards[i] == shard]
         if members:
-            chosen = [results[i] for i in members]
-            scores = (
-                np.stack([r.scores for r in chosen])
-                if spec.detectors
-                else np.zeros((len(chosen), 0))
-            )
-            attribution = [
-                (name, attr, np.stack([r.logits[name] for r in chosen]))
-                for name, attr in spec.attributors
-            ]
-            provenance = [r.provenance or ("", "") for r in chosen] if spec.provenance else None
-            table = build_table([str(batch["filename"][i]) for i in members], spec.detectors,
-                                scores, [r.error for r in chosen], spec.fusion, attribution,
-                                provenance)  # fmt: skip
+            found = ResultTable(layout, len(members))
+            for position, i in enumerate(members):
+                found.set(position, results[i])
+            table = found.to_frame([str(batch["filename"][i]) for i in members], fusion)
             table.insert(1, SOURCE_COLUMN, [str(batch["source"][i]) for i in members])
             table.insert(2, SOURCE_ROW_COLUMN, rows[members].astype(np.int64))
             first, last = int(rows[members].min()), int(rows[members].max())
             name = f"part-{first:09d}-{last:09d}-{len(members):06d}.parquet"
-            storage.write_bytes(
-                _join(out, f"shard-{shard:06d}", name), table_bytes(table, "parquet")
-            )
+            storage.write_bytes(_in_shard(out, shard, name), table_bytes(table, "parquet"))
         totals = [int(batch["total"][i]) for i in range(len(results)) if shards[i] == shard]
         report["shard"].append(shard)
         report["rows"].append(np.asarray(rows[members], dtype=np.int64))
@@ -270,10 +247,9 @@ def _write_parts(batch: dict, out: str, spec: TableSpec) -> dict:
     return out
 
 
-def _join(out: str, *parts: str) -> str:
-    if storage.is_url(out):
-        return out.rstrip("/") + "/" + "/".join(parts)
-    return str(Path(out, *parts))
+def _in_shard(out: str, shard: int, name: str = "") -> str:
+    """``name`` in the folder of shard ``shard`` under ``out`` (the folder itself if no name)."""
+    return storage.join(out, f"shard-{shard:06d}/{name}".rstrip("/"))
 
 
 # ---- the driver -----------------------------------------------------------------------------
@@ -323,21 +299,18 @@ def stream_scores(
     """Score every shard into the folder ``out`` (``engine``: a ``RayEngine``)."""
     import ray
 
-    from clipdet.pipeline.infer import split_models
     from clipdet.pipeline.ray_engine import PREPARE_CPUS
+    from clipdet.pipeline.scoring import TableLayout
 
     signature = {**(signature or {}), "shards": [s.location for s in shards]}
     done = _open_run(out, signature, resume)
     todo = [s for s in shards if s.index not in done]
     for shard in todo:  # parts of an unfinished shard are redone from scratch
-        storage.remove_tree(_join(out, f"shard-{shard.index:06d}"))
+        storage.remove_tree(_in_shard(out, shard.index))
     outcome = StreamOutcome(skipped_shards=len(done))
     for rows, failed in done.values():
         outcome.rows, outcome.failed = outcome.rows + rows, outcome.failed + failed
-    detectors, attributors = split_models(models)
-    spec = TableSpec(tuple(m.name for m in detectors),
-                     tuple((m.name, m.attribution) for m in attributors), fusion,
-                     options.provenance)  # fmt: skip
+    layout = TableLayout.of(models, options.provenance)
     if todo:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
@@ -350,13 +323,13 @@ def stream_scores(
                          batch_size=options.batch_size, num_cpus=PREPARE_CPUS)
         )  # fmt: skip
         dataset = engine.infer_stage(dataset, models, weights_dir, options).map_batches(
-            _write_parts, fn_kwargs={"out": out, "spec": spec},
+            _write_parts, fn_kwargs={"out": out, "layout": layout, "fusion": fusion},
             batch_size=min(WRITE_ROWS, 64 * options.batch_size), num_cpus=PREPARE_CPUS,
         )  # fmt: skip
         _drive(dataset, out, outcome, options.progress)
     record = {"signature": signature, "status": "complete", "rows": outcome.rows,
               "failed": outcome.failed, "shards": len(shards)}  # fmt: skip
-    storage.write_bytes(_join(out, RUN_RECORD), json.dumps(record, indent=1).encode())
+    storage.write_bytes(storage.join(out, RUN_RECORD), json.dumps(record, indent=1).encode())
     outcome.shards = len(shards)
     return outcome
 
@@ -374,7 +347,7 @@ def _drive(dataset, out: str, outcome: StreamOutcome, progress: bool) -> None:
             if counter.add(int(shard), rows, failed, int(total)):
                 total, n_failed = counter.pop(int(shard))
                 marker = json.dumps({"rows": total, "failed": n_failed}).encode()
-                storage.write_bytes(_join(out, f"shard-{int(shard):06d}", DONE), marker)
+                storage.write_bytes(_in_shard(out, int(shard), DONE), marker)
                 outcome.rows, outcome.failed = outcome.rows + total, outcome.failed + n_failed
     bar.close()
     if counter.seen:  # the pipeline ended, yet some shard's rows did not all come back
@@ -385,7 +358,7 @@ def _drive(dataset, out: str, outcome: StreamOutcome, progress: bool) -> None:
 def _open_run(out: str, signature: dict, resume: bool) -> dict[int, tuple[int, int]]:
     """{shard index: (rows, failed)} of the shards a resumed run finished; checks and writes
     the run record."""
-    record_path = _join(out, RUN_RECORD)
+    record_path = storage.join(out, RUN_RECORD)
     if storage.exists(record_path):
         try:
             recorded = json.loads(storage.read_bytes(record_path))["signature"]
@@ -400,7 +373,7 @@ def _open_run(out: str, signature: dict, resume: bool) -> dict[int, tuple[int, i
     storage.write_bytes(record_path, json.dumps(record, indent=1).encode())
     done = {}
     for index in range(len(signature["shards"])):
-        marker = _join(out, f"shard-{index:06d}", DONE)
+        marker = _in_shard(out, index, DONE)
         if resume and storage.exists(marker):
             try:
                 counts = json.loads(storage.read_bytes(marker))

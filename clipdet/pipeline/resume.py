@@ -33,6 +33,11 @@ def partial_path(out_path: str | os.PathLike) -> Path:
 def run_signature(paths: Sequence[str], models) -> dict:
     """What must match for old results to be reused: the images and each model's weights."""
     listing = hashlib.sha256("\n".join(paths).encode()).hexdigest()
+    return {"images": len(paths), "list_sha256": listing, "models": models_signature(models)}
+
+
+def models_signature(models) -> dict:
+    """Each model's architecture, weights file (path, size, time) and backbone."""
     fingerprints = {}
     for m in models:
         weights = Path(m.weights_path)
@@ -42,7 +47,7 @@ def run_signature(paths: Sequence[str], models) -> dict:
             "weights": f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}",
             "backbone": m.detector.backbone_key,
         }
-    return {"images": len(paths), "list_sha256": listing, "models": fingerprints}
+    return fingerprints
 
 
 def signature_mismatch(recorded, signature: dict) -> str:

@@ -127,12 +127,12 @@ def stream_to_folder(
     if engine.engine != "ray":
         raise ValueError("an output folder or --in_wds needs --engine ray")
     from clipdet.pipeline.ray_stream import find_shards, stream_scores
-    from clipdet.pipeline.resume import run_signature
+    from clipdet.pipeline.resume import models_signature
     from clipdet.pipeline.run import options_signature
 
     shards = find_shards(in_list, in_wds)
     cluster, options, models, preparer = _ray_driver(names, weights_dir, options, engine)
-    signature = {"models": run_signature([], models)["models"], **options_signature(options)}
+    signature = {"models": models_signature(models), **options_signature(options)}
     return stream_scores(cluster, preparer, models, weights_dir, shards, out, options, fusion,
                          resume, signature)  # fmt: skip
 

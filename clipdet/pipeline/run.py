@@ -20,7 +20,7 @@ from clipdet.pipeline.resume import (
     partial_path,
     run_signature,
 )
-from clipdet.pipeline.scoring import ResultTable, iter_scores
+from clipdet.pipeline.scoring import ResultTable, TableLayout, iter_scores
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ def run_scoring(
     unscored rows marked ``NOT_SCORED``; so does an unexpected error (``failure``). Either way
     the partial file is kept for a resume."""
     done = done or {}
-    results = ResultTable(models, len(paths), error=NOT_SCORED, provenance=options.provenance)
+    layout = TableLayout.of(models, options.provenance)
+    results = ResultTable(layout, len(paths), error=NOT_SCORED)
     for index, result in done.items():
         results.set(index, result)
     todo = [i for i in range(len(paths)) if i not in done]

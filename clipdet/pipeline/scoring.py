@@ -4,7 +4,7 @@ on an engine (the local one: engine.py) and collect the results."""
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from clipdet.constants import CLIP224, CLIP_INPUT_SIZE, DEFAULT_FUSION, DEFAULT_MODELS
+from clipdet.models.attribution import AttributionSpec
 from clipdet.models.factory import BackboneCache, LoadedModel, create_detector
 from clipdet.options import RunOptions
 from clipdet.pipeline.engine import run_local
@@ -151,28 +152,41 @@ def iter_scores(
         yield from results
 
 
+@dataclass(frozen=True)
+class TableLayout:
+    """The columns of a run's table, as its models make them: plain data, so that a Ray
+    write task builds its tables without the models."""
+
+    detectors: tuple[str, ...]
+    attributors: tuple[tuple[str, AttributionSpec, int], ...]  # (name, spec, number of classes)
+    provenance: bool = False  # --provenance: the evidence columns
+
+    @classmethod
+    def of(cls, models: Sequence[LoadedModel], provenance: bool = False) -> "TableLayout":
+        detectors, attributors = split_models(models)
+        return cls(
+            tuple(m.name for m in detectors),
+            tuple((m.name, m.attribution, m.detector.num_outputs) for m in attributors),
+            provenance,
+        )
+
+
 class ResultTable:
     """Results of a run, filled image by image (in any order), turned into the output table."""
 
-    def __init__(
-        self,
-        models: Sequence[LoadedModel],
-        n_images: int,
-        error: str = "",
-        provenance: bool = False,
-    ):
-        self.detectors, self.attributors = split_models(models)
-        self.scores = np.full((n_images, len(self.detectors)), np.nan)
+    def __init__(self, layout: TableLayout, n_images: int, error: str = ""):
+        self.layout = layout
+        self.scores = np.full((n_images, len(layout.detectors)), np.nan)
         self.logits = {
-            m.name: np.full((n_images, m.detector.num_outputs), np.nan) for m in self.attributors
+            name: np.full((n_images, classes), np.nan) for name, _, classes in layout.attributors
         }
         self.errors = [error] * n_images
         # --provenance: (evidence tokens, generator) per row; None leaves the columns out
-        self.provenance = [("", "")] * n_images if provenance else None
+        self.provenance = [("", "")] * n_images if layout.provenance else None
 
     @property
     def detector_names(self) -> list[str]:
-        return [m.name for m in self.detectors]
+        return list(self.layout.detectors)
 
     def set(self, index: int, result: ImageResult) -> None:
         self.scores[index] = result.scores
@@ -183,7 +197,7 @@ class ResultTable:
             self.provenance[index] = result.provenance or ("", "")
 
     def to_frame(self, filenames: Sequence[str], fusion: str | None) -> pd.DataFrame:
-        attribution = [(m.name, m.attribution, self.logits[m.name]) for m in self.attributors]
+        attribution = [(name, spec, self.logits[name]) for name, spec, _ in self.layout.attributors]
         return build_table(filenames, self.detector_names, self.scores, self.errors, fusion,
                            attribution, self.provenance)  # fmt: skip
 
@@ -204,7 +218,7 @@ def score_images(
     options = _options(options, fields)
     loaded = load_models(models, weights_dir, options)
     paths = [str(p) for p in paths]
-    results = ResultTable(loaded, len(paths), provenance=options.provenance)
+    results = ResultTable(TableLayout.of(loaded, options.provenance), len(paths))
     for result in iter_scores(loaded, paths, options):
         results.set(result.index, result)
     return results.to_frame(paths, fusion)

@@ -9,7 +9,7 @@
   embedded on uint8 BGR pixels.
 
 A message matches when at most ``MAX_BIT_ERRORS`` of its bits differ, a tolerance chosen by
-measurement (``benchmarks/bench_watermarks.py``, figures in docs/provenance.md). Only images of
+measurement (``benchmarks/bench_provenance.py``, figures in docs/provenance.md). Only images of
 the size a generator writes are decoded: the mark lives at the generated resolution (a resize
 destroys it), so larger images are skipped, not guessed.
 """
