@@ -4,7 +4,6 @@ file), file digests. Every list reader and writer of clipdet goes through here."
 import hashlib
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pandas as pd
 
 from clipdet import storage
 from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, SOURCE_COLUMN, SOURCE_ROW_COLUMN
+from clipdet.storage import write_bytes_atomic
 
 _CHUNK = 1 << 20
 
@@ -36,25 +36,6 @@ def read_list(in_csv: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
         )
     root = storage.parent(in_csv)
     return table, [storage.join(root, name) for name in table[FILENAME_COLUMN]]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``data`` to ``path`` atomically, creating its folder."""
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, data)
-    return path
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:

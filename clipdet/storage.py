@@ -10,6 +10,7 @@ environment variables or config files, ``AWS_ENDPOINT_URL_S3`` for an S3-compati
 import os
 import posixpath
 import re
+import tempfile
 from pathlib import Path
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -69,12 +70,30 @@ def write_bytes(location: str | os.PathLike, data: bytes) -> None:
     rename, an object with one upload (object stores never show half an object)."""
     location = str(location)
     if not is_url(location):
-        from clipdet.files import write_bytes_atomic
-
         write_bytes_atomic(data, location)
         return
     fs, path = _filesystem(location)
     fs.pipe_file(path, data)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace the local file ``path`` through a temporary file in its folder and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically, creating its folder."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
+    return path
 
 
 def exists(location: str | os.PathLike) -> bool:

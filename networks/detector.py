@@ -6,6 +6,7 @@ per image and applies every head to its features.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -20,7 +21,7 @@ class Detector(nn.Module):
         num_features: int,
         backbone_key: str,
         frozen_backbone=False,
-        layer: int | None = None,
+        layer: str | int | None = None,
         normalize_features: bool = True,
     ):
         super().__init__()
@@ -29,10 +30,11 @@ class Detector(nn.Module):
         self.backbone_key = backbone_key
         # A frozen backbone is pretrained and shared; this model's weight file holds only `fc`.
         self.frozen_backbone = frozen_backbone
-        # None: the backbone's output features; K: the CLS token of transformer block K.
+        # A frozen backbone's feature layer (networks.frozen_features: "embed", "next_to_last"
+        # or a block index); None for a trainable network, whose output is its features.
         self.layer = layer
-        # A CLIP tower's features are L2-normalised unless the head was fitted on raw ones
-        # (UnivFD); other backbones ignore it.
+        # A frozen backbone's features are L2-normalised unless the head was fitted on raw
+        # ones (UnivFD); trainable networks ignore it.
         self.normalize_features = normalize_features
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -42,11 +44,10 @@ class Detector(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layer is None and self.normalize_features:
-            return self.backbone(x)
         if self.layer is None:
-            return self.backbone(x, normalize=False)
-        return self.backbone.forward_layers(x, [self.layer], final=False)[1][self.layer]
+            return self.backbone(x)
+        features = self.backbone.extract(x, [self.layer])[self.layer]
+        return F.normalize(features, dim=-1) if self.normalize_features else features
 
     def load_reference_state_dict(self, state: dict[str, torch.Tensor]):
         """Load a reference-layout state dict: ``fc.*`` is the head, every other key belongs to

@@ -1,8 +1,10 @@
-"""CLIP image tower from open_clip, used as a frozen feature extractor.
+"""An open_clip image tower (CLIP, SigLIP 2, PE, MetaCLIP ...) as a frozen feature extractor.
 
 Only the image tower is built, on the meta device (no random initialisation), then filled with
 the state dict it is given (tensors are assigned, not copied: memory-mapped ones stay mapped).
-Finding and reading checkpoints is the library's work (clipdet.models.backbones).
+A tower with buffers that no checkpoint holds (a timm trunk's rotary embeddings) is built on the
+CPU instead, so that those are computed. Finding and reading checkpoints is the library's work
+(clipdet.models.backbones).
 """
 
 import contextlib
@@ -10,117 +12,102 @@ import logging
 
 import open_clip
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-class _StopForward(Exception):
-    """Raised by a block hook once every requested block has run: the rest is not needed."""
+from .frozen_features import EMBED, NEXT_TO_LAST, FrozenFeatures, block_token
 
 
-class OpenClipFeatures(nn.Module):
-    """L2-normalised image features of an open_clip image tower.
-
-    ``next_to_last=True`` drops the visual projection, giving the pre-projection features
-    (1024-d for ViT-L/14) that the paper's detectors use. ``forward_layers`` also returns the
-    CLS token of intermediate transformer blocks, from the same pass.
+class OpenClipFeatures(FrozenFeatures):
+    """An open_clip image tower, frozen. Its layers: ``embed`` (``encode_image``: the projected
+    features), ``next_to_last`` for a ViT with a projection (the pooled features before it:
+    1024-d for ViT-L/14, the paper's), and the tokens of every transformer block, all from one
+    pass. The projection is held apart from the tower (``pooled @ projection``, as open_clip
+    computes it) so that both pooled layers come from that pass.
     """
 
-    def __init__(self, visual: nn.Module, next_to_last: bool, normalize: bool = True):
+    def __init__(self, visual: nn.Module, embed_dim: int):
         super().__init__()
         self.visual = visual
-        if next_to_last:
-            self.num_features = visual.proj.shape[0]
+        self.embed_width = int(embed_dim)
+        proj = getattr(visual, "proj", None)
+        self.projection = None
+        if isinstance(proj, torch.Tensor):
             visual.proj = None
-        else:
-            self.num_features = visual.output_dim
-        self.normalize = normalize
+            self.projection = proj if isinstance(proj, nn.Parameter) else nn.Parameter(proj)
+            self.named_layers = (EMBED, NEXT_TO_LAST)
+        trunk = getattr(visual, "trunk", None)  # a timm tower (PE, SigLIP 2 ...)
+        transformer = getattr(visual, "transformer", None)
+        if (
+            hasattr(transformer, "resblocks")
+            and getattr(visual, "class_embedding", None) is not None
+        ):
+            self.num_blocks, self.block_width = len(transformer.resblocks), int(transformer.width)
+            self.has_class_token = True  # open_clip's ViT always has one
+        elif trunk is not None and hasattr(trunk, "blocks"):
+            self.num_blocks, self.block_width = len(trunk.blocks), int(trunk.embed_dim)
+            self.has_class_token = getattr(trunk, "cls_token", None) is not None
 
-    def forward(self, x: torch.Tensor, normalize: bool | None = None) -> torch.Tensor:
-        """The output features, L2-normalised unless ``normalize`` (default: the module's
-        setting) says otherwise."""
-        features = self.visual(x)
-        normalize = self.normalize if normalize is None else normalize
-        return F.normalize(features, dim=-1) if normalize else features
+    def describe(self) -> str:
+        return f"the {type(self.visual).__name__} image tower"
 
-    @property
-    def num_blocks(self) -> int:
-        return len(self._resblocks())
+    def _named_width(self, layer: str) -> int:
+        return int(self.projection.shape[0])  # next_to_last
 
-    @property
-    def block_width(self) -> int:
-        """Width of the CLS token of a transformer block (1024 for ViT-L/14)."""
-        return int(self.visual.transformer.width)
-
-    def _resblocks(self) -> nn.ModuleList:
-        transformer = getattr(self.visual, "transformer", None)
-        blocks = getattr(transformer, "resblocks", None)
-        if blocks is None or getattr(self.visual, "class_embedding", None) is None:
-            raise ValueError(
-                f"{type(self.visual).__name__} has no transformer blocks with a CLS token: "
-                "block features need a ViT image tower"
-            )
-        return blocks
-
-    def layer_width(self, layer: int | None) -> int:
-        """Width of a feature layer: the output (None) or a block's CLS token (int)."""
-        return self.num_features if layer is None else self.block_width
-
-    def check_block(self, block: int) -> int:
-        """``block`` as a non-negative index (negative ones count from the end)."""
-        n = self.num_blocks
-        if not -n <= block < n:
-            raise ValueError(f"block {block} out of range: this ViT has blocks 0..{n - 1}")
-        return block % n
-
-    def forward_layers(
-        self, x: torch.Tensor, blocks=(), final: bool = True, normalize: bool | None = None
-    ) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
-        """One pass giving the output features (when ``final``) and the CLS token after each
-        transformer block in ``blocks``, all L2-normalised unless ``normalize`` is False.
-        Without ``final`` the pass stops after the last requested block."""
-        normalize = self.normalize if normalize is None else normalize
-        blocks = sorted({self.check_block(b) for b in blocks})
-        if not blocks:
-            return (self.forward(x, normalize) if final else None), {}
-        resblocks = self._resblocks()
-        batch_first = getattr(self.visual.transformer, "batch_first", True)
-        captured: dict[int, torch.Tensor] = {}
-
-        def capture(block: int):
-            def hook(module, args, output):
-                tokens = output[0] if isinstance(output, tuple) else output
-                cls = tokens[:, 0] if batch_first else tokens[0]
-                captured[block] = F.normalize(cls, dim=-1) if normalize else cls
-                if not final and block == blocks[-1]:
-                    raise _StopForward
-
-            return hook
-
-        handles = [resblocks[b].register_forward_hook(capture(b)) for b in blocks]
-        try:  # forward, not __call__: a compiled module (--compile) would not run the hooks
-            output = self.forward(x, normalize)
-        except _StopForward:
-            output = None
-        finally:
-            for handle in handles:
-                handle.remove()
-        return output, captured
+    def extract(self, x: torch.Tensor, layers) -> dict:
+        wanted, blocks, pooled_wanted = self._split(layers)
+        found: dict = {}
+        pooled = None
+        if blocks:
+            out = self.visual.forward_intermediates(
+                x, indices=blocks, stop_early=not pooled_wanted,
+                intermediates_only=not pooled_wanted, output_fmt="NLC", output_extra_tokens=True,
+            )  # fmt: skip
+            prefixes = out.get("image_intermediates_prefix") or [None] * len(blocks)
+            for block, tokens, prefix in zip(
+                blocks, out["image_intermediates"], prefixes, strict=True
+            ):
+                found[block] = block_token(tokens, prefix, self.has_class_token)
+            pooled = out.get("image_features")
+        elif pooled_wanted:
+            pooled = self.visual(x)
+        if NEXT_TO_LAST in wanted:
+            found[NEXT_TO_LAST] = pooled
+        if EMBED in wanted:
+            found[EMBED] = pooled if self.projection is None else pooled @ self.projection
+        return found
 
 
 def build_visual_tower(model: str, quick_gelu: bool = False) -> nn.Module:
-    """The image tower of open_clip model ``model``, parameters on the meta device."""
-    if open_clip.get_model_config(model) is None:
+    """The image tower of open_clip model ``model``: parameters on the meta device, or on the
+    CPU (randomly initialised) when the tower has buffers that a checkpoint does not hold."""
+    config = open_clip.get_model_config(model)
+    if config is None:
         raise ValueError(
             f"open_clip has no model config {model!r}; "
             f"valid choices: {', '.join(open_clip.list_models())}"
         )
     # open_clip warns "initialized randomly": on the meta device nothing is initialised at all.
+    # pretrained_hf=False: no text-tower download (the text tower is not kept).
     with torch.device("meta"), _quiet_root_warnings():
         clip = open_clip.create_model(
-            model, load_weights=False, device="meta", force_quick_gelu=quick_gelu
+            model, load_weights=False, device="meta", force_quick_gelu=quick_gelu,
+            pretrained_hf=False,
+        )  # fmt: skip
+    visual = clip.visual
+    if not _computed_buffers(visual):
+        return visual
+    from open_clip.model import _build_vision_tower  # what open_clip builds ``visual`` with
+
+    with _quiet_root_warnings():
+        return _build_vision_tower(
+            config["embed_dim"], config["vision_cfg"], quick_gelu or config.get("quick_gelu", False)
         )
-    return clip.visual
+
+
+def _computed_buffers(module: nn.Module) -> bool:
+    """Whether ``module`` holds buffers that are computed when it is built, not saved in its
+    state dict (timm's rotary position embeddings, for one)."""
+    return any(m._non_persistent_buffers_set for m in module.modules())
 
 
 @contextlib.contextmanager
@@ -134,7 +121,7 @@ def _quiet_root_warnings():
 
 
 def openclip_features(
-    model: str, state: dict[str, torch.Tensor], next_to_last: bool, quick_gelu: bool = False
+    model: str, state: dict[str, torch.Tensor], quick_gelu: bool = False
 ) -> OpenClipFeatures:
     """The feature extractor of open_clip model ``model`` holding ``state`` (the image tower's
     entries, without the ``visual.`` prefix)."""
@@ -143,4 +130,4 @@ def openclip_features(
         visual.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         raise ValueError(f"the weights do not match the {model} image tower: {e}") from e
-    return OpenClipFeatures(visual.eval(), next_to_last=next_to_last)
+    return OpenClipFeatures(visual.eval(), open_clip.get_model_config(model)["embed_dim"])

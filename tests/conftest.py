@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import open_clip
+import pandas as pd
 import pytest
+import timm
 import torch
 import yaml
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from clipdet.models.registry import register_backbone
 
@@ -24,6 +26,19 @@ TINY_CONFIG = {
     "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1},
 }
 TINY_WIDTH = TINY_CONFIG["vision_cfg"]["width"]
+
+
+TIMM_MODEL = "test_vit"  # timm's own test ViT: 160 px, 6 blocks, 64-d, a class token
+
+
+@pytest.fixture(scope="session")
+def tiny_timm_checkpoint(tmp_path_factory) -> Path:
+    """timm's test_vit with random weights, saved as ``model.state_dict()``."""
+    torch.manual_seed(1)
+    model = timm.create_model(TIMM_MODEL)
+    path = tmp_path_factory.mktemp("tiny_timm") / "test_vit.pth"
+    torch.save(model.state_dict(), path)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -129,9 +144,14 @@ def image_dir(tmp_path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_network_weights(monkeypatch):
-    """Never reach the internet from a test: downloads go to an unroutable local port."""
+    """Never reach the internet from a test: downloads go to an unroutable local port, and the
+    Hugging Face hub is offline (its client reads HF_HUB_OFFLINE once, when imported: the
+    setting it read is set too)."""
+    import huggingface_hub.constants
+
     monkeypatch.setenv("CLIPDET_WEIGHTS_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("CLIPDET_RETRY_BACKOFF", "0")  # retries, without the waits
 
 
@@ -269,3 +289,34 @@ def ray_instance(s3_server):  # noqa: ARG001 -- its settings must exist before R
     )
     yield
     ray.shutdown()
+
+
+def make_pair_image(path, kind: str, seed: int):
+    """Real: smooth, warm, low noise. Synthetic: cooler and with strong high-frequency noise."""
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(60, 120, 2)
+    y, x = np.mgrid[0:h, 0:w] / 100.0
+    base = np.stack([0.6 + 0.2 * np.sin(3 * x + seed), 0.4 + 0.2 * y, 0.3 + 0 * x], -1)
+    if kind == "real":
+        pixels = base + rng.normal(0, 0.01, base.shape)
+    else:
+        pixels = base[..., ::-1] + rng.normal(0, 0.15, base.shape)
+    image = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
+    if kind == "real":
+        image = image.filter(ImageFilter.GaussianBlur(1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def make_list(folder, name, n_per_class, seed0, extra_rows=()):
+    rows = []
+    for i in range(n_per_class):
+        for kind in ("real", "fake"):
+            rel = f"{name}/{kind}_{i}.png"
+            make_pair_image(folder / rel, kind, seed0 + 2 * i + (kind == "fake"))
+            rows.append((rel, "real" if kind == "real" else "gen_x"))
+    rows.extend(extra_rows)
+    csv = folder / f"{name}.csv"
+    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(csv, index=False)
+    return csv

@@ -27,9 +27,9 @@ import train as train_cli
 from clipdet.api import score_images
 from clipdet.evaluation.attribution_metrics import evaluate_attribution, oscr
 from clipdet.models.attribution import UNKNOWN, OpenSetRule, attribution_columns
-from clipdet.models.factory import BackboneCache, create_frozen_feature_group
+from clipdet.models.factory import BackboneCache
 from clipdet.models.preprocess import make_transform
-from clipdet.pipeline.features import extract_features
+from clipdet.pipeline.features import create_frozen_feature_group, extract_features
 from clipdet.pipeline.resume import PartialWriter, load_partial, partial_path, run_signature
 from clipdet.pipeline.scoring import load_models
 
@@ -659,9 +659,8 @@ def test_threshold_holds_for_the_logits_scoring_computes(tmp_path, tiny_clip_che
     val, _ = features(40)
     extra = {"task": "attribution", "classes": [str(c) for c in head.classes_], "block": None}
     extra["open_set"] = {"score": "energy", "threshold": 0.0}
-    save_head(
-        tmp_path / "m", ARCH, "m", head, {}, {"norm_type": "clip", "patch_size": "Clip224"}, extra
-    )
+    features = {"arch": ARCH, "norm_type": "clip", "patch_size": "Clip224"}
+    save_head(tmp_path / "m", features, "m", head, {}, extra)
     (model,) = load_models(["m"], tmp_path, backbone_weights=tiny_clip_checkpoint)
     fitted_on = head.scoring_logits(val)
     before = torch.get_num_threads()

@@ -179,7 +179,7 @@ def test_backbone_runs_once_per_batch_for_two_heads(
     models = load_models(["tiny_a", "tiny_b"], weights_dir, backbone_weights=tiny_clip_checkpoint)
     backbone = models[0].detector.backbone
     calls = []
-    backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    backbone.visual.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     decoded = []
     original = images_module.load_rgb
     monkeypatch.setattr(

@@ -139,6 +139,22 @@ def write_zoo(root) -> tuple[dict, dict]:
          "patch_size": None, "weights_file": "weights.pth"},
         resnet_state(4),
     )  # fmt: skip
+    torch.manual_seed(6)  # a linear probe on timm's test ViT, given as a local file
+    torch.save(timm.create_model("test_vit").state_dict(), root / "test_vit.pth")
+    write_model_folder(
+        root,
+        "probe_tiny",
+        {"arch": "probe", "backbone": f"timm:test_vit:{root / 'test_vit.pth'}", "layer": -2,
+         "weights_file": "weights.pth"},
+        clip_head_state(7, dim=64),
+    )  # fmt: skip
+    write_model_folder(  # and one on the tiny CLIP tower (the run's --backbone_weights)
+        root,
+        "probe_oc",
+        {"arch": "probe", "backbone": f"open_clip:{TINY_MODEL}", "layer": 0,
+         "weights_file": "weights.pth"},
+        clip_head_state(8, dim=TINY_CONFIG["vision_cfg"]["width"]),
+    )  # fmt: skip
     return states, head
 
 
@@ -380,6 +396,7 @@ FAMILY_EXAMPLES = {
     "univfd": "univfd_tiny",
     "resnet": "res_tiny",
     "five_crop_vit": "bfree_small",
+    "probe": "probe_tiny",
 }
 
 
@@ -403,5 +420,5 @@ def test_unknown_arch_lists_the_registered_families(tmp_path):
     with pytest.raises(ValueError) as info:
         create_detector("odd", tmp_path)
     for pattern in ("opencliplinearnext_<backbone>", "timm_c5i<size>_<timm model>",
-                    "univfd_<backbone>", "res50nodown"):  # fmt: skip
+                    "univfd_<backbone>", "res50nodown", "probe"):  # fmt: skip
         assert pattern in str(info.value)

@@ -4,7 +4,6 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import TINY_BACKBONE, TINY_CONFIG, TINY_MODEL, TINY_WIDTH, make_image
 from PIL import Image
 from torchvision import transforms as T
@@ -59,9 +58,9 @@ def test_heads_on_one_backbone_share_its_module(weights_dir, tiny_clip_checkpoin
     a = create_detector("tiny_a", weights_dir, cache)
     b = create_detector("tiny_b", weights_dir, cache)
     proj = create_detector("tiny_proj", weights_dir, cache)
-    assert a.detector.backbone is b.detector.backbone
+    assert a.detector.backbone is b.detector.backbone is proj.detector.backbone
     assert a.detector.backbone_key == b.detector.backbone_key
-    assert proj.detector.backbone_key != a.detector.backbone_key
+    assert proj.detector.backbone_key != a.detector.backbone_key  # another layer
     assert not torch.equal(a.detector.fc.weight, b.detector.fc.weight)
 
 
@@ -73,16 +72,18 @@ def test_backbone_is_a_registered_submodule(weights_dir, tiny_clip_checkpoint):
     assert model.backbone.visual.conv1.weight.dtype == torch.float64
 
 
-@pytest.mark.parametrize("next_to_last,dim", [(True, 1024), (False, 768)])
-def test_vit_l14_feature_dimension(next_to_last, dim):
+def test_vit_l14_feature_dimensions():
     spec = get_backbone("clipL14commonpool")
     assert (spec.model, spec.pretrained) == ("ViT-L-14", "commonpool_xl_s13b_b90k")
     from networks import OpenClipFeatures
 
-    features = OpenClipFeatures(build_visual_tower(spec), next_to_last=next_to_last)
-    assert features.num_features == dim
-    out = features(torch.empty(2, 3, 224, 224, device="meta"))
-    assert tuple(out.shape) == (2, dim)
+    features = OpenClipFeatures(build_visual_tower(spec), embed_dim=768)
+    widths = {"next_to_last": 1024, "embed": 768, 12: 1024}
+    assert {layer: features.layer_width(layer) for layer in widths} == widths
+    out = features.extract(torch.empty(2, 3, 224, 224, device="meta"), list(widths))
+    assert {layer: tuple(v.shape) for layer, v in out.items()} == {
+        layer: (2, width) for layer, width in widths.items()
+    }
 
 
 @pytest.mark.slow
@@ -99,15 +100,14 @@ def test_vit_l14_random_init_forward_gives_1024_features(tmp_path):
     path = tmp_path / "vitl14_visual.pth"
     torch.save({f"visual.{k}": v for k, v in visual.state_dict().items()}, path)
     del visual
-    features = create_openclip_features(get_backbone("clipL14commonpool"), True, checkpoint=path)
+    features = create_openclip_features(get_backbone("clipL14commonpool"), checkpoint=path)
     with torch.no_grad():
-        out = features(torch.randn(1, 3, 224, 224))
+        out = features(torch.randn(1, 3, 224, 224), "next_to_last")
         # attribution's block features: the CLS token of block 12 of 24, 1024-d, same pass
-        final, blocks = features.forward_layers(torch.randn(1, 3, 224, 224), [12, -1])
+        found = features.extract(torch.randn(1, 3, 224, 224), ["next_to_last", 12, -1])
     assert out.shape == (1, 1024)
-    assert float(out.norm()) == pytest.approx(1.0, abs=1e-5)
     assert (features.num_blocks, features.block_width) == (24, 1024)
-    assert final.shape == blocks[12].shape == blocks[23].shape == (1, 1024)
+    assert found["next_to_last"].shape == found[12].shape == found[23].shape == (1, 1024)
 
 
 def test_quick_gelu_follows_the_pretrained_tag():
@@ -174,7 +174,7 @@ def test_checkpoint_for_another_model_is_a_clear_error(weights_dir, tmp_path):
     path = tmp_path / "wrong.pth"
     torch.save({"visual.conv1.weight": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="does not match the ViT-B-32 image tower"):
-        create_openclip_features(spec, True, checkpoint=path)
+        create_openclip_features(spec, checkpoint=path)
 
 
 def test_safetensors_backbone_checkpoint(tiny_clip_checkpoint, tmp_path):
@@ -183,9 +183,9 @@ def test_safetensors_backbone_checkpoint(tiny_clip_checkpoint, tmp_path):
     state = torch.load(tiny_clip_checkpoint, weights_only=True)
     path = tmp_path / "open_clip_model.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, path)
-    a = create_openclip_features(get_backbone(TINY_BACKBONE), True, checkpoint=path)
-    b = create_openclip_features(get_backbone(TINY_BACKBONE), True, checkpoint=tiny_clip_checkpoint)
+    a = create_openclip_features(get_backbone(TINY_BACKBONE), checkpoint=path)
+    b = create_openclip_features(get_backbone(TINY_BACKBONE), checkpoint=tiny_clip_checkpoint)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
-    assert F.normalize(a(x), dim=-1).shape == (1, TINY_CONFIG["vision_cfg"]["width"])
+        assert a(x, "next_to_last").shape == (1, TINY_CONFIG["vision_cfg"]["width"])

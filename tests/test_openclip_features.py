@@ -30,8 +30,8 @@ def test_backbone_found_in_hub_cache_without_network(tmp_path, tiny_clip_checkpo
     )
     path = resolve_checkpoint(spec, cache_dir=cache)
     assert path.name == "open_clip_pytorch_model.bin" and REVISION in str(path)
-    from_cache = create_openclip_features(spec, True, cache_dir=cache)
-    from_file = create_openclip_features(spec, True, checkpoint=tiny_clip_checkpoint)
+    from_cache = create_openclip_features(spec, cache_dir=cache)
+    from_file = create_openclip_features(spec, checkpoint=tiny_clip_checkpoint)
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(from_cache(x), from_file(x))
@@ -40,7 +40,7 @@ def test_backbone_found_in_hub_cache_without_network(tmp_path, tiny_clip_checkpo
 def test_missing_local_backbone_file_is_a_clear_error(tmp_path):
     spec = register_backbone("tiny_nofile", TINY_MODEL)
     with pytest.raises(WeightsUnavailableError, match="backbone checkpoint not found"):
-        create_openclip_features(spec, True, checkpoint=tmp_path / "nope.bin")
+        create_openclip_features(spec, checkpoint=tmp_path / "nope.bin")
 
 
 def test_backbone_without_source_asks_for_backbone_weights():

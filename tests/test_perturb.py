@@ -12,7 +12,7 @@ from PIL import Image
 import compute_metrics as metrics_cli
 import launder as launder_cli
 import main as main_cli
-from clipdet.evaluation.perturb import PRESETS, Perturbation, parse_chain
+from clipdet.pipeline.perturb import PRESETS, Perturbation, parse_chain
 
 
 def _photo(w=200, h=150, seed=0):

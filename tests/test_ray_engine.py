@@ -121,19 +121,21 @@ def test_ray_engine_gives_the_local_engines_scores(
 def test_ray_engine_runs_bfree_and_univfd_as_the_local_engine(
     ray_instance, tmp_path, mixed_list, tiny_clip_checkpoint
 ):
-    """The five-crop ViT (built in each actor from its config's timm_kwargs) and UnivFD's raw
-    CLIP features beside a normalised head, with hostile rows."""
+    """The five-crop ViT (built in each actor from its config's timm_kwargs), UnivFD's raw
+    CLIP features beside a normalised head, and linear probes on a timm ViT and on the tiny
+    CLIP tower (its open_clip config declared again in each actor), with hostile rows."""
     from test_model_zoo import write_zoo
 
     csv, hostile = mixed_list
     write_zoo(tmp_path / "zoo")
-    models = "bfree_small,univfd_tiny,proj_tiny"
+    models = "bfree_small,univfd_tiny,proj_tiny,probe_tiny,probe_oc"
     local = run(csv, tmp_path / "local.csv", tmp_path / "zoo", tiny_clip_checkpoint, models=models)
     on_ray = run(csv, tmp_path / "ray.csv", tmp_path / "zoo", tiny_clip_checkpoint,
                  "--engine", "ray", "--batch_size", "4", models=models)  # fmt: skip
     assert_same_scores(local, on_ray)
     assert sorted(on_ray.loc[on_ray["error"].notna(), "filename"]) == sorted(hostile)
-    assert np.isfinite(on_ray.loc[on_ray["error"].isna(), "bfree_small"]).all()
+    good = on_ray.loc[on_ray["error"].isna()]
+    assert np.isfinite(good[["bfree_small", "probe_tiny", "probe_oc"]]).all().all()
 
 
 def test_ray_engine_reads_provenance_as_the_local_engine(

@@ -17,14 +17,8 @@ from conftest import local_run_args, main_command, make_image
 
 import main as cli
 from clipdet.files import read_scores_folder, read_table
-from clipdet.pipeline.ray_stream import (
-    DONE,
-    RUN_RECORD,
-    _ShardCounter,
-    _tar_rows,
-    expand_braces,
-    find_shards,
-)
+from clipdet.pipeline.ray_stream import DONE, RUN_RECORD, _ShardCounter
+from clipdet.pipeline.shards import _tar_rows, expand_braces, find_shards
 
 MODELS = "tiny_a,tiny_b"
 

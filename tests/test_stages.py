@@ -11,9 +11,9 @@ import pytest
 from conftest import REPO, TINY_BACKBONE, TINY_MODEL, make_image
 
 from clipdet import constants
-from clipdet.evaluation.perturb import Perturbation
 from clipdet.options import RunOptions
 from clipdet.pipeline.fusion import FUSIONS
+from clipdet.pipeline.perturb import Perturbation
 from clipdet.pipeline.scoring import iter_scores, load_models, scoring_stages
 
 

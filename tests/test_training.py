@@ -5,47 +5,23 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import TINY_BACKBONE, TINY_WIDTH, count_forward_passes, train_args
+from conftest import (
+    TINY_BACKBONE,
+    TINY_WIDTH,
+    count_forward_passes,
+    make_list,
+    make_pair_image,
+    train_args,
+)
 from PIL import Image, ImageFilter
 
 import train as train_cli
 from clipdet.api import score_images
-from clipdet.models.factory import BackboneCache, create_frozen_feature_group
+from clipdet.models.factory import BackboneCache
 from clipdet.pipeline.feature_cache import FeatureCache
-from clipdet.pipeline.features import extract_features
+from clipdet.pipeline.features import create_frozen_feature_group, extract_features
 
 ARCH = f"opencliplinearnext_{TINY_BACKBONE}"
-
-
-def make_pair_image(path, kind: str, seed: int):
-    """Real: smooth, warm, low noise. Synthetic: cooler and with strong high-frequency noise."""
-    rng = np.random.default_rng(seed)
-    h, w = rng.integers(60, 120, 2)
-    y, x = np.mgrid[0:h, 0:w] / 100.0
-    base = np.stack([0.6 + 0.2 * np.sin(3 * x + seed), 0.4 + 0.2 * y, 0.3 + 0 * x], -1)
-    if kind == "real":
-        pixels = base + rng.normal(0, 0.01, base.shape)
-    else:
-        pixels = base[..., ::-1] + rng.normal(0, 0.15, base.shape)
-    image = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
-    if kind == "real":
-        image = image.filter(ImageFilter.GaussianBlur(1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
-
-
-def make_list(folder, name, n_per_class, seed0, extra_rows=()):
-    rows = []
-    for i in range(n_per_class):
-        for kind in ("real", "fake"):
-            rel = f"{name}/{kind}_{i}.png"
-            make_pair_image(folder / rel, kind, seed0 + 2 * i + (kind == "fake"))
-            rows.append((rel, "real" if kind == "real" else "gen_x"))
-    rows.extend(extra_rows)
-    csv = folder / f"{name}.csv"
-    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(csv, index=False)
-    return csv
 
 
 def train(tmp_path, csv, checkpoint, name="mine", *extra):

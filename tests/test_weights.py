@@ -117,17 +117,16 @@ def test_unknown_model_lists_valid_choices(tmp_path):
 
 def test_incomplete_config_names_missing_keys(tmp_path):
     (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "config.yaml").write_text("arch: res50nodown\n")
-    with pytest.raises(ValueError, match="lacks the keys norm_type, weights_file"):
-        load_model_config("mine", tmp_path)
-    # patch_size: the families that read it ask for it, naming the model
-    (tmp_path / "mine" / "config.yaml").write_text(
-        "arch: res50nodown\nnorm_type: resnet\nweights_file: w.pth\n"
-    )
-    torch.save({"model": {}}, tmp_path / "mine" / "w.pth")
     from clipdet.models.factory import create_detector
 
-    with pytest.raises(ValueError, match="model 'mine': config.yaml lacks 'patch_size'"):
+    (tmp_path / "mine" / "config.yaml").write_text("arch: res50nodown\n")
+    with pytest.raises(ValueError, match="lacks the keys weights_file"):
+        load_model_config("mine", tmp_path)
+    # each family declares the keys it reads, all named at once
+    with pytest.raises(ValueError, match="lacks the keys norm_type, patch_size, weights_file"):
+        create_detector("mine", tmp_path)
+    (tmp_path / "mine" / "config.yaml").write_text("arch: probe\nweights_file: w.pth\n")
+    with pytest.raises(ValueError, match="config.yaml lacks the keys backbone$"):
         create_detector("mine", tmp_path)
 
 
@@ -242,8 +241,8 @@ def test_safetensors_backbone_from_the_hub_cache_gives_the_same_features(
     snapshot = next((tmp_path / "hub").rglob("open_clip_model.safetensors"))
     save_file({k: v.contiguous() for k, v in state.items()}, snapshot)
     spec = register_backbone("tiny_hub_test", TINY_MODEL, hf_hub="test-org/tiny/")
-    from_hub = create_openclip_features(spec, True, cache_dir=str(tmp_path / "hub"))
-    from_bin = create_openclip_features(spec, True, checkpoint=tiny_clip_checkpoint)
+    from_hub = create_openclip_features(spec, cache_dir=str(tmp_path / "hub"))
+    from_bin = create_openclip_features(spec, checkpoint=tiny_clip_checkpoint)
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(from_hub(x), from_bin(x), atol=0, rtol=0)

@@ -4,7 +4,8 @@
     clipdet metrics   = compute_metrics.py  clipdet split     = split.py
     clipdet train     = train.py            clipdet download  = data/download.py
     clipdet report    = report.py           clipdet reproduce = reproduce.py
-    clipdet models    the known detectors and their download state
+    clipdet models    the known detectors and backbones, and their download state
+    clipdet sweep     linear probes on several backbones and layers, compared
 
 Each subcommand module has ``add_parser(subparsers=None)`` (a sub-parser, or the standalone
 parser of its script) and ``run(args) -> int``; nothing heavy is imported before the arguments
@@ -24,10 +25,11 @@ from clipdet.cli import (
     reproduce,
     score,
     split,
+    sweep,
     train,
 )
 
-COMMANDS = (score, metrics, train, report, launder, split, download, reproduce, models)
+COMMANDS = (score, metrics, train, sweep, report, launder, split, download, reproduce, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,12 @@
 """List the detectors clipdet knows and the model folders in --weights_dir, with their
 download state: `downloaded` (the weights file is there), `downloads on first use` (a known
 detector not fetched yet), `weights missing` (a local folder without its weights file); then
-the licence of any model that is not Apache-2.0.
+the licence of any model that is not Apache-2.0. With --backbones: the backbone aliases that
+`clipdet train --backbone` and `clipdet sweep` take, in their libraries' names, with the
+licences that are not permissive.
 
     clipdet models [--weights_dir weights]
+    clipdet models --backbones
 """
 
 import sys
@@ -20,11 +23,37 @@ MISSING = "weights missing"
 
 
 def add_parser(subparsers=None):
-    p = make_parser(subparsers, "models", __doc__, "known detectors and their download state", run)
+    p = make_parser(
+        subparsers, "models", __doc__, "known detectors and backbones, and download state", run
+    )
     p.add_argument(
         "--weights_dir", "-w", default=default_weights_dir(), help="folder of model folders"
     )
+    p.add_argument(
+        "--backbones", action="store_true", help="list the backbone aliases for linear probes"
+    )
     return p
+
+
+def backbone_table() -> list[dict]:
+    """One row per backbone alias: name, library:model:tag, description, licence."""
+    from clipdet.models.registry import known_backbones
+
+    return [
+        {"name": name, "backbone": spec.reference, "description": spec.description,
+         "licence": spec.licence}
+        for name, spec in known_backbones().items()
+    ]  # fmt: skip
+
+
+def print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns} if rows else {}
+    print("  ".join(c.ljust(widths.get(c, len(c))) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        if row["licence"]:
+            print(f"{row['name']}: {row['licence']}")
 
 
 def model_table(weights_dir) -> list[dict]:
@@ -60,17 +89,13 @@ def model_table(weights_dir) -> list[dict]:
 
 
 def run(args) -> int:
+    if args.backbones:
+        print_rows(backbone_table(), ("name", "backbone", "description"))
+        return 0
     try:
         rows = model_table(args.weights_dir)
     except (OSError, ValueError) as e:
         return fatal(e)
-    columns = ("name", "arch", "task", "source", "state")
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns} if rows else {}
-    print("  ".join(c.ljust(widths.get(c, len(c))) for c in columns).rstrip())
-    for row in rows:
-        print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
-    for row in rows:
-        if row["licence"]:
-            print(f"{row['name']}: {row['licence']}")
+    print_rows(rows, ("name", "arch", "task", "source", "state"))
     print(f"weights folder: {args.weights_dir}", file=sys.stderr)
     return 0

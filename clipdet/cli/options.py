@@ -123,8 +123,8 @@ def add_compute_options(parser, speed: bool = True):
     )  # fmt: skip
     group.add_argument(
         "--backbone_weights", default=None,
-        help="local open_clip checkpoint for every CLIP-based model (default: hub cache or "
-        "download)",
+        help="local weights file for every backbone named by a pretrained tag: an open_clip "
+        "checkpoint for the CLIP models (default: hub cache or download)",
     )  # fmt: skip
     group.add_argument(
         "--feature_cache", default=None, metavar="DIR",

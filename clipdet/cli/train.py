@@ -1,8 +1,12 @@
-"""Train a head on frozen CLIP features from a labelled image list.
+"""Train a head on frozen features from a labelled image list.
 
 Detection (default; few-shot recipe of Cozzolino et al., CVPRW 2024): a class-balanced linear
 SVM, C by cross-validation, its score calibrated into an LLR, written in the reference layout.
     clipdet train --in_csv train.csv --weights_dir weights --model_name my_detector
+A linear probe on a foundation backbone (an alias of configs/backbones.yaml or the library's
+own names, LIB:MODEL[:PRETRAINED or weights file]), at its embedding or a block's token:
+    clipdet train -i train.csv -n my_probe --backbone pe-core-l14-336 [--layer -4]
+    clipdet train -i train.csv -n my_probe --backbone timm:vit_large_patch16_dinov3:lvd1689m
 Open-set attribution: one class per typ ('real' included) and an 'unknown' rule.
     clipdet train --task attribution --in_csv train.csv --weights_dir weights \\
         --model_name my_attributor [--block 12] [--val_csv val.csv]
@@ -46,6 +50,17 @@ def add_parser(subparsers=None):
         help="detection: real vs synthetic LLR; attribution: which typ made it, or unknown",
     )
     p.add_argument("--arch", default=DEFAULT_ARCH, help="opencliplinear[next]_<backbone>")
+    p.add_argument(
+        "--backbone", default=None, metavar="LIB:MODEL[:PRETRAINED]",
+        help="train a linear probe on this backbone instead of --arch: an alias (see `clipdet "
+        "models --backbones`) or open_clip:/timm: with the library's model name and its "
+        "pretrained tag or a local weights file; the library's own preprocessing",
+    )  # fmt: skip
+    p.add_argument(
+        "--layer", default=None, metavar="embed|K",
+        help="with --backbone: 'embed' (the library's image embedding, the default) or the "
+        "class token of block K (0-based, negative from the end)",
+    )  # fmt: skip
     p.add_argument(
         "--C", type=float, default=None, help="regularisation C (default: cross-validated)"
     )
@@ -93,7 +108,13 @@ def run(args) -> int:
 
     try:
         options = RunOptions.from_args(args).resolved()
-        common = dict(arch=args.arch, C=args.C, val_csv=args.val_csv, options=options)
+        from clipdet.models.families.probe import parse_layer
+
+        layer = None if args.layer is None else parse_layer(args.layer)
+        common = dict(
+            arch=args.arch, C=args.C, val_csv=args.val_csv, options=options,
+            backbone=args.backbone, layer=layer,
+        )  # fmt: skip
         if args.task == "attribution":
             folder = train_attributor(
                 args.in_csv,

@@ -121,7 +121,7 @@ def _file_uri(path: Path) -> str:
 
 def _maps_by_row(inputs: ReportInputs) -> dict[str, list[dict]]:
     """Overlay images per file name, from the maps folder's manifest."""
-    from clipdet.evaluation.evidence_maps import read_manifest
+    from clipdet.pipeline.evidence_maps import read_manifest
 
     if not inputs.maps_dir:
         return {}

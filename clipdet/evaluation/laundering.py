@@ -9,10 +9,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from clipdet.constants import ERROR_COLUMN, FILENAME_COLUMN, TYPE_COLUMN
-from clipdet.evaluation.perturb import Perturbation
 from clipdet.files import read_list, write_csv_atomic
-from clipdet.pipeline.images import load_rgb
-from clipdet.pipeline.prepare import describe_error
+from clipdet.pipeline.images import describe_error, load_rgb
+from clipdet.pipeline.perturb import Perturbation
 
 logger = logging.getLogger(__name__)
 

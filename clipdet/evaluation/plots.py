@@ -102,3 +102,28 @@ def plot_confusion(matrix, path: str | Path, title: str) -> Path:
     ax.set(xlabel="predicted (at the stored threshold)", ylabel="true typ", title=title)
     fig.colorbar(image, ax=ax, label="share of the true typ")
     return _save(fig, Path(path))
+
+
+def plot_sweep(table, layers: list[str], path: str | Path) -> Path:
+    """A sweep's cross-validated AUC by layer (in the asked order), one line per backbone,
+    with the bootstrap interval as a band where the table has one."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    x = np.arange(len(layers))
+    for backbone, rows in table.groupby("backbone", sort=False):
+        by_layer = rows.set_index("layer").reindex(layers)
+        auc = by_layer["auc"].to_numpy(dtype=float)
+        ax.plot(x, auc, marker="o", lw=1.8, label=backbone)
+        if "auc_lo" in by_layer:
+            low, high = (by_layer[c].to_numpy(dtype=float) for c in ("auc_lo", "auc_hi"))
+            ax.fill_between(x, low, high, alpha=0.15)
+    ax.set_xticks(x, layers)
+    ax.set(xlabel="feature layer", ylabel="cross-validated AUC", ylim=(None, 1.005),
+           title="Linear probes: AUC by backbone and layer")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

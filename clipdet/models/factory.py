@@ -6,17 +6,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch import nn
-
-from clipdet.constants import ATTRIBUTION_TASK, CLIP224, CLIP_NORM, DETECTION_TASK
+from clipdet.constants import ATTRIBUTION_TASK, DETECTION_TASK
 from clipdet.models.attribution import AttributionSpec
-from clipdet.models.backbones import create_openclip_features
+from clipdet.models.backbones import create_frozen_features
 from clipdet.models.families import BuildContext, find_family
-from clipdet.models.preprocess import ImageTransform, make_transform, transform_key
-from clipdet.models.registry import get_backbone
+from clipdet.models.preprocess import ImageTransform, Preprocessing
+from clipdet.models.registry import OPEN_CLIP, BackboneSpec, get_backbone
 from clipdet.models.weights import load_model_config, load_state_dict, resolve_weights_file
-from clipdet.pipeline.infer import FeatureGroup
-from networks import Detector, parse_arch
+from networks import EMBED, Detector, FrozenFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +37,13 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class FrozenLayer:
-    """One feature layer of a shared, pretrained backbone: ``layer`` None is the module's
-    output, an int the (non-negative) index of the transformer block whose CLS token is read;
-    ``identity`` names model, weights and layer, and keys the feature cache."""
+    """One feature layer of a shared, pretrained backbone (``networks.frozen_features``: a
+    name or a non-negative block index); ``identity`` names model, weights and layer, and
+    keys the feature cache."""
 
     identity: str
-    module: nn.Module
-    layer: int | None
+    module: FrozenFeatures
+    layer: str | int
 
     @property
     def width(self) -> int:
@@ -54,42 +51,63 @@ class FrozenLayer:
 
 
 class BackboneCache:
-    """Frozen backbones by identity, so that several heads on one backbone share one module."""
+    """Frozen backbones by model and weights, so that every head on one backbone, whatever its
+    layer, shares one module (and one forward pass). ``backbone_weights``: a local weights
+    file for every backbone of the run named by a pretrained tag (one that names its own file
+    reads that file)."""
 
     def __init__(self, backbone_weights: str | os.PathLike | None = None):
         self.backbone_weights = backbone_weights
-        self._modules: dict[str, nn.Module] = {}
+        self._modules: dict[str, FrozenFeatures] = {}
 
-    def get(self, backbone: str, next_to_last: bool, block: int | None = None) -> FrozenLayer:
-        """The layer's identity is e.g. ``ViT-L-14|commonpool_xl_s13b_b90k|next_to_last``.
-        With ``block`` K (negative: from the end) the layer is the CLS token of transformer
-        block K, read from the same (next-to-last) module, so that those features come from
-        the detectors' pass."""
-        spec = get_backbone(backbone)
-        base = f"{spec.model}|{self._weights_identity(spec)}"
-        if block is not None:
-            next_to_last = True
-        key = f"{base}|{'next_to_last' if next_to_last else 'projected'}"
+    def get(self, backbone: str, layer: str | int) -> FrozenLayer:
+        """A layer of the open_clip backbone of an ``opencliplinear*_<backbone>`` arch."""
+        return self.layer(get_backbone(backbone), layer)
+
+    def layer(self, spec: BackboneSpec, layer: str | int) -> FrozenLayer:
+        """Layer ``layer`` of backbone ``spec`` (a block index may be negative). Its identity
+        is e.g. ``ViT-L-14|commonpool_xl_s13b_b90k|next_to_last`` or ``...|block12``."""
+        module = self.module(spec)
+        layer = module.check_layer(layer)
+        return FrozenLayer(f"{module.cache_key}|{_layer_word(spec, layer)}", module, layer)
+
+    def module(self, spec: BackboneSpec) -> FrozenFeatures:
+        key = self.module_key(spec)
         if key not in self._modules:
-            self._modules[key] = create_openclip_features(
-                spec, next_to_last=next_to_last, checkpoint=self.backbone_weights
-            )
-            self._modules[key].cache_key = key  # names it alike in every process
-        module = self._modules[key]
-        if block is None:
-            return FrozenLayer(key, module, None)
-        block = module.check_block(block)
-        return FrozenLayer(f"{base}|block{block}", module, block)
+            module = create_frozen_features(spec, self._weights_file(spec))
+            module.cache_key = key  # names it alike in every process
+            self._modules[key] = module
+        return self._modules[key]
 
-    def _weights_identity(self, spec) -> str:
-        if not self.backbone_weights:
-            return spec.pretrained or spec.hf_hub or "none"
-        path = Path(self.backbone_weights).resolve()
+    def module_key(self, spec: BackboneSpec) -> str:
+        weights = self._weights_identity(spec)
+        return (
+            f"{spec.model}|{weights}"
+            if spec.library == OPEN_CLIP
+            else (f"{spec.library}:{spec.model}|{weights}")
+        )
+
+    def _weights_file(self, spec: BackboneSpec) -> str | os.PathLike | None:
+        return spec.file or self.backbone_weights
+
+    def _weights_identity(self, spec: BackboneSpec) -> str:
+        file = self._weights_file(spec)
+        if not file:
+            return spec.pretrained or spec.hf_hub or "default"
+        path = Path(file).resolve()
         try:
             stat = path.stat()
         except OSError:
             return f"file:{path}"
         return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _layer_word(spec: BackboneSpec, layer: str | int) -> str:
+    """The layer's name in an identity; open_clip's embedding keeps its older name
+    ("projected"), so that feature caches written before stay valid."""
+    if isinstance(layer, int):
+        return f"block{layer}"
+    return "projected" if layer == EMBED and spec.library == OPEN_CLIP else layer
 
 
 def create_detector(
@@ -101,19 +119,21 @@ def create_detector(
     (``clipdet.models.families``), which builds the network, says which preprocessing it reads
     and maps the weights file onto it. The weights of a known detector are downloaded on first
     use. Returns the model with its transform, in eval mode."""
-    config = load_model_config(name, weights_dir)
+    config = load_model_config(name, weights_dir, lambda arch: find_family(arch)[0].config_keys)
     family, spec = find_family(config["arch"])
     is_detector = config.get("task", DETECTION_TASK) == DETECTION_TASK
     attribution = None if is_detector else AttributionSpec.from_config(config)
     if attribution is not None and not family.attribution:
-        raise ValueError(f"model {name!r}: attribution models need an opencliplinear* arch")
+        raise ValueError(
+            f"model {name!r}: attribution models need a frozen-backbone arch "
+            "(opencliplinear*, probe)"
+        )
     weights_path = resolve_weights_file(name, config, weights_dir)
     context = BuildContext(
         name, config, weights_path, backbone_cache or BackboneCache(), attribution
     )
     detector = family.build(spec, context)
-    patch_size, norm_type = family.preprocessing(spec, config, detector)
-    key = transform_key(patch_size, norm_type)
+    preprocessing = family.preprocessing(spec, config, detector)
     # memory-mapped: tensors the model does not use (Corvi2023's file also holds its Adam
     # state, twice the weights) are never read from disk
     state = family.convert_state_dict(load_state_dict(weights_path, mmap=True))
@@ -121,34 +141,34 @@ def create_detector(
         detector.load_reference_state_dict(state)
     except ValueError as e:
         raise ValueError(f"model {name!r} ({weights_path}): {e}") from e
-    logger.info("model %s: arch %s, preprocessing %s", name, config["arch"], key)
+    logger.info("model %s: arch %s, preprocessing %s", name, config["arch"], preprocessing.key)
     return LoadedModel(
         name=name,
         detector=detector.eval(),
-        transform_key=key,
-        transform=make_transform(patch_size, norm_type),
+        transform_key=preprocessing.key,
+        transform=preprocessing.transform,
         config=config,
         weights_path=Path(weights_path),
         attribution=attribution,
     )
 
 
-def create_frozen_feature_group(
-    arch: str,
-    norm_type: str = CLIP_NORM,
-    patch_size=CLIP224,
-    backbone_cache: BackboneCache | None = None,
-    block: int | None = None,
-) -> tuple[FeatureGroup, ImageTransform]:
-    """The frozen CLIP backbone of an ``opencliplinear*`` arch with its preprocessing, for
-    training heads on its features (``block`` K: the CLS token of transformer block K)."""
-    spec = parse_arch(arch)
-    if spec.family != "openclip":
+def create_frozen_network(
+    config: dict, backbone_cache: BackboneCache | None = None
+) -> tuple[Detector, Preprocessing]:
+    """The network of a frozen-backbone model ``config`` (``opencliplinear*`` with its
+    ``norm_type`` and ``patch_size``, or ``probe`` with its ``backbone`` and ``layer``) with
+    its preprocessing and an untrained head: what training computes features with, the same
+    network and transform that scoring the trained model runs."""
+    family, spec = find_family(config["arch"])
+    if not family.attribution:  # the families whose heads sit on a shared frozen backbone
         raise ValueError(
-            "heads are trained on frozen CLIP features: arch must be "
-            f"opencliplinearnext_<backbone> or opencliplinear_<backbone>, got {arch!r}"
+            "heads are trained on frozen CLIP features or a probe's backbone: arch must be "
+            f"opencliplinearnext_<backbone>, opencliplinear_<backbone> or probe, got "
+            f"{config['arch']!r}"
         )
-    key = transform_key(patch_size, norm_type)
-    f = (backbone_cache or BackboneCache()).get(spec.backbone, spec.next_to_last, block)
-    group = FeatureGroup.frozen(f.module, f.identity, key, f.layer)
-    return group, make_transform(patch_size, norm_type)
+    context = BuildContext(
+        config.get("model_name", "new model"), config, None, backbone_cache or BackboneCache()
+    )
+    detector = family.build(spec, context)
+    return detector.eval(), family.preprocessing(spec, config, detector)

@@ -1,23 +1,92 @@
-"""Image transforms derived from a model config's `patch_size` and `norm_type`.
+"""Image transforms: the reference code's, derived from a model config's `patch_size` and
+`norm_type`, and the libraries' own eval transforms for linear probes on their backbones.
 
 Models that share a transform share one entry (`transform_key`), so an image decoded once is
 transformed once per distinct preprocessing, not once per model.
 """
 
+import hashlib
+import json
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from clipdet.constants import CLIP224, CLIP_INPUT_SIZE, NORMALIZATION
+from clipdet.constants import (
+    CLIP224,
+    CLIP_INPUT_SIZE,
+    CLIP_NORM,
+    NORMALIZATION,
+    OPENAI_DATASET_MEAN,
+    OPENAI_DATASET_STD,
+)
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 # `patch_size: FiveCrops504p14`: five 504-px grids of 14-px patches from the whole image (B-Free)
 FIVE_CROPS = re.compile(r"^FiveCrops(\d+)p(\d+)$")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """A model's preprocessing: the transform and the key under which models share it."""
+
+    key: str
+    transform: ImageTransform
+
+
+def reference_preprocessing(patch_size: Any, norm_type: str) -> Preprocessing:
+    """The reference code's preprocessing of a config's ``patch_size`` and ``norm_type``."""
+    return Preprocessing(
+        transform_key(patch_size, norm_type), make_transform(patch_size, norm_type)
+    )
+
+
+def library_preprocessing(library: str, config: dict, transform: ImageTransform) -> Preprocessing:
+    """A library's eval ``transform`` built from its ``config`` (open_clip's preprocess config,
+    timm's data config), keyed by that config. A config that describes the CLIP 224-px
+    pipeline (bicubic resize of the shorter side to 224, centre crop, CLIP normalisation) gets
+    its key, ``Clip224_clip``: the two transforms give the same tensors (tested), so a probe
+    shares the decoding, the tensors and the backbone's pass with the CLIP detectors."""
+    if _is_clip224(library, config):
+        return Preprocessing(transform_key(CLIP224, CLIP_NORM), transform)
+    text = json.dumps({"library": library, **config}, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return Preprocessing(f"{library}_{digest}", transform)
+
+
+def _is_clip224(library: str, config: dict) -> bool:
+    def same(a, b) -> bool:
+        if a is None or len(a) != len(b):
+            return False
+        return all(abs(x - y) < 1e-9 for x, y in zip(a, b, strict=True))
+
+    clip_stats = same(config.get("mean"), OPENAI_DATASET_MEAN) and same(
+        config.get("std"), OPENAI_DATASET_STD
+    )
+    if not clip_stats or config.get("interpolation") != "bicubic":
+        return False
+    if library == "open_clip":
+        size = config.get("size")
+        size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        return (
+            size == (CLIP_INPUT_SIZE, CLIP_INPUT_SIZE)
+            and config.get("resize_mode") == "shortest"
+            and config.get("mode", "RGB") == "RGB"
+        )
+    if library == "timm":  # timm resizes the shorter side to floor(size / crop_pct)
+        size = tuple(config.get("input_size", ()))[-2:]
+        crop_pct = config.get("crop_pct") or 1.0
+        return (
+            size == (CLIP_INPUT_SIZE, CLIP_INPUT_SIZE)
+            and config.get("crop_mode", "center") == "center"
+            and math.floor(CLIP_INPUT_SIZE / crop_pct) == CLIP_INPUT_SIZE
+        )
+    return False
 
 
 def five_crops_spec(size: int, patch: int) -> str:

@@ -1,6 +1,8 @@
-"""The registries of known detectors and CLIP backbones, declared as data in `configs/`."""
+"""The registries of known detectors and backbones, declared as data in `configs/`, and backbone
+names: an alias of ``configs/backbones.yaml`` or ``LIB:MODEL[:PRETRAINED]``."""
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -40,14 +42,36 @@ class KnownDetector:
         raise ValueError(f"known detector {self.name!r} declares no sha256 or md5")
 
 
+OPEN_CLIP = "open_clip"
+TIMM = "timm"
+LIBRARIES = (OPEN_CLIP, TIMM)
+# What a pretrained weights file's name ends with (anything else without a path separator is
+# read as the library's pretrained tag).
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
-    """An open_clip image tower: model name plus a pretrained tag or a Hugging Face hub path."""
+    """A pretrained backbone in its library's own terms: ``library`` (open_clip or timm), its
+    ``model`` name, and where the weights come from: the library's ``pretrained`` tag, a
+    Hugging Face ``hf_hub`` path (open_clip) or a local ``file`` (the model's state dict, as
+    the library saves it). ``licence`` is shown once, when the weights are downloaded, for
+    backbones that are not under a permissive licence."""
 
     name: str
     model: str
     pretrained: str | None = None
     hf_hub: str | None = None
+    library: str = OPEN_CLIP
+    file: str | None = None
+    licence: str = ""
+    description: str = ""
+
+    @property
+    def reference(self) -> str:
+        """``LIB:MODEL[:PRETRAINED]``: the backbone in the libraries' own names."""
+        source = self.file or self.pretrained or self.hf_hub
+        return f"{self.library}:{self.model}" + (f":{source}" if source else "")
 
 
 _extra_backbones: dict[str, BackboneSpec] = {}
@@ -67,7 +91,8 @@ def known_detectors() -> dict[str, KnownDetector]:
 
 
 @cache
-def _declared_backbones() -> dict[str, BackboneSpec]:
+def declared_backbones() -> dict[str, BackboneSpec]:
+    """The aliases of ``configs/backbones.yaml``."""
     return {
         name: BackboneSpec(name=name, **entry)
         for name, entry in _read_yaml("backbones.yaml").items()
@@ -75,47 +100,87 @@ def _declared_backbones() -> dict[str, BackboneSpec]:
 
 
 def known_backbones() -> dict[str, BackboneSpec]:
-    return {**_declared_backbones(), **_extra_backbones}
+    return {**declared_backbones(), **_extra_backbones}
 
 
 def register_backbone(
-    name: str, model: str, pretrained: str | None = None, hf_hub: str | None = None
+    name: str, model: str, pretrained: str | None = None, hf_hub: str | None = None, **fields
 ) -> BackboneSpec:
-    """Declare a backbone at run time (e.g. a custom open_clip config added with
-    ``open_clip.add_model_config``), usable as ``opencliplinearnext_<name>``."""
-    spec = BackboneSpec(name=name, model=model, pretrained=pretrained, hf_hub=hf_hub)
+    """Declare a backbone alias at run time (e.g. for a custom open_clip config added with
+    ``open_clip.add_model_config``), usable as ``opencliplinearnext_<name>`` (open_clip) and
+    as ``--backbone <name>``; ``fields``: the other BackboneSpec fields (library, file ...)."""
+    spec = BackboneSpec(name=name, model=model, pretrained=pretrained, hf_hub=hf_hub, **fields)
     _extra_backbones[name] = spec
     return spec
 
 
 def get_backbone(name: str) -> BackboneSpec:
-    backbones = known_backbones()
+    """The open_clip backbone of an ``opencliplinear*_<name>`` arch."""
+    backbones = {n: b for n, b in known_backbones().items() if b.library == OPEN_CLIP}
     if name not in backbones:
         valid = ", ".join(sorted(backbones))
         raise ValueError(f"unknown CLIP backbone {name!r}; valid choices: {valid}")
     return backbones[name]
 
 
+def parse_backbone(text: str) -> BackboneSpec:
+    """A backbone named by an alias of ``configs/backbones.yaml`` (``pe-core-l14-336``) or by
+    the library's own names, ``LIB:MODEL[:PRETRAINED]``: ``open_clip:ViT-L-14:openai``,
+    ``timm:vit_large_patch16_dinov3:lvd1689m`` (timm's ``MODEL.TAG`` works too), where
+    PRETRAINED is the library's pretrained tag or a local weights file."""
+    text = str(text).strip()
+    known = known_backbones()
+    if text in known:
+        return known[text]
+    library, sep, rest = text.partition(":")
+    model, _, pretrained = rest.partition(":")
+    if not sep or library not in LIBRARIES or not model:
+        raise ValueError(
+            f"unknown backbone {text!r}: name it LIB:MODEL[:PRETRAINED] with LIB one of "
+            f"{', '.join(LIBRARIES)} (e.g. open_clip:ViT-L-14:openai), or by an alias; valid "
+            f"aliases: {', '.join(sorted(known))}"
+        )
+    if library == TIMM and not pretrained and "." in model:
+        model, pretrained = model.split(".", 1)  # timm's own name.tag
+    spec = BackboneSpec(name=text, model=model, library=library)
+    if not pretrained:
+        return spec
+    if is_weights_file(pretrained):
+        return replace(spec, file=str(Path(pretrained).expanduser().resolve()))
+    return replace(spec, pretrained=pretrained)
+
+
+def is_weights_file(pretrained: str) -> bool:
+    """Whether a PRETRAINED value names a local file rather than a library's tag."""
+    return (
+        os.sep in pretrained
+        or "/" in pretrained
+        or pretrained.lower().endswith(WEIGHTS_SUFFIXES)
+        or Path(pretrained).expanduser().is_file()
+    )
+
+
 @dataclass(frozen=True)
 class Registrations:
-    """Backbones declared at run time in this process, with the open_clip configs they use
-    (for architectures added with ``open_clip.add_model_config``): what a worker process of a
-    cluster must declare again to build the same models."""
+    """Backbones declared at run time in this process and the open_clip configs added with
+    ``open_clip.add_model_config``: what a worker process of a cluster must declare again to
+    build the same models."""
 
     backbones: tuple[BackboneSpec, ...]
     openclip_configs: dict
 
 
 def runtime_registrations() -> Registrations:
-    if not _extra_backbones:
-        return Registrations((), {})
+    """The backbones declared with ``register_backbone`` and every open_clip model config
+    added at run time (``open_clip.add_model_config``): open_clip's own are left out."""
     import open_clip
 
-    configs = {}
-    for spec in _extra_backbones.values():
-        config = open_clip.get_model_config(spec.model)
-        if config is not None:
-            configs[spec.model] = config
+    shipped = {p.stem for p in (Path(open_clip.__file__).parent / "model_configs").glob("*.json")}
+    configs = {
+        model: open_clip.get_model_config(model)
+        for model in open_clip.list_models()
+        if model not in shipped
+    }
     return Registrations(tuple(_extra_backbones.values()), configs)
 
 

@@ -3,20 +3,21 @@ checksum verification, and safe loading of state dicts."""
 
 import logging
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 import yaml
 
 from clipdet.constants import CONFIG_FILENAME
-from clipdet.files import write_atomic
 from clipdet.models.registry import KnownDetector, known_detectors
+from clipdet.storage import write_atomic
 
 logger = logging.getLogger(__name__)
 
 BASE_URL_ENV = "CLIPDET_WEIGHTS_BASE_URL"
-# Every family needs these; a family may need more (e.g. `patch_size`) and says so.
-REQUIRED_CONFIG_KEYS = ("arch", "norm_type", "weights_file")
+# Every family needs these; a family needs more (e.g. `patch_size`) and declares them.
+REQUIRED_CONFIG_KEYS = ("arch", "weights_file")
 
 
 class UnknownModelError(ValueError):
@@ -42,8 +43,14 @@ def available_models(weights_dir: str | os.PathLike) -> list[str]:
     return sorted(local | set(known_detectors()))
 
 
-def load_model_config(name: str, weights_dir: str | os.PathLike) -> dict:
-    """Read ``<weights_dir>/<name>/config.yaml``, written first for a known detector if missing."""
+def load_model_config(
+    name: str,
+    weights_dir: str | os.PathLike,
+    keys_of_arch: Callable[[str], Iterable[str]] | None = None,
+) -> dict:
+    """Read ``<weights_dir>/<name>/config.yaml``, written first for a known detector if missing;
+    it must hold ``REQUIRED_CONFIG_KEYS`` and the keys ``keys_of_arch(arch)`` names (those its
+    architecture family reads)."""
     folder = Path(weights_dir) / name
     config_path = folder / CONFIG_FILENAME
     if not config_path.is_file():
@@ -60,7 +67,10 @@ def load_model_config(name: str, weights_dir: str | os.PathLike) -> dict:
         config = yaml.safe_load(f)
     if not isinstance(config, dict):
         raise ValueError(f"{config_path} is not a YAML mapping")
-    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
+    required = set(REQUIRED_CONFIG_KEYS)
+    if "arch" in config and keys_of_arch is not None:
+        required |= set(keys_of_arch(config["arch"]))
+    missing = sorted(key for key in required if key not in config)
     if missing:
         raise ValueError(f"{config_path} lacks the keys {', '.join(missing)}")
     config.setdefault("model_name", name)

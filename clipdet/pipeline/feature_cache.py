@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipdet.files import write_atomic
+from clipdet.storage import write_atomic
 
 logger = logging.getLogger(__name__)
 

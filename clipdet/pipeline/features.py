@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from clipdet.constants import CLIP224, CLIP_NORM
+from clipdet.models.factory import BackboneCache, create_frozen_network
 from clipdet.models.preprocess import ImageTransform
 from clipdet.pipeline.engine import run_local
 from clipdet.pipeline.feature_cache import FeatureCache
@@ -14,6 +16,32 @@ from clipdet.pipeline.infer import BatchFeatures, FeatureGroup, FeatureInfer, re
 from clipdet.pipeline.prepare import Preparer
 
 logger = logging.getLogger(__name__)
+
+
+def frozen_feature_group(
+    config: dict, backbone_cache: BackboneCache | None = None
+) -> tuple[FeatureGroup, ImageTransform]:
+    """The feature group of a frozen-backbone model ``config`` (``opencliplinear*`` with
+    ``norm_type`` and ``patch_size``; ``probe`` with ``backbone`` and ``layer``) and its
+    transform: the features a head trained on them reads when the model is scored."""
+    detector, preprocessing = create_frozen_network(config, backbone_cache)
+    group = FeatureGroup.frozen(
+        detector.backbone, detector.backbone_key, preprocessing.key, detector.layer
+    )
+    return group, preprocessing.transform
+
+
+def create_frozen_feature_group(
+    arch: str,
+    norm_type: str = CLIP_NORM,
+    patch_size=CLIP224,
+    backbone_cache: BackboneCache | None = None,
+    block: int | None = None,
+) -> tuple[FeatureGroup, ImageTransform]:
+    """The frozen CLIP backbone of an ``opencliplinear*`` arch with its preprocessing, for
+    training heads on its features (``block`` K: the CLS token of transformer block K)."""
+    config = {"arch": arch, "norm_type": norm_type, "patch_size": patch_size, "block": block}
+    return frozen_feature_group(config, backbone_cache)
 
 
 def make_preparer(groups, transforms, cache: FeatureCache | None, perturbation=None) -> Preparer:
@@ -49,6 +77,32 @@ def iter_batch_features(
     )  # fmt: skip
 
 
+def extract_group_features(
+    groups: Sequence[FeatureGroup],
+    transforms: dict[str, ImageTransform],
+    paths: Sequence[str],
+    device: str | torch.device = "cpu",
+    batch_size: int = 4,
+    num_workers: int = 0,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Per group key, [len(paths), D] float32 features (NaN rows where an image failed), and
+    the error per image. Groups on one backbone and preprocessing share each pass."""
+    features = {
+        g.key: np.full((len(paths), g.num_features), np.nan, dtype=np.float32) for g in groups
+    }
+    errors = [""] * len(paths)
+    for batch in iter_batch_features(
+        groups, transforms, paths, device, batch_size, num_workers, cache, progress
+    ):
+        for index, message in batch.errors.items():
+            errors[index] = message
+        for key, (rows, values) in batch.features.items():
+            features[key][rows] = values.cpu().numpy()
+    return features, errors
+
+
 def extract_features(
     group: FeatureGroup,
     transform: ImageTransform,
@@ -60,15 +114,8 @@ def extract_features(
     progress: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
     """[len(paths), D] float32 features (NaN rows where an image failed) and the error per image."""
-    features = np.full((len(paths), group.num_features), np.nan, dtype=np.float32)
-    errors = [""] * len(paths)
-    transforms = {group.transform_key: transform}
-    for batch in iter_batch_features(
-        [group], transforms, paths, device, batch_size, num_workers, cache, progress
-    ):
-        for index, message in batch.errors.items():
-            errors[index] = message
-        if group.key in batch.features:
-            rows, values = batch.features[group.key]
-            features[rows] = values.cpu().numpy()
-    return features, errors
+    features, errors = extract_group_features(
+        [group], {group.transform_key: transform}, paths, device, batch_size, num_workers,
+        cache, progress,
+    )  # fmt: skip
+    return features[group.key], errors

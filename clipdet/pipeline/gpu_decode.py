@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from clipdet.constants import CLIP224, CLIP_INPUT_SIZE, NORMALIZATION
-from clipdet.pipeline.images import MAX_IMAGE_PIXELS, ImageLoadError
+from clipdet.pipeline.images import MAX_IMAGE_PIXELS, ImageLoadError, describe_error
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -65,8 +65,6 @@ def decode_items(items, device: torch.device) -> None:
     if it fails) and fill their tensors for every wanted Clip224 transform; a JPEG that does
     not decode becomes the item's error."""
     from torchvision.io import ImageReadMode, decode_jpeg
-
-    from clipdet.pipeline.prepare import describe_error
 
     todo = [item for item in items if item.encoded is not None and not item.error]
     if not todo:

@@ -21,6 +21,11 @@ class ImageLoadError(OSError):
     """An image file that cannot be read; the message says why."""
 
 
+def describe_error(error: BaseException) -> str:
+    """A row's error text: the exception's type and message on one line."""
+    return f"{type(error).__name__}: {error}".replace("\n", " ")
+
+
 def read_image_bytes(url: str) -> bytes:
     """The bytes of an image at ``url``; ImageLoadError for a missing object (or HTTP 404), a
     timeout, an empty body or any other failure to fetch it."""

@@ -14,7 +14,9 @@ from torch import nn
 
 from clipdet.models.preprocess import is_full_resolution
 from clipdet.pipeline.feature_cache import FeatureCache
-from clipdet.pipeline.prepare import CachedGroup, PreparedItem, describe_error
+from clipdet.pipeline.images import describe_error
+from clipdet.pipeline.prepare import CachedGroup, PreparedItem
+from networks import FrozenFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -23,18 +25,19 @@ logger = logging.getLogger(__name__)
 class FeatureGroup:
     """One feature layer of one backbone under one preprocessing. ``identity`` (set for frozen
     backbones) makes its features cacheable: it names the model, its weights, the feature layer
-    and preprocessing. ``layer`` None is the backbone's output; an int K is the CLS token of
-    transformer block K. Groups on one backbone and preprocessing share one forward pass.
-    ``source`` names the backbone module the same way in every process: a shared frozen
-    module by its cache key (``BackboneCache``), a trainable one by its model's name."""
+    and preprocessing. ``layer``: a frozen backbone's feature layer (``networks.frozen_features``:
+    "embed", "next_to_last" or a block index); None for a trainable network, whose output is
+    its features. Groups on one backbone and preprocessing share one forward pass, whatever
+    their layers. ``source`` names the backbone module the same way in every process: a shared
+    frozen module by its cache key (``BackboneCache``), a trainable one by its model's name."""
 
     backbone: nn.Module
     transform_key: str
     num_features: int
     identity: str | None = None
-    layer: int | None = None
+    layer: str | int | None = None
     source: str | None = None
-    normalize: bool = True  # a CLIP tower's features L2-normalised (False: raw, UnivFD)
+    normalize: bool = True  # a frozen backbone's features L2-normalised (False: raw, UnivFD)
     namespace: str | None = field(default=None, init=False)
 
     @classmethod
@@ -43,7 +46,7 @@ class FeatureGroup:
         backbone: nn.Module,
         backbone_key: str,
         transform_key: str,
-        layer: int | None = None,
+        layer: str | int,
         normalize: bool = True,
     ) -> "FeatureGroup":
         """A pretrained, shared backbone: its features are cacheable under its identity."""
@@ -61,8 +64,13 @@ class FeatureGroup:
 
     @property
     def key(self) -> str:
-        key = self.pass_key if self.layer is None else f"{self.pass_key}|block{self.layer}"
+        layer = self.layer
+        key = self.pass_key if layer is None else f"{self.pass_key}|{_layer_name(layer)}"
         return key if self.normalize else f"{key}|raw"
+
+
+def _layer_name(layer: str | int) -> str:
+    return f"block{layer}" if isinstance(layer, int) else layer
 
 
 def backbone_dtype(module: nn.Module) -> torch.dtype:
@@ -177,19 +185,17 @@ def _forward_with_maps(group, heads, x, chunk, maps) -> dict[str, torch.Tensor]:
 
 
 def _forward(members: list[FeatureGroup], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every member's features from one pass of their shared backbone (float32); members
-    that want raw CLIP features and those that want them normalised share the pass."""
+    """Every member's features from one pass of their shared backbone (float32): a frozen
+    backbone gives all their layers at once, normalised or raw as each member wants."""
     backbone = members[0].backbone
     x = x.to(dtype=backbone_dtype(backbone))
-    blocks = [g.layer for g in members if g.layer is not None]
-    if not blocks and all(g.normalize for g in members):
+    if not isinstance(backbone, FrozenFeatures):  # a trainable network: its output
         out = backbone(x).float()
         return {g.key: out for g in members}
-    final = any(g.layer is None for g in members)
-    out, captured = backbone.forward_layers(x, blocks, final=final, normalize=False)
+    found = backbone.extract(x, {g.layer for g in members})
     features = {}
     for g in members:
-        raw = (out if g.layer is None else captured[g.layer]).float()
+        raw = found[g.layer].float()
         features[g.key] = F.normalize(raw, dim=-1) if g.normalize else raw
     return features
 

@@ -16,11 +16,7 @@ from clipdet import storage
 from clipdet.files import sha256_of
 from clipdet.pipeline.feature_cache import FeatureCache
 from clipdet.pipeline.gpu_decode import encoded_jpeg
-from clipdet.pipeline.images import load_rgb, read_image_bytes
-
-
-def describe_error(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}".replace("\n", " ")
+from clipdet.pipeline.images import ImageLoadError, describe_error, load_rgb, read_image_bytes
 
 
 @dataclass
@@ -88,7 +84,7 @@ class Preparer:
                     data = data if data is not None else read_image_bytes(path)
                     item.digest = hashlib.sha256(data).hexdigest()
                 else:
-                    item.digest = sha256_of(path)  # content key
+                    item.digest = _digest(path)  # content key
                 for g in self.cached_groups:
                     found = self.cache.get(g.namespace, item.digest, g.width)
                     if found is not None:
@@ -120,6 +116,14 @@ class Preparer:
             if self.provenance is not None and data is not None and item.provenance is None:
                 item.provenance = _metadata_only(self.provenance, data)
         return item
+
+
+def _digest(path: str) -> str:
+    """The sha256 of a local file; a missing one is worded as the decoder words it."""
+    try:
+        return sha256_of(path)
+    except FileNotFoundError as e:
+        raise ImageLoadError(f"file not found: {path}") from e
 
 
 def _metadata_only(reader, data: bytes) -> tuple[str, str] | None:

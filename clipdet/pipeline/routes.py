@@ -60,7 +60,7 @@ def _local_route(names, weights_dir, options: RunOptions, paths, engine: EngineO
     models = load_models(names, weights_dir, options)
     map_writer, profile = None, None
     if engine.maps:
-        from clipdet.evaluation.evidence_maps import MapWriter
+        from clipdet.pipeline.evidence_maps import MapWriter
 
         map_writer = MapWriter(engine.maps)
     if engine.profile:
@@ -126,9 +126,10 @@ def stream_to_folder(
     the rows. Returns the counts (``ray_stream.StreamOutcome``)."""
     if engine.engine != "ray":
         raise ValueError("an output folder or --in_wds needs --engine ray")
-    from clipdet.pipeline.ray_stream import find_shards, stream_scores
+    from clipdet.pipeline.ray_stream import stream_scores
     from clipdet.pipeline.resume import models_signature
     from clipdet.pipeline.run import options_signature
+    from clipdet.pipeline.shards import find_shards
 
     shards = find_shards(in_list, in_wds)
     cluster, options, models, preparer = _ray_driver(names, weights_dir, options, engine)

@@ -94,7 +94,7 @@ def scoring_stages(
     """The prepare and infer stages of a run of ``models`` (options resolved); with ``maps``
     the results carry the evidence map of every full-resolution detector; a ``profile``
     (clipdet.pipeline.profile.Profile) records where the time goes."""
-    from clipdet.evaluation.perturb import Perturbation
+    from clipdet.pipeline.perturb import Perturbation
 
     perturbation = Perturbation(options.perturb, options.perturb_seed) if options.perturb else None
     cache = FeatureCache(options.feature_cache) if options.feature_cache else None

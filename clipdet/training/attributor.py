@@ -18,8 +18,13 @@ from clipdet.models.attribution import (
 )
 from clipdet.models.heads import AttributionHead
 from clipdet.options import RunOptions
-from clipdet.training.detector import _layer_name, _provenance, save_head
-from clipdet.training.features import FeatureExtractor, LabelledImages, read_labelled_list
+from clipdet.training.detector import _provenance, save_head
+from clipdet.training.features import (
+    FeatureExtractor,
+    LabelledImages,
+    feature_config,
+    read_labelled_list,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,22 +40,26 @@ def train_attributor(
     unknown_score: str = DEFAULT_UNKNOWN_SCORE,
     accept_rate: float = DEFAULT_ACCEPT_RATE,
     options: RunOptions | None = None,
+    backbone: str | None = None,
+    layer: str | int | None = None,
     **fields,
 ) -> Path:
     """Train an open-set attribution model over the ``typ`` classes of ``in_csv`` (``real``
     included) and write ``<weights_dir>/<model_name>/``.
 
     Features: the arch's (next-to-last by default), or the CLS token of transformer block
-    ``block``. Head: class-balanced multinomial logistic regression, C by cross-validation.
+    ``block``; with ``backbone``, that backbone's ``layer`` (as ``train_detector``). Head:
+    class-balanced multinomial logistic regression, C by cross-validation.
     Open-set rule: ``unknown_score`` ("energy" or "msp") thresholded to accept ``accept_rate``
     of the known-class images of ``val_csv``, or of the training images scored out of fold.
     """
     check_open_set_options(unknown_score, accept_rate)  # before any feature is computed
+    config = feature_config(arch, backbone, layer, block)
     images = read_labelled_list(in_csv)
     if UNKNOWN in images.types:
         raise ValueError(f"{in_csv}: {UNKNOWN!r} is reserved for rejected images, not a typ")
     options = replace(options or RunOptions(), **fields).resolved()
-    extractor = FeatureExtractor.create(arch, block, options)
+    extractor = FeatureExtractor.create(config, options)
     train = extractor(images)
     usable = train.usable
     types = np.asarray(images.types, dtype=object)[usable]
@@ -85,7 +94,7 @@ def train_attributor(
     extra = {
         "task": TASK,
         "classes": classes,
-        "block": extractor.group.layer,
+        "block": extractor.config.get("block"),
         "open_set": {
             "score": rule.score,
             "threshold": rule.threshold,
@@ -98,7 +107,7 @@ def train_attributor(
         "task": TASK,
         "head": "multinomial logistic regression (class-balanced)",
         "backbone": extractor.group.identity,
-        "feature_layer": _layer_name(arch, extractor.group.layer),
+        "feature_layer": extractor.layer_name,
         "features_l2_normalised": True,
         "images_per_class": counts,
         "images_skipped": int((~usable).sum()),
@@ -111,7 +120,8 @@ def train_attributor(
     if validation is not None:
         metadata["validation"] = validation
     folder = Path(weights_dir) / model_name
-    return save_head(folder, arch, model_name, head, metadata, extractor.preprocessing, extra)
+    features = {k: v for k, v in extractor.config.items() if k != "block"}
+    return save_head(folder, features, model_name, head, metadata, extra)
 
 
 def _attribution_validation(head, images: LabelledImages, extractor):

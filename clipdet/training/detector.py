@@ -15,16 +15,17 @@ import yaml
 from clipdet import __version__
 from clipdet.constants import CONFIG_FILENAME, DEFAULT_ARCH, DETECTION_TASK, REAL, SYNTHETIC
 from clipdet.evaluation.metrics import METRICS
-from clipdet.files import sha256_of, write_atomic
+from clipdet.files import sha256_of
 from clipdet.models.heads import LinearSVMHead
 from clipdet.options import RunOptions
+from clipdet.storage import write_atomic
 from clipdet.training.features import (
     FeatureExtractor,
     FeatureSet,
     LabelledImages,
+    feature_config,
     read_labelled_list,
 )
-from networks import parse_arch
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +38,20 @@ def train_detector(
     C: float | None = None,
     val_csv: str | os.PathLike | None = None,
     options: RunOptions | None = None,
+    backbone: str | None = None,
+    layer: str | int | None = None,
+    record: dict | None = None,
     **fields,
 ) -> Path:
-    """Train a calibrated linear SVM head and write ``<weights_dir>/<model_name>/``.
-    ``options`` (or RunOptions ``fields``) say how features are computed."""
+    """Train a calibrated linear SVM head and write ``<weights_dir>/<model_name>/``: on the
+    CLIP ``arch``'s features, or with ``backbone`` (an alias or ``LIB:MODEL[:PRETRAINED]``) a
+    linear probe on that backbone's ``layer`` (default: the library's image embedding).
+    ``options`` (or RunOptions ``fields``) say how features are computed; ``record`` adds
+    entries to the config's training record (e.g. the sweep that chose it)."""
+    config = feature_config(arch, backbone, layer)
     images = read_labelled_list(in_csv)
     options = replace(options or RunOptions(), **fields).resolved()
-    extractor = FeatureExtractor.create(arch, None, options)
+    extractor = FeatureExtractor.create(config, options)
     train = extractor(images)
     usable = train.usable
     labels = images.labels[usable]
@@ -59,7 +67,7 @@ def train_detector(
         "task": DETECTION_TASK,
         "head": "linear SVM (class-balanced)",
         "backbone": extractor.group.identity,
-        "feature_layer": _layer_name(arch, None),
+        "feature_layer": extractor.layer_name,
         "features_l2_normalised": True,
         "images": counts,
         "images_per_typ": {
@@ -70,12 +78,13 @@ def train_detector(
         "C_cv_roc_auc": {f"{c:g}": round(s, 6) for c, s in head.cv_scores_.items()},
         "cv_folds": head.n_splits_,
         "calibration": head.calibration_,
+        **(record or {}),
     }
     if val_csv is not None:
         val_images = read_labelled_list(val_csv)
         metadata["validation"] = _validate(head, extractor(val_images), val_images)
     folder = Path(weights_dir) / model_name
-    return save_head(folder, arch, model_name, head, metadata, extractor.preprocessing)
+    return save_head(folder, extractor.config, model_name, head, metadata)
 
 
 def _provenance(in_csv) -> dict:
@@ -85,12 +94,6 @@ def _provenance(in_csv) -> dict:
         "train_list": str(Path(in_csv)),
         "train_list_sha256": sha256_of(in_csv),
     }
-
-
-def _layer_name(arch: str, block: int | None) -> str:
-    if block is not None:
-        return f"CLS token of transformer block {block}"
-    return "next_to_last" if parse_arch(arch).next_to_last else "projected"
 
 
 def _validate(head, val: FeatureSet, images: LabelledImages) -> dict:
@@ -106,16 +109,16 @@ def _validate(head, val: FeatureSet, images: LabelledImages) -> dict:
 
 def save_head(
     folder: Path,
-    arch: str,
+    features: dict,
     model_name: str,
     head,
     metadata: dict,
-    preprocessing: dict,
     extra: dict | None = None,
 ) -> Path:
-    """Write weights.pth ({'model': {'fc.weight', 'fc.bias'}}) and config.yaml (the reference's
-    keys, with the ``preprocessing`` the features were computed under, then ``extra`` keys,
-    then a ``training`` record) into ``folder``."""
+    """Write weights.pth ({'model': {'fc.weight', 'fc.bias'}}) and config.yaml: ``arch`` and
+    the other keys of ``features`` that name the head's features (``norm_type`` and
+    ``patch_size`` in the reference's layout, or a probe's ``backbone`` and ``layer``), then
+    ``extra`` keys, then a ``training`` record, into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {
         "fc.weight": torch.tensor(head.coef_, dtype=torch.float32),
@@ -125,10 +128,9 @@ def save_head(
     torch.save({"model": state}, tmp)
     os.replace(tmp, folder / "weights.pth")
     config = {
-        "arch": arch,
+        "arch": features["arch"],
         "model_name": model_name,
-        "norm_type": preprocessing["norm_type"],
-        "patch_size": preprocessing["patch_size"],
+        **{key: value for key, value in features.items() if key != "arch"},
         "weights_file": "weights.pth",
         **(extra or {}),
         "training": metadata,

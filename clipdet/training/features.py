@@ -7,14 +7,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipdet.constants import CLIP224, CLIP_NORM, DEFAULT_ARCH, FILENAME_COLUMN, REAL, TYPE_COLUMN  # noqa: F401
+from clipdet.constants import CLIP224, CLIP_NORM, DEFAULT_ARCH, FILENAME_COLUMN, REAL, TYPE_COLUMN
 from clipdet.files import read_list
-from clipdet.models.factory import BackboneCache, create_frozen_feature_group
+from clipdet.models.factory import BackboneCache
+from clipdet.models.families.probe import ARCH as PROBE_ARCH
 from clipdet.models.preprocess import ImageTransform
+from clipdet.models.registry import known_backbones, parse_backbone
 from clipdet.options import RunOptions
 from clipdet.pipeline.feature_cache import FeatureCache
-from clipdet.pipeline.features import extract_features
+from clipdet.pipeline.features import extract_features, frozen_feature_group
 from clipdet.pipeline.infer import FeatureGroup
+from networks import EMBED
 
 logger = logging.getLogger(__name__)
 
@@ -52,26 +55,64 @@ class FeatureSet:
         return np.isfinite(self.features).all(axis=1)
 
 
+def feature_config(
+    arch: str = DEFAULT_ARCH,
+    backbone: str | None = None,
+    layer: str | int | None = None,
+    block: int | None = None,
+) -> dict:
+    """The config keys that name a head's features: with ``backbone`` (an alias or
+    ``LIB:MODEL[:PRETRAINED]``) a ``probe`` at ``layer`` (default: the library's embedding),
+    under the library's preprocessing; else the CLIP ``arch`` under the reference's 224-px
+    preprocessing, at its own layer or the CLS token of ``block``."""
+    if backbone is None:
+        if layer is not None:
+            raise ValueError("--layer applies with --backbone (for an arch, use --block)")
+        config = {"arch": arch, "norm_type": CLIP_NORM, "patch_size": CLIP224}
+        return config if block is None else {**config, "block": block}
+    if block is not None:
+        raise ValueError("--block applies to an arch; with --backbone, use --layer")
+    if arch != DEFAULT_ARCH:
+        raise ValueError("give --arch or --backbone, not both")
+    spec = parse_backbone(backbone)  # a clear error now, before any image is read
+    name = backbone if backbone in known_backbones() else spec.reference
+    return {"arch": PROBE_ARCH, "backbone": name, "layer": EMBED if layer is None else layer}
+
+
 @dataclass
 class FeatureExtractor:
-    """The frozen backbone's features of labelled images, under the preprocessing recorded in
-    ``preprocessing`` (the config keys ``norm_type`` and ``patch_size``)."""
+    """The frozen backbone's features of labelled images, as the model ``config`` names them
+    (``feature_config``): the network and preprocessing that scoring the trained head runs."""
 
     group: FeatureGroup
     transform: ImageTransform
-    preprocessing: dict
+    config: dict
     options: RunOptions
 
     @classmethod
-    def create(cls, arch: str, block: int | None, options: RunOptions) -> "FeatureExtractor":
+    def create(cls, config: dict, options: RunOptions) -> "FeatureExtractor":
         """``options`` resolved (device, batch size, workers)."""
-        preprocessing = {"norm_type": CLIP_NORM, "patch_size": CLIP224}
-        group, transform = create_frozen_feature_group(
-            arch, **preprocessing, backbone_cache=BackboneCache(options.backbone_weights),
-            block=block,
-        )  # fmt: skip
+        group, transform = frozen_feature_group(config, BackboneCache(options.backbone_weights))
         group.backbone.to(options.device)
-        return cls(group, transform, preprocessing, options)
+        # a block as the non-negative index it resolves to
+        if config["arch"] == PROBE_ARCH:
+            config = {**config, "layer": group.layer}
+        elif config.get("block") is not None:
+            config = {**config, "block": group.layer}
+        return cls(group, transform, config, options)
+
+    @property
+    def layer_name(self) -> str:
+        """The feature layer in words, for a model's training record."""
+        layer = self.group.layer
+        if not isinstance(layer, int):
+            return str(layer)
+        token = (
+            "CLS token"
+            if getattr(self.group.backbone, "has_class_token", True)
+            else ("mean of the patch tokens")
+        )
+        return f"{token} of transformer block {layer}"
 
     def __call__(self, images: "LabelledImages") -> "FeatureSet":
         o = self.options

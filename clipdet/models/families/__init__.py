@@ -17,13 +17,14 @@ from typing import Any
 
 @dataclass
 class BuildContext:
-    """What a family's ``build`` gets: the model's name, config and weights file, the shared
-    cache of frozen CLIP backbones (``factory.BackboneCache``), and the attribution spec of
-    an attribution model (None for a detector)."""
+    """What a family's ``build`` gets: the model's name, config and weights file (None when a
+    network is built to train its head), the shared cache of frozen backbones
+    (``factory.BackboneCache``), and the attribution spec of an attribution model (None for a
+    detector)."""
 
     name: str
     config: dict
-    weights_path: Path
+    weights_path: Path | None
     backbone_cache: Any
     attribution: Any = None
 
@@ -32,18 +33,21 @@ class BuildContext:
 class Family:
     """``parse(arch)`` -> a spec of this family's arch, or None when the name is not its;
     ``build(spec, context)`` -> a ``networks.Detector`` (or ``Attributor``) without its weights;
-    ``preprocessing(spec, config, detector)`` -> (``patch_size``, ``norm_type``) as
-    ``models.preprocess`` reads them; ``convert_state_dict`` maps the published checkpoint onto
+    ``preprocessing(spec, config, detector)`` -> the ``models.preprocess.Preprocessing`` the
+    network reads (the reference's from ``patch_size`` and ``norm_type``, or its library's
+    own); ``convert_state_dict`` maps the published checkpoint onto
     the reference layout (``fc.*`` for the head, the rest for the backbone); ``attribution``:
-    whether attribution heads can use it."""
+    whether its heads sit on a shared frozen backbone, so that ``clipdet train`` can fit
+    detection and attribution heads on it; ``config_keys``: the keys its configs must hold."""
 
     name: str
     pattern: str
     parse: Callable[[str], Any]
     build: Callable[[Any, BuildContext], Any]
-    preprocessing: Callable[[Any, dict, Any], tuple[Any, str]]
+    preprocessing: Callable[[Any, dict, Any], Any]
     convert_state_dict: Callable[[dict], dict] = lambda state: state  # noqa: E731
     attribution: bool = False
+    config_keys: tuple[str, ...] = ()  # what its configs must hold beyond arch, weights_file
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -76,5 +80,14 @@ def config_value(config: dict, key: str):
     return config[key]
 
 
+def config_preprocessing(spec, config: dict, detector):
+    """The reference's preprocessing, from the config's ``patch_size`` and ``norm_type``."""
+    from clipdet.models.preprocess import reference_preprocessing
+
+    return reference_preprocessing(
+        config_value(config, "patch_size"), config_value(config, "norm_type")
+    )
+
+
 # The families clipdet ships; each module registers itself.
-from clipdet.models.families import five_crop_vit, openclip, resnet, univfd  # noqa: E402, F401
+from clipdet.models.families import five_crop_vit, openclip, probe, resnet, univfd  # noqa: E402, F401

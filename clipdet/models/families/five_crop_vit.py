@@ -9,8 +9,8 @@ config key ``timm_kwargs`` is passed to ``timm.create_model`` (e.g. a smaller Vi
 import re
 from dataclasses import dataclass
 
-from clipdet.models.families import BuildContext, Family, register_family
-from clipdet.models.preprocess import five_crops_spec
+from clipdet.models.families import BuildContext, Family, config_value, register_family
+from clipdet.models.preprocess import five_crops_spec, reference_preprocessing
 from networks import Detector, FiveCropViT
 
 ARCH = re.compile(r"^timm_c5i(\d+)_(.+)$")
@@ -58,10 +58,11 @@ register_family(
         pattern="timm_c5i<size>_<timm model>",
         parse=_parse,
         build=_build,
-        preprocessing=lambda spec, config, detector: (
+        preprocessing=lambda spec, config, detector: reference_preprocessing(
             five_crops_spec(spec.input_size, detector.backbone.patch_size),
-            config["norm_type"],
+            config_value(config, "norm_type"),
         ),
         convert_state_dict=_convert,
+        config_keys=("norm_type",),
     )
 )

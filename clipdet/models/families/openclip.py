@@ -1,8 +1,9 @@
 """``opencliplinearnext_<backbone>`` and ``opencliplinear_<backbone>``: a frozen open_clip image
-tower (next-to-last or projected features, L2-normalised) and a linear head; the paper's CLIP
-detectors and every head ``clipdet train`` writes, attribution models included."""
+tower (next-to-last or projected features, L2-normalised; with a ``block`` key, the CLS token of
+that transformer block) and a linear head; the paper's CLIP detectors and the heads ``clipdet
+train`` writes on them, attribution models included."""
 
-from clipdet.models.families import BuildContext, Family, config_value, register_family
+from clipdet.models.families import BuildContext, Family, config_preprocessing, register_family
 from networks import Attributor, Detector, parse_arch
 
 
@@ -16,14 +17,15 @@ def _parse(arch: str):
 
 def _build(spec, context: BuildContext):
     attribution = context.attribution
-    layer = context.backbone_cache.get(
-        spec.backbone, spec.next_to_last, attribution.block if attribution else None
-    )
+    block = context.config.get("block")  # the CLS token of that transformer block
+    layer = context.backbone_cache.get(spec.backbone, spec.layer if block is None else block)
     if attribution is not None:
         return Attributor(
             layer.module, layer.width, layer.identity, attribution.classes, layer.layer
         )
-    return Detector(layer.module, layer.width, layer.identity, frozen_backbone=True)
+    return Detector(
+        layer.module, layer.width, layer.identity, frozen_backbone=True, layer=layer.layer
+    )
 
 
 register_family(
@@ -32,10 +34,8 @@ register_family(
         pattern="opencliplinearnext_<backbone> / opencliplinear_<backbone>",
         parse=_parse,
         build=_build,
-        preprocessing=lambda spec, config, detector: (
-            config_value(config, "patch_size"),
-            config["norm_type"],
-        ),
+        preprocessing=config_preprocessing,
         attribution=True,
+        config_keys=("norm_type", "patch_size"),
     )
 )

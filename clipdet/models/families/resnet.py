@@ -3,7 +3,7 @@ layer, read at full resolution (tiled beyond a size) with a linear head."""
 
 from pathlib import Path
 
-from clipdet.models.families import BuildContext, Family, config_value, register_family
+from clipdet.models.families import BuildContext, Family, config_preprocessing, register_family
 from networks import RESNET_ARCHS, Detector, ResNetNoDownFeatures
 
 
@@ -19,9 +19,7 @@ register_family(
         pattern=" / ".join(RESNET_ARCHS),
         parse=lambda arch: arch if arch in RESNET_ARCHS else None,
         build=_build,
-        preprocessing=lambda spec, config, detector: (
-            config_value(config, "patch_size"),
-            config["norm_type"],
-        ),
+        preprocessing=config_preprocessing,
+        config_keys=("norm_type", "patch_size"),
     )
 )

@@ -4,18 +4,20 @@ frozen CLIP tower, *not* normalised, and a linear layer; its published head is
 resizing (``patch_size: 224``), as UnivFD's ``validate.py`` does. It shares the backbone's
 pass with any other head on the same CLIP model."""
 
-from clipdet.models.families import BuildContext, Family, register_family
-from networks import Detector
+from clipdet.models.families import BuildContext, Family, config_value, register_family
+from clipdet.models.preprocess import reference_preprocessing
+from networks import EMBED, Detector
 
 PREFIX = "univfd_"
 UNIVFD_CROP = 224
 
 
 def _build(backbone: str, context: BuildContext):
-    layer = context.backbone_cache.get(backbone, next_to_last=False)
+    layer = context.backbone_cache.get(backbone, EMBED)
     return Detector(
-        layer.module, layer.width, layer.identity, frozen_backbone=True, normalize_features=False
-    )
+        layer.module, layer.width, layer.identity, frozen_backbone=True, layer=layer.layer,
+        normalize_features=False,
+    )  # fmt: skip
 
 
 def _parse(arch: str) -> str | None:
@@ -37,10 +39,10 @@ register_family(
         pattern=f"{PREFIX}<backbone>",
         parse=_parse,
         build=_build,
-        preprocessing=lambda spec, config, detector: (
-            config.get("patch_size", UNIVFD_CROP),
-            config["norm_type"],
+        preprocessing=lambda spec, config, detector: reference_preprocessing(
+            config.get("patch_size", UNIVFD_CROP), config_value(config, "norm_type")
         ),
         convert_state_dict=_convert,
+        config_keys=("norm_type",),
     )
 )
