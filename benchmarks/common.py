@@ -127,4 +127,12 @@ def cpu_name() -> str:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident set size: VmHWM where there is /proc (getrusage's
+    ru_maxrss keeps the parent's peak across fork and exec, so a benchmark's child process
+    would report its parent's memory), else ru_maxrss."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -46,7 +46,7 @@ class Detector(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.layer is None:
             return self.backbone(x)
-        features = self.backbone.extract(x, [self.layer])[self.layer]
+        features = self.backbone(x, [self.layer])[self.layer]
         return F.normalize(features, dim=-1) if self.normalize_features else features
 
     def load_reference_state_dict(self, state: dict[str, torch.Tensor]):

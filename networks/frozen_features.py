@@ -34,7 +34,7 @@ def block_token(
 
 
 class FrozenFeatures(nn.Module):
-    """What every frozen backbone offers: ``extract(x, layers)`` -> {layer: [N, D]} in one
+    """What every frozen backbone offers: ``backbone(x, layers)`` -> {layer: [N, D]} in one
     pass, ``check_layer`` (a layer as a canonical key, or a clear error) and ``layer_width``.
     Subclasses set ``named_layers``, ``num_blocks``, ``block_width`` and ``embed_width``."""
 
@@ -78,10 +78,10 @@ class FrozenFeatures(nn.Module):
     def extract(self, x: torch.Tensor, layers) -> dict[Layer, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, layer: Layer = EMBED) -> torch.Tensor:
-        """One layer's raw features."""
-        layer = self.check_layer(layer)
-        return self.extract(x, [layer])[layer]
+    def forward(self, x: torch.Tensor, layers=(EMBED,)) -> dict[Layer, torch.Tensor]:
+        """{layer: raw features [N, D]} of ``layers`` (canonical keys) from one pass; called
+        as a module, so that a compiled backbone (``--compile``) runs compiled."""
+        return self.extract(x, layers)
 
     def _split(self, layers) -> tuple[set, list[int], bool]:
         """(canonical layers, sorted blocks, whether the pooled output is wanted)."""

@@ -61,7 +61,7 @@ class Server:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.handle_error = lambda request, address: None  # clients that gave up
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self):
         self.httpd.shutdown()
@@ -184,6 +184,7 @@ def test_grip_recipe_lists_typ_from_folder_keys(tmp_path, server, monkeypatch):
     }
 
 
+@pytest.mark.slow
 def test_synthwildx_counts_dead_links_and_fetches_only_what_is_missing(tmp_path, server, caplog):
     server.files["/a.jpg"] = b"A"
     server.files["/b.jpg"] = b"B"

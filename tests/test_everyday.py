@@ -104,6 +104,7 @@ def _wait_for_rows(partial, n, proc, timeout=120):
     pytest.fail("no progress")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_csv(tmp_path, weights_dir, tiny_clip_checkpoint, capsys):
     """Only the run that is killed needs a process of its own; the others run in-process."""
     csv = _images(tmp_path / "imgs", 30)

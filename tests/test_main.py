@@ -195,6 +195,7 @@ def test_backbone_runs_once_per_batch_for_two_heads(
     assert sorted(decoded) == paths  # each image decoded once
 
 
+@pytest.mark.slow
 def test_fusion_none_and_reference_command_line(
     tmp_path, image_dir, weights_dir, tiny_clip_checkpoint
 ):

@@ -197,6 +197,7 @@ def test_bfree_at_its_real_size_matches_the_reference(zoo, tmp_path):
         assert ours == pytest.approx(ref, abs=1e-3), size
 
 
+@pytest.mark.slow
 def test_bfree_batched_equals_batch_one_and_fuses(zoo, tmp_path, tiny_clip_checkpoint):
     """Images of every size share one ViT batch (grouped by crop count); the LLRs equal one
     image at a time, and the model fuses with CLIP heads and the ResNet."""

@@ -102,7 +102,7 @@ def test_vit_l14_random_init_forward_gives_1024_features(tmp_path):
     del visual
     features = create_openclip_features(get_backbone("clipL14commonpool"), checkpoint=path)
     with torch.no_grad():
-        out = features(torch.randn(1, 3, 224, 224), "next_to_last")
+        out = features(torch.randn(1, 3, 224, 224), ["next_to_last"])["next_to_last"]
         # attribution's block features: the CLS token of block 12 of 24, 1024-d, same pass
         found = features.extract(torch.randn(1, 3, 224, 224), ["next_to_last", 12, -1])
     assert out.shape == (1, 1024)
@@ -187,5 +187,6 @@ def test_safetensors_backbone_checkpoint(tiny_clip_checkpoint, tmp_path):
     b = create_openclip_features(get_backbone(TINY_BACKBONE), checkpoint=tiny_clip_checkpoint)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        assert torch.equal(a(x), b(x))
-        assert a(x, "next_to_last").shape == (1, TINY_CONFIG["vision_cfg"]["width"])
+        assert torch.equal(a(x)["embed"], b(x)["embed"])
+        found = a(x, ["next_to_last"])["next_to_last"]
+        assert found.shape == (1, TINY_CONFIG["vision_cfg"]["width"])

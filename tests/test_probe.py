@@ -47,11 +47,9 @@ def probe_images(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe_images")
     make_image(root / "small.png", size=(40, 30), seed=1)
     make_image(root / "wide.jpg", size=(500, 90), seed=2, format="JPEG", quality=90)
-    y, x = np.mgrid[0:3000, 0:4000].astype(np.float32)
-    base = 128 + 60 * np.sin(x / 37) * np.cos(y / 53)
-    noise = np.random.default_rng(3).normal(0, 12, (3000, 4000, 3)).astype(np.float32)
-    pixels = np.clip(base[..., None] + noise, 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(root / "photo12mp.jpg", quality=90)
+    coarse = np.random.default_rng(3).integers(0, 256, (750, 1000, 3), dtype=np.uint8)
+    photo = Image.fromarray(coarse).resize((4000, 3000), Image.Resampling.BILINEAR)
+    photo.save(root / "photo12mp.jpg", quality=90)
     csv = root / "list.csv"
     pd.DataFrame({"filename": ["small.png", "wide.jpg", "photo12mp.jpg"]}).to_csv(csv, index=False)
     return csv
@@ -148,7 +146,7 @@ def test_backbone_names_aliases_and_files(tmp_path, tiny_timm_checkpoint):
         create_frozen_features(parse_backbone("timm:test_vit:nope"))
     with pytest.raises(ValueError, match="block 9 out of range: this ViT has blocks 0..5"):
         create_frozen_features(parse_backbone(f"timm:{TIMM_MODEL}:{tiny_timm_checkpoint}"))(
-            torch.zeros(1, 3, 160, 160), 9
+            torch.zeros(1, 3, 160, 160), [9]
         )
 
 
@@ -360,3 +358,27 @@ def test_an_interrupted_probe_run_resumes_to_the_same_file(
     monkeypatch.setattr(scoring, "iter_scores", real)
     assert run(*argv, "-o", out, "--resume") == 0
     assert out.read_bytes() == clean.read_bytes()
+
+
+def test_an_attribution_model_on_a_probes_features(tmp_path, backbones):
+    from conftest import make_pair_image
+
+    rows = []
+    for i in range(6):
+        for typ, kind in (("real", "real"), ("gen_a", "fake")):
+            make_pair_image(tmp_path / "t" / f"{typ}{i}.png", kind, 10 * i + len(typ))
+            rows.append((f"t/{typ}{i}.png", typ))
+    csv = tmp_path / "train.csv"
+    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(csv, index=False)
+    weights = tmp_path / "w"
+    assert run("train", "--task", "attribution", "-i", csv, "-w", weights, "-n", "who",
+               "--backbone", backbones["timm"], "--layer", "-1", "-d", "cpu", "--num_workers",
+               "0", "-q") == 0  # fmt: skip
+    config = yaml.safe_load((weights / "who" / "config.yaml").read_text())
+    assert (config["arch"], config["layer"], config["block"]) == ("probe", 5, None)
+    assert config["classes"] == ["gen_a", "real"]
+    out = tmp_path / "who.csv"
+    assert run("score", "-i", csv, "-o", out, "-w", weights, "-m", "who", "-d", "cpu",
+               "--num_workers", "0", "-q") == 0  # fmt: skip
+    scored = pd.read_csv(out)
+    assert (scored["who"] == pd.read_csv(csv)["typ"]).mean() > 0.8

@@ -59,6 +59,7 @@ def test_evidence_map_mean_is_the_llr(tmp_path, weights_dir, tiny_clip_checkpoin
         assert (tmp_path / "maps" / row.overlay).exists()
 
 
+@pytest.mark.slow
 def test_tiled_and_whole_maps_agree(tmp_path, weights_dir, tiny_clip_checkpoint):
     maps = {}
     for tile in ("0", "48"):

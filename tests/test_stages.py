@@ -86,6 +86,7 @@ def _imported_after(code: str) -> set[str]:
     return set(out.stdout.split())
 
 
+@pytest.mark.slow
 def test_networks_import_nothing_from_clipdet_and_the_clis_start_light():
     assert not any(m.startswith("clipdet") for m in _imported_after("import networks"))
     for cli in ("main", "train"):  # what a CLI imports before it parses its arguments
@@ -103,6 +104,7 @@ def test_pyproject_dependencies_are_requirements_txt():
     assert project["dependencies"] == [line.strip() for line in lines if line.strip()]
 
 
+@pytest.mark.slow
 def test_a_local_run_never_imports_ray(tmp_path, image_dir, weights_dir, tiny_clip_checkpoint):
     """The local engine works without Ray installed: a whole run imports none of it."""
     config = tiny_clip_checkpoint.parent / f"{TINY_MODEL}.json"

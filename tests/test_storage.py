@@ -44,7 +44,7 @@ def http_root(tmp_path):
         return _Handler(*args, directory=str(site), **kwargs)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield site, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()

@@ -191,6 +191,7 @@ def _blur_pairs(folder, name: str, n: int, seed0: int):
     return csv
 
 
+@pytest.mark.slow
 def test_a_mild_low_level_trace_is_learnt(tmp_path, tiny_clip_checkpoint):
     """Same content in both classes; only a slight blur tells them apart. The tiny random
     backbone (2 blocks, 32-px patches) measured validation AUC 0.74 here (30 pairs to train,

@@ -204,7 +204,7 @@ def _timm_in_hub_cache(name: str) -> bool:
     repo = _timm_hub_repo(name)
     if not repo:
         return False
-    names = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
+    names = ("model.safetensors", "pytorch_model.bin")
     return any(isinstance(try_to_load_from_cache(repo, n), str) for n in names)
 
 

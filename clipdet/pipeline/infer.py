@@ -192,7 +192,7 @@ def _forward(members: list[FeatureGroup], x: torch.Tensor) -> dict[str, torch.Te
     if not isinstance(backbone, FrozenFeatures):  # a trainable network: its output
         out = backbone(x).float()
         return {g.key: out for g in members}
-    found = backbone.extract(x, {g.layer for g in members})
+    found = backbone(x, {g.layer for g in members})
     features = {}
     for g in members:
         raw = found[g.layer].float()

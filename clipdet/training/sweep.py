@@ -100,7 +100,7 @@ def _sweep_backbone(images: LabelledImages, backbone, layers, folds, options, C,
     logger.info("backbone %s: %d images, layers %s", backbone, len(images.paths),
                 ", ".join(str(layer) for layer in groups))  # fmt: skip
     feature_cache = FeatureCache(options.feature_cache) if options.feature_cache else None
-    misses = feature_cache.misses if feature_cache else 0
+    writes = feature_cache.writes if feature_cache else 0
     with PeakMemory() as memory:
         start = time.perf_counter()
         features, errors = extract_group_features(
@@ -111,7 +111,8 @@ def _sweep_backbone(images: LabelledImages, backbone, layers, folds, options, C,
         seconds = time.perf_counter() - start
     computed = len(images.paths)
     if feature_cache is not None:  # images whose features came from the cache cost nothing
-        computed = (feature_cache.misses - misses) // len(groups)
+        distinct = len({g.key for g in groups.values()})  # (written by the infer stage, here)
+        computed = (feature_cache.writes - writes) // distinct
     speed = computed / seconds if computed and seconds > 0 else float("nan")
     usable = np.all([np.isfinite(features[g.key]).all(axis=1) for g in groups.values()], axis=0)
     _warn_skipped(backbone, images, errors, usable)
