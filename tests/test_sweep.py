@@ -68,7 +68,7 @@ def test_three_layers_cost_one_pass_as_one_layer_does(tmp_path, two_backbones, m
     assert sweep(tmp_path, csv, two_backbones[:1], "embed", out="one.csv") == 0
     one = list(passes)
     passes.clear()  # (decoded in a worker process: the speed counts what the infer stage did)
-    assert sweep(tmp_path, csv, two_backbones[:1], "embed,0,-1", "--num_workers", "1",
+    assert sweep(tmp_path, csv, two_backbones[:1], "-1,0,embed", "--num_workers", "1",
                  out="three.csv") == 0  # fmt: skip
     assert passes == one == [4, 4, 2]  # 10 images, batches of 4: one pass per batch
     assert (pd.read_csv(tmp_path / "three.csv")["images_per_s"] > 0).all()

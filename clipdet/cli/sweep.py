@@ -12,6 +12,7 @@ accuracy and TPR at 1 % FPR with bootstrap intervals, ECE, images/s and peak mem
 backbone here) is printed, written to --out_csv and drawn (AUC by layer) beside it.
 """
 
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +44,9 @@ def add_parser(subparsers=None):
         help="feature layers: embed (the library's image embedding), next_to_last (open_clip "
         "ViTs), or a block K (0-based, negative from the end); default embed",
     )  # fmt: skip
+    # "--layers -2,-4" is a value, not an option: argparse reads a word that starts with "-"
+    # and a digit as a value only when it matches this (its own: "-2" alone).
+    p._negative_number_matcher = re.compile(r"^-\d+(,[^,]+)*$")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument(
         "--out_csv", "-o", default="sweep.csv", help="the table (default sweep.csv); its plot "
