@@ -19,6 +19,14 @@ ERROR_COLUMN = "error"
 PROVENANCE_COLUMN = "provenance"
 PROVENANCE_GENERATOR_COLUMN = "provenance_generator"
 PROVENANCE_COLUMNS = (PROVENANCE_COLUMN, PROVENANCE_GENERATOR_COLUMN)
+# --calibration: what the verdict rules read of each image (its size, its JPEG quality as its
+# quantisation tables say; empty for other formats), and why a verdict was given
+WIDTH_COLUMN = "width"
+HEIGHT_COLUMN = "height"
+JPEG_QUALITY_COLUMN = "jpeg_quality"
+IMAGE_FACT_COLUMNS = (WIDTH_COLUMN, HEIGHT_COLUMN, JPEG_QUALITY_COLUMN)
+VERDICT_COLUMN = "verdict"
+VERDICT_REASON_COLUMN = "verdict_reason"
 # Streamed Ray runs (an output folder): the input shard a row comes from, and its row there
 SOURCE_COLUMN = "source"
 SOURCE_ROW_COLUMN = "source_row"
@@ -26,6 +34,7 @@ SOURCE_ROW_COLUMN = "source_row"
 # Labels of the `typ` column and the tasks a model config may declare.
 REAL = "real"
 SYNTHETIC = "synthetic"
+INCONCLUSIVE = "inconclusive"
 LABEL_COLUMN = "label"
 DETECTION_TASK = "detection"
 ATTRIBUTION_TASK = "attribution"

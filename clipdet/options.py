@@ -17,6 +17,9 @@ class RunOptions:
     generator parameters, invisible watermarks; ``c2pa_trust``: a PEM file of trust anchors)
     into two more columns; LLRs do not change.
 
+    ``calibration`` (a ``clipdet calibrate`` file) records each image's size and JPEG quality
+    (read from its header) for the verdict rules; LLRs do not change.
+
     ``None`` means "the default for this machine": ``device`` cuda:0 if there is a GPU, else
     cpu; ``batch_size`` 32 on CUDA, 4 on CPU; ``num_workers`` min(4, CPUs); ``tile_size`` the
     network's own (512 for full-resolution ResNets; 0 never tiles)."""
@@ -35,6 +38,7 @@ class RunOptions:
     decode: str = "exact"
     provenance: bool = False
     c2pa_trust: str | os.PathLike | None = None
+    calibration: str | os.PathLike | None = None
 
     @classmethod
     def from_args(cls, args) -> "RunOptions":

@@ -282,3 +282,25 @@ def test_lists_images_and_scores_in_s3(
         o["Key"] for o in bucket.list_objects_v2(Bucket="clipdet", Prefix="results/")["Contents"]
     ]
     assert keys == ["results/scores.parquet"]  # the blocks are gone
+
+
+def test_calibrated_verdicts_on_ray_are_the_local_engines(
+    ray_instance, tmp_path, models_dir, mixed_list, tiny_clip_checkpoint
+):
+    """Each image's size and JPEG quality are read in the prepare tasks and travel with its
+    result: the verdicts, their reasons and the image columns are the local engine's."""
+    from clipdet.cli import main as clipdet
+
+    csv, hostile = mixed_list
+    calibration = tmp_path / "cal.yaml"
+    common = local_run_args(tiny_clip_checkpoint, models_dir, "tiny_a,tiny_b")
+    assert clipdet(["calibrate", "--real", str(csv), "-o", str(calibration), *common]) == 0
+    flags = ("--calibration", str(calibration))
+    local = run(csv, tmp_path / "local.csv", models_dir, tiny_clip_checkpoint, *flags)
+    on_ray = run(csv, tmp_path / "ray.csv", models_dir, tiny_clip_checkpoint, *flags,
+                 "--engine", "ray", "--batch_size", "3")  # fmt: skip
+    assert_same_scores(local, on_ray)
+    assert {"verdict", "verdict_reason", "width", "height", "jpeg_quality"} <= set(on_ray)
+    good = on_ray[on_ray["error"].isna()]
+    assert (good["verdict_reason"] == "smaller_than_input").all()  # all under 224 px
+    assert on_ray.loc[on_ray["filename"].isin(hostile), "verdict_reason"].eq("not_scored").all()

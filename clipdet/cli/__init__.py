@@ -6,6 +6,7 @@
     clipdet report    = report.py           clipdet reproduce = reproduce.py
     clipdet models    the known detectors and backbones, and their download state
     clipdet sweep     linear probes on several backbones and layers, compared
+    clipdet calibrate thresholds set on your own real photos at a false-positive rate
 
 Each subcommand module has ``add_parser(subparsers=None)`` (a sub-parser, or the standalone
 parser of its script) and ``run(args) -> int``; nothing heavy is imported before the arguments
@@ -17,6 +18,7 @@ import sys
 
 from clipdet import __version__
 from clipdet.cli import (
+    calibrate,
     download,
     launder,
     metrics,
@@ -29,7 +31,9 @@ from clipdet.cli import (
     train,
 )
 
-COMMANDS = (score, metrics, train, sweep, report, launder, split, download, reproduce, models)
+COMMANDS = (
+    score, metrics, train, sweep, calibrate, report, launder, split, download, reproduce, models,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

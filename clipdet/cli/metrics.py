@@ -62,6 +62,11 @@ def add_parser(subparsers=None):
         "confusion matrices, PNG and CSV)",
     )
     p.add_argument(
+        "--calibration", default=None, metavar="FILE",
+        help="a `clipdet calibrate` file: TPR and FPR at its thresholds per generator and the "
+        "share of inconclusive verdicts, beside the tables",
+    )  # fmt: skip
+    p.add_argument(
         "--unknown",
         default="",
         metavar="TYP,...",
@@ -96,6 +101,7 @@ def run(args) -> int:
             raise ValueError(f"--ci must be in (0, 1), got {args.ci}")
         data = load_evaluation_data(args.in_csv, args.out_csv)
         other = _load_comparison(args.compare) if args.compare else None
+        calibrated = _calibrated_tables(args) if args.calibration else {}
     except (OSError, ValueError) as e:
         return fatal(e)
     hint = missing_images_hint_for_file(args.out_csv)
@@ -107,6 +113,7 @@ def run(args) -> int:
             name: compare_tables(table, compute_metric_table(other, name))
             for name, table in tables.items()
         }
+    tables.update(calibrated)
     print("\n\n".join(to_text(table) for table in tables.values()))
     if args.save_tab:
         save_tables(tables, args.save_tab, args.format)
@@ -116,6 +123,16 @@ def run(args) -> int:
         written = plot_roc_curves(data, args.plot) + plot_score_histograms(data, args.plot)
         print(f"wrote {len(written)} plots to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _calibrated_tables(args) -> dict:
+    from clipdet.evaluation.calibrated_metrics import calibrated_rates
+    from clipdet.evaluation.calibration import Calibration
+    from clipdet.evaluation.metrics import read_labels_and_scores
+
+    calibration = Calibration.load(args.calibration)
+    labels, scores = read_labels_and_scores(args.in_csv, args.out_csv)
+    return calibrated_rates(labels, scores, calibration)
 
 
 def _load_comparison(spec: str):

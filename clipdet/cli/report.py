@@ -30,6 +30,11 @@ def add_parser(subparsers=None):
     p.add_argument("--maps", default=None, metavar="DIR", help="the scoring run's --maps folder")
     p.add_argument("--out", "-o", default="report.html", help="the HTML file to write")
     p.add_argument("--threshold", type=float, default=0.0, help="verdict threshold")
+    p.add_argument(
+        "--calibration", default=None, metavar="FILE",
+        help="a `clipdet calibrate` file: synthetic / real / inconclusive verdicts at its "
+        "false-positive rate, stated in the header (replaces --threshold)",
+    )  # fmt: skip
     return p
 
 
@@ -54,6 +59,12 @@ def run(args) -> int:
             labels, _ = read_list(args.in_csv)
             root = storage.parent(args.in_csv)
         paths = [storage.join(root, str(name)) for name in table[FILENAME_COLUMN]]
+        calibration = None
+        if args.calibration:
+            from clipdet.evaluation.calibration import Calibration
+
+            calibration = Calibration.load(args.calibration)
+            calibration.check_columns(table)
         inputs = ReportInputs(
             table,
             paths,
@@ -61,6 +72,7 @@ def run(args) -> int:
             args.maps,
             args.threshold,
             command=shown_command(args, args.argv),
+            calibration=calibration,
         )
         out = write_report(inputs, args.out)
     except (OSError, ValueError) as e:

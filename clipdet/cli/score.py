@@ -83,6 +83,13 @@ def add_parser(subparsers=None):
         help="verdict 'synthetic' above this score (fusion, else the largest LLR)",
     )
     io.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FILE",
+        help="a `clipdet calibrate` file: verdicts synthetic / real / inconclusive at its "
+        "false-positive rate, with a verdict_reason column, in every output format",
+    )
+    io.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run to the same --out_csv, skipping rows already scored",
@@ -121,19 +128,30 @@ def run(args) -> int:
         listed, filenames, paths = _read_inputs(args)
         out_path, fmt = _choose_output(args, len(paths))
         engine = EngineOptions.from_args(args)
+        calibration = _read_calibration(args)
         route = open_route(names, args.weights_dir, RunOptions.from_args(args), paths, engine)
+        if calibration is not None:  # refused before any image is scored
+            from clipdet.evaluation.calibration_run import model_fingerprint
+
+            detectors = [m for m in route.models if m.attribution is None]
+            fingerprints = {m.name: model_fingerprint(m) for m in detectors}
+            calibration.check_models(fingerprints, args.fusion)
         outcome = score_list(route, filenames, paths, out_path, args.fusion, args.resume)
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         return fatal(e)
     names = outcome.results.detector_names
+    args.calibrated = calibration
     profile = finish_profile(
-        route, lambda: _write_output(outcome.table, names, out_path, fmt, args.threshold)
+        route,
+        lambda: _write_output(
+            outcome.table, names, out_path, fmt, args.threshold, calibration
+        ),  # fmt: skip
     )
     if profile:
         print(profile, file=sys.stderr)
     if args.report:
         _html_report(args, outcome.table, listed, paths)
-    _summary(outcome.table, outcome.results, out_path, args.threshold)
+    _summary(outcome.table, outcome.results, out_path, args.threshold, calibration)
     return _exit_status(args, outcome, len(paths))
 
 
@@ -143,6 +161,9 @@ def _run_streamed(args) -> int:
     from clipdet.pipeline.routes import EngineOptions, stream_to_folder
 
     try:
+        if args.calibration:
+            raise ValueError("--calibration writes verdicts into an output file, not an "
+                             "output folder")  # fmt: skip
         if args.paths or args.report or args.format:
             raise ValueError("an output folder takes --in_csv or --in_wds, and no --report or "
                              "--format (it is Parquet parts)")  # fmt: skip
@@ -191,9 +212,18 @@ def _html_report(args, table, listed, paths) -> None:
     inputs = ReportInputs(
         table, paths, listed, args.maps, args.threshold,
         command=shown_command(args, args.argv), fusion=args.fusion,
+        calibration=args.calibrated,
     )  # fmt: skip
     write_report(inputs, args.report)
     print(f"report -> {args.report}", file=sys.stderr)
+
+
+def _read_calibration(args):
+    if not args.calibration:
+        return None
+    from clipdet.evaluation.calibration import Calibration
+
+    return Calibration.load(args.calibration)
 
 
 def _model_names(args) -> list[str]:
@@ -243,14 +273,22 @@ def _choose_output(args, n_images: int) -> tuple[str | None, str]:
     return path, fmt
 
 
-def _write_output(table, names, out_path, fmt, threshold) -> None:
+def _write_output(table, names, out_path, fmt, threshold, calibration=None) -> None:
     """CSV and Parquet hold the table as it is; JSON lines and the terminal table add the
-    verdict. A local file is replaced atomically, an object uploaded at once."""
+    verdict. With a calibration every format has the verdict and its reason. A local file is
+    replaced atomically, an object uploaded at once."""
     from clipdet import storage
     from clipdet.files import table_bytes
     from clipdet.pipeline.results import add_verdicts, format_for_terminal
 
-    if fmt == "table":
+    if calibration is not None:
+        from clipdet.evaluation.calibration import add_calibrated_verdicts
+
+        table = add_calibrated_verdicts(table, calibration)
+        data = table_bytes(table, fmt) if fmt != "table" else None
+        if data is None:
+            data = (format_for_terminal(table) + "\n").encode()
+    elif fmt == "table":
         data = (format_for_terminal(add_verdicts(table, names, threshold)) + "\n").encode()
     elif fmt == "jsonl":
         data = table_bytes(add_verdicts(table, names, threshold), fmt)
@@ -265,8 +303,9 @@ def _write_output(table, names, out_path, fmt, threshold) -> None:
         storage.write_bytes(out_path, data)
 
 
-def _summary(table, results, out_path, threshold) -> None:
-    """Counts on stderr: scored, failed, flagged; attribution decisions; the first failures."""
+def _summary(table, results, out_path, threshold, calibration=None) -> None:
+    """Counts on stderr: scored, failed, flagged (with a calibration: synthetic, real and
+    inconclusive, and the calibration); attribution decisions; the first failures."""
     from clipdet.pipeline.results import decision_scores, missing_images_hint
 
     failed = table[table[ERROR_COLUMN] != ""]
@@ -276,6 +315,13 @@ def _summary(table, results, out_path, threshold) -> None:
         if score is None
         else f", {int((score > threshold).sum())} flagged as synthetic (score > {threshold:g})"
     )
+    if calibration is not None:
+        from clipdet.constants import INCONCLUSIVE, REAL, SYNTHETIC
+
+        verdict, _ = calibration.verdicts(table)
+        counts = {v: int((verdict == v).sum()) for v in (SYNTHETIC, REAL, INCONCLUSIVE)}
+        flagged = ": " + ", ".join(f"{n} {v}" for v, n in counts.items())
+        flagged += f" ({calibration.describe()})"
     where = f" -> {out_path}" if out_path else ""
     print(
         f"{len(table) - len(failed)} scored, {len(failed)} failed{flagged}{where}",

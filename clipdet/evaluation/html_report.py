@@ -31,12 +31,17 @@ from clipdet.constants import (
     ERROR_COLUMN,
     FILENAME_COLUMN,
     FUSION_COLUMN,
+    IMAGE_FACT_COLUMNS,
+    INCONCLUSIVE,
     PROVENANCE_COLUMN,
     PROVENANCE_COLUMNS,
     PROVENANCE_GENERATOR_COLUMN,
+    REAL,
     SOURCE_ROW_COLUMN,
     SYNTHETIC,
     TYPE_COLUMN,
+    VERDICT_COLUMN,
+    VERDICT_REASON_COLUMN,
 )
 from clipdet.models.attribution import attribution_column_set, find_attribution_models
 from clipdet.pipeline.results import add_verdicts
@@ -63,11 +68,13 @@ class ReportInputs:
     threshold: float = 0.0
     command: str = ""
     fusion: str | None = None
+    calibration: object | None = None  # a calibration.Calibration: its three verdicts
 
 
 def detector_columns(table: pd.DataFrame) -> list[str]:
     """The LLR columns of a scores table (not fusion, attribution, labels or text)."""
-    ignored = {FILENAME_COLUMN, ERROR_COLUMN, FUSION_COLUMN, TYPE_COLUMN, "verdict"}
+    ignored = {FILENAME_COLUMN, ERROR_COLUMN, FUSION_COLUMN, TYPE_COLUMN, VERDICT_COLUMN,
+               VERDICT_REASON_COLUMN, *IMAGE_FACT_COLUMNS}  # fmt: skip
     ignored |= attribution_column_set(table.columns) | {*PROVENANCE_COLUMNS, SOURCE_ROW_COLUMN}
     return [
         c for c in table.columns if c not in ignored and pd.api.types.is_numeric_dtype(table[c])
@@ -136,14 +143,20 @@ def _maps_by_row(inputs: ReportInputs) -> dict[str, list[dict]]:
 
 
 def _rows(inputs: ReportInputs, detectors: list[str]) -> list[dict]:
-    table = add_verdicts(inputs.table, detectors, inputs.threshold)
+    if inputs.calibration is not None:
+        from clipdet.evaluation.calibration import add_calibrated_verdicts
+
+        table = add_calibrated_verdicts(inputs.table, inputs.calibration)
+    else:
+        table = add_verdicts(inputs.table, detectors, inputs.threshold)
     attribution = find_attribution_models(table.columns)
     rows = []
     for record in table.to_dict(orient="records"):
         row = {
             "name": str(record.get(FILENAME_COLUMN, "")),
             "error": "" if pd.isna(record.get(ERROR_COLUMN)) else str(record.get(ERROR_COLUMN)),
-            "verdict": str(record.get("verdict") or ""),
+            "verdict": _text(record.get(VERDICT_COLUMN)),
+            "reason": _text(record.get(VERDICT_REASON_COLUMN)),
             "scores": {name: _number(record[name]) for name in detectors},
             "fusion": _number(record.get(FUSION_COLUMN)),
             "attribution": [],
@@ -252,7 +265,10 @@ def write_report(inputs: ReportInputs, out_html: str | os.PathLike) -> Path:
         "scored": len(rows) - len(failed),
         "failed": len(failed),
         "flagged": sum(row["verdict"] == SYNTHETIC for row in rows),
-        "threshold": inputs.threshold,
+        "inconclusive": sum(row["verdict"] == INCONCLUSIVE for row in rows),
+        "real": sum(row["verdict"] == REAL for row in rows),
+        "threshold": _decision_threshold(inputs),
+        "calibration": inputs.calibration.describe() if inputs.calibration else None,
         "models": detectors + [a["model"] for a in (rows[0]["attribution"] if rows else [])],
         "fusion": inputs.fusion or (FUSION_COLUMN if FUSION_COLUMN in inputs.table else "none"),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -282,6 +298,13 @@ def write_report(inputs: ReportInputs, out_html: str | os.PathLike) -> Path:
     from clipdet.files import write_text_atomic
 
     return write_text_atomic(page, out_html)
+
+
+def _decision_threshold(inputs: ReportInputs) -> float:
+    """The threshold drawn on the score bars: the calibrated one, else the run's."""
+    if inputs.calibration is None:
+        return inputs.threshold
+    return inputs.calibration.point().threshold
 
 
 def _json_for_script(payload) -> str:

@@ -17,11 +17,14 @@ from sklearn import metrics as skm
 from clipdet.constants import (
     ERROR_COLUMN,
     FILENAME_COLUMN,
+    IMAGE_FACT_COLUMNS,
     LABEL_COLUMN,
     PROVENANCE_COLUMNS,
     REAL,
     SOURCE_ROW_COLUMN,
     TYPE_COLUMN,
+    VERDICT_COLUMN,
+    VERDICT_REASON_COLUMN,
 )
 from clipdet.files import read_table
 from clipdet.models.attribution import attribution_column_set
@@ -166,7 +169,8 @@ def evaluation_data(labels: pd.DataFrame, scores: pd.DataFrame, source: str) -> 
     # Attribution models' probabilities and scores are not LLRs: evaluated by --task attribution;
     # provenance evidence is text (read as an all-NaN float column when no row has any).
     attribution = attribution_column_set(scores.columns)
-    ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN, *PROVENANCE_COLUMNS, SOURCE_ROW_COLUMN}
+    ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN, *PROVENANCE_COLUMNS, SOURCE_ROW_COLUMN,
+               *IMAGE_FACT_COLUMNS, VERDICT_COLUMN, VERDICT_REASON_COLUMN}  # fmt: skip
     ignored |= attribution
     score_columns = [
         c for c in scores.columns if c not in ignored and pd.api.types.is_numeric_dtype(scores[c])

@@ -29,6 +29,7 @@ class LoadedModel:
     config: dict
     weights_path: Path
     attribution: AttributionSpec | None = None  # set for attribution models
+    input_size: int | None = None  # the side of the input its preprocessing makes
 
     @property
     def task(self) -> str:
@@ -150,6 +151,7 @@ def create_detector(
         config=config,
         weights_path=Path(weights_path),
         attribution=attribution,
+        input_size=preprocessing.input_size,
     )
 
 

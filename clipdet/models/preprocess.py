@@ -33,17 +33,26 @@ FIVE_CROPS = re.compile(r"^FiveCrops(\d+)p(\d+)$")
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """A model's preprocessing: the transform and the key under which models share it."""
+    """A model's preprocessing: the transform, the key under which models share it, and the
+    side in pixels of the input it makes (None: the whole image at its own size). An image
+    smaller than that is upscaled (or padded) to it."""
 
     key: str
     transform: ImageTransform
+    input_size: int | None = None
 
 
 def reference_preprocessing(patch_size: Any, norm_type: str) -> Preprocessing:
     """The reference code's preprocessing of a config's ``patch_size`` and ``norm_type``."""
-    return Preprocessing(
-        transform_key(patch_size, norm_type), make_transform(patch_size, norm_type)
-    )
+    key = transform_key(patch_size, norm_type)
+    size = None
+    if patch_size == CLIP224:
+        size = CLIP_INPUT_SIZE
+    elif isinstance(patch_size, int):
+        size = patch_size
+    elif isinstance(patch_size, str) and (grid := _five_crops(patch_size)):
+        size = grid[0]
+    return Preprocessing(key, make_transform(patch_size, norm_type), size)
 
 
 def library_preprocessing(library: str, config: dict, transform: ImageTransform) -> Preprocessing:
@@ -52,11 +61,13 @@ def library_preprocessing(library: str, config: dict, transform: ImageTransform)
     pipeline (bicubic resize of the shorter side to 224, centre crop, CLIP normalisation) gets
     its key, ``Clip224_clip``: the two transforms give the same tensors (tested), so a probe
     shares the decoding, the tensors and the backbone's pass with the CLIP detectors."""
+    size = config.get("size") if library == "open_clip" else tuple(config["input_size"])[-2:]
+    size = min(size) if isinstance(size, (tuple, list)) else size
     if _is_clip224(library, config):
-        return Preprocessing(transform_key(CLIP224, CLIP_NORM), transform)
+        return Preprocessing(transform_key(CLIP224, CLIP_NORM), transform, size)
     text = json.dumps({"library": library, **config}, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
-    return Preprocessing(f"{library}_{digest}", transform)
+    return Preprocessing(f"{library}_{digest}", transform, size)
 
 
 def _is_clip224(library: str, config: dict) -> bool:

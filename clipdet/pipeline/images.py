@@ -26,6 +26,59 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".replace("\n", " ")
 
 
+# The IJG's luminance quantisation table at quality 50 (ITU-T T.81, Annex K, table K.1), which
+# libjpeg scales for every other quality: what a JPEG's own table is compared with.
+IJG_LUMINANCE = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+
+
+def ijg_table(quality: int) -> list[int]:
+    """libjpeg's luminance table at ``quality`` (its jpeg_quality_scaling, baseline)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return [min(255, max(1, (entry * scale + 50) // 100)) for entry in IJG_LUMINANCE]
+
+
+_IJG_TABLES = {q: ijg_table(q) for q in range(1, 101)}
+
+
+def jpeg_quality(tables: dict | None) -> float | None:
+    """The IJG quality (1-100) whose luminance quantisation table is nearest a JPEG's own
+    (sum of absolute differences; the tables' order does not matter): exact for files
+    libjpeg (Pillow, most software) wrote at a quality setting, the nearest for custom tables.
+    None without tables (not a JPEG)."""
+    if not tables or 0 not in tables or len(tables[0]) != 64:
+        return None
+    own = sorted(int(v) for v in tables[0])
+
+    def distance(quality: int) -> int:
+        return sum(abs(a - b) for a, b in zip(own, sorted(_IJG_TABLES[quality]), strict=True))
+
+    return float(min(_IJG_TABLES, key=lambda q: (distance(q), -q)))
+
+
+def image_facts(path: str | os.PathLike, data: bytes | None = None) -> tuple[float, float, float]:
+    """(width, height, JPEG quality or NaN) read from the file's header, nothing decoded; NaNs
+    when the header cannot be read (the decoding reports why)."""
+    nan = float("nan")
+    try:
+        source = (
+            io.BytesIO(data)
+            if data is not None
+            else (io.BytesIO(read_image_bytes(str(path))) if storage.is_url(path) else path)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                quality = jpeg_quality(getattr(image, "quantization", None))
+                return float(image.width), float(image.height), nan if quality is None else quality
+    except Exception:  # noqa: BLE001 -- a header that cannot be read: the decoding says why
+        return nan, nan, nan
+
+
 def read_image_bytes(url: str) -> bytes:
     """The bytes of an image at ``url``; ImageLoadError for a missing object (or HTTP 404), a
     timeout, an empty body or any other failure to fetch it."""

@@ -99,6 +99,7 @@ class BatchFeatures:
     features: dict[str, tuple[list[int], torch.Tensor]]
     maps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # index -> model -> map
     provenance: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> evidence
+    facts: dict[int, tuple] = field(default_factory=dict)  # index -> (width, height, quality)
 
 
 class FeatureInfer:
@@ -169,7 +170,10 @@ class FeatureInfer:
             if order:
                 features[g.key] = (order, torch.stack([rows[g.key][i] for i in order]))
         provenance = {item.index: item.provenance for item in batch if item.provenance}
-        return BatchFeatures([item.index for item in batch], errors, features, maps, provenance)
+        facts = {item.index: item.facts for item in batch if item.facts}
+        return BatchFeatures(
+            [item.index for item in batch], errors, features, maps, provenance, facts
+        )
 
 
 def _forward_with_maps(group, heads, x, chunk, maps) -> dict[str, torch.Tensor]:
@@ -231,6 +235,7 @@ class ImageResult:
     logits: dict[str, np.ndarray] = field(default_factory=dict)  # per attribution model: [C]
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # per detector: logit map [h, w]
     provenance: tuple[str, str] | None = None  # --provenance: (evidence tokens, generator)
+    facts: tuple[float, float, float] | None = None  # --calibration: width, height, quality
 
 
 def split_models(models) -> tuple[list, list]:
@@ -298,6 +303,8 @@ class ScoreInfer:
             results[index].maps = maps
         for index, evidence in found.provenance.items():
             results[index].provenance = evidence
+        for index, facts in found.facts.items():
+            results[index].facts = facts
         for model in self.attributors:
             for index, logits in apply_head(model, found.features.get(self.group_of[model.name])):
                 results[index].logits[model.name] = logits

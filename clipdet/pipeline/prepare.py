@@ -16,7 +16,13 @@ from clipdet import storage
 from clipdet.files import sha256_of
 from clipdet.pipeline.feature_cache import FeatureCache
 from clipdet.pipeline.gpu_decode import encoded_jpeg
-from clipdet.pipeline.images import ImageLoadError, describe_error, load_rgb, read_image_bytes
+from clipdet.pipeline.images import (
+    ImageLoadError,
+    describe_error,
+    image_facts,
+    load_rgb,
+    read_image_bytes,
+)
 
 
 @dataclass
@@ -30,6 +36,7 @@ class PreparedItem:
     encoded: torch.Tensor | None = None  # --decode gpu: the JPEG's bytes, decoded by infer
     wanted: tuple[str, ...] = ()  # the transforms the infer stage applies to ``encoded``
     provenance: tuple[str, str] | None = None  # --provenance: (tokens, generator)
+    facts: tuple[float, float, float] | None = None  # --calibration: width, height, quality
 
     def pin_memory(self) -> "PreparedItem":
         """Called by the DataLoader (pin_memory=True on CUDA) for fast non-blocking copies."""
@@ -71,11 +78,14 @@ class Preparer:
         self.min_side = None  # --decode fast: JPEGs decoded at a reduced scale (load_rgb)
         self.encode = False  # --decode gpu: JPEGs left encoded for the infer stage
         self.provenance = None  # --provenance: a clipdet.provenance.ProvenanceReader
+        self.inspect = False  # --calibration: each image's size and JPEG quality (its header)
 
     def __call__(self, index: int, path: str, data: bytes | None = None) -> PreparedItem:
         """``data``: the image's bytes when the caller has them (a tar member), else read
         from ``path`` (once, for the digest, the evidence and the decoding alike)."""
         item = PreparedItem(index, {}, {}, None, "")
+        if self.inspect:
+            item.facts = image_facts(path, data)
         try:
             if self.provenance is not None and data is None:
                 data = read_image_bytes(path)

@@ -156,7 +156,7 @@ def stream_scores(
     outcome = StreamOutcome(skipped_shards=len(done))
     for rows, failed in done.values():
         outcome.rows, outcome.failed = outcome.rows + rows, outcome.failed + failed
-    layout = TableLayout.of(models, options.provenance)
+    layout = TableLayout.of(models, options)
     if todo:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False

@@ -10,10 +10,12 @@ from clipdet.constants import (
     ERROR_COLUMN,
     FILENAME_COLUMN,
     FUSION_COLUMN,
+    IMAGE_FACT_COLUMNS,
     PROVENANCE_COLUMN,
     PROVENANCE_GENERATOR_COLUMN,
     REAL,
     SYNTHETIC,
+    VERDICT_COLUMN,
 )
 from clipdet.models.attribution import AttributionSpec, attribution_column_set, attribution_columns
 from clipdet.pipeline.fusion import NO_FUSION, apply_fusion
@@ -27,10 +29,12 @@ def build_table(
     fusion: str | None,
     attribution: Sequence[tuple[str, AttributionSpec, np.ndarray]] = (),
     provenance: Sequence[tuple[str, str]] | None = None,
+    facts: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The output table (input order): filename, one LLR column per detection model, their
     fusion, the columns of each attribution model (name, spec, [n, C] logits), with
-    ``provenance`` the evidence tokens and the generator they name, then error."""
+    ``provenance`` the evidence tokens and the generator they name, with ``facts`` ([n, 3])
+    each image's width, height and JPEG quality, then error."""
     table = pd.DataFrame({FILENAME_COLUMN: list(filenames)})
     for column, name in enumerate(model_names):
         table[name] = scores[:, column]
@@ -42,11 +46,11 @@ def build_table(
     if provenance is not None:
         table[PROVENANCE_COLUMN] = [tokens for tokens, _ in provenance]
         table[PROVENANCE_GENERATOR_COLUMN] = [generator for _, generator in provenance]
+    if facts is not None:
+        for column, values in zip(IMAGE_FACT_COLUMNS, np.asarray(facts).T, strict=True):
+            table[column] = values
     table[ERROR_COLUMN] = list(errors)
     return table
-
-
-VERDICT_COLUMN = "verdict"
 
 
 def decision_scores(table: pd.DataFrame, model_names: Sequence[str]) -> pd.Series | None:

@@ -101,7 +101,10 @@ def parse_result(line: str, n_detectors: int, widths: dict[str, int]) -> ImageRe
     index = int(row["index"])
     provenance = row.get("provenance")
     provenance = (str(provenance[0]), str(provenance[1])) if provenance else None
-    return ImageResult(index, scores, str(row["error"]), logits, provenance=provenance)
+    facts = tuple(_array(row["facts"])) if row.get("facts") else None
+    if facts is not None and len(facts) != 3:
+        raise ValueError("wrong image facts")
+    return ImageResult(index, scores, str(row["error"]), logits, provenance=provenance, facts=facts)
 
 
 def result_line(filename: str, result: ImageResult) -> str:
@@ -111,6 +114,8 @@ def result_line(filename: str, result: ImageResult) -> str:
         row["logits"] = {name: _json_list(v) for name, v in result.logits.items()}
     if result.provenance:
         row["provenance"] = list(result.provenance)
+    if result.facts:
+        row["facts"] = _json_list(np.asarray(result.facts, dtype=float))
     row["error"] = result.error
     return json.dumps(row, ensure_ascii=False) + "\n"
 

@@ -68,6 +68,8 @@ def options_signature(options: RunOptions) -> dict:
         signature["decode"] = options.decode
     if options.provenance:  # rows of a run without it lack the evidence
         signature["provenance"] = True
+    if options.calibration:  # rows of a run without it lack the image facts
+        signature["image_facts"] = True
     return signature
 
 
@@ -88,7 +90,7 @@ def run_scoring(
     unscored rows marked ``NOT_SCORED``; so does an unexpected error (``failure``). Either way
     the partial file is kept for a resume."""
     done = done or {}
-    layout = TableLayout.of(models, options.provenance)
+    layout = TableLayout.of(models, options)
     results = ResultTable(layout, len(paths), error=NOT_SCORED)
     for index, result in done.items():
         results.set(index, result)

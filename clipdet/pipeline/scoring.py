@@ -124,6 +124,7 @@ def scoring_stages(
         trust = Path(options.c2pa_trust).read_text() if options.c2pa_trust else None
         preparer.provenance = ProvenanceReader(trust)
         preparer.encode = False  # the watermark reads the decoded pixels
+    preparer.inspect = bool(options.calibration)
     return preparer, infer
 
 
@@ -160,14 +161,17 @@ class TableLayout:
     detectors: tuple[str, ...]
     attributors: tuple[tuple[str, AttributionSpec, int], ...]  # (name, spec, number of classes)
     provenance: bool = False  # --provenance: the evidence columns
+    facts: bool = False  # --calibration: width, height and JPEG quality columns
 
     @classmethod
-    def of(cls, models: Sequence[LoadedModel], provenance: bool = False) -> "TableLayout":
+    def of(cls, models: Sequence[LoadedModel], options: RunOptions | None = None) -> "TableLayout":
         detectors, attributors = split_models(models)
+        options = options or RunOptions()
         return cls(
             tuple(m.name for m in detectors),
             tuple((m.name, m.attribution, m.detector.num_outputs) for m in attributors),
-            provenance,
+            options.provenance,
+            bool(options.calibration),
         )
 
 
@@ -183,6 +187,7 @@ class ResultTable:
         self.errors = [error] * n_images
         # --provenance: (evidence tokens, generator) per row; None leaves the columns out
         self.provenance = [("", "")] * n_images if layout.provenance else None
+        self.facts = np.full((n_images, 3), np.nan) if layout.facts else None
 
     @property
     def detector_names(self) -> list[str]:
@@ -195,11 +200,13 @@ class ResultTable:
         self.errors[index] = result.error
         if self.provenance is not None:
             self.provenance[index] = result.provenance or ("", "")
+        if self.facts is not None and result.facts:
+            self.facts[index] = result.facts
 
     def to_frame(self, filenames: Sequence[str], fusion: str | None) -> pd.DataFrame:
         attribution = [(name, spec, self.logits[name]) for name, spec, _ in self.layout.attributors]
         return build_table(filenames, self.detector_names, self.scores, self.errors, fusion,
-                           attribution, self.provenance)  # fmt: skip
+                           attribution, self.provenance, self.facts)  # fmt: skip
 
 
 def score_images(
@@ -218,7 +225,7 @@ def score_images(
     options = _options(options, fields)
     loaded = load_models(models, weights_dir, options)
     paths = [str(p) for p in paths]
-    results = ResultTable(TableLayout.of(loaded, options.provenance), len(paths))
+    results = ResultTable(TableLayout.of(loaded, options), len(paths))
     for result in iter_scores(loaded, paths, options):
         results.set(result.index, result)
     return results.to_frame(paths, fusion)

@@ -22,10 +22,12 @@
 
   // Summary
   const dl = document.getElementById("summary");
-  [["images", summary.images], ["scored", summary.scored], ["failed", summary.failed],
-   ["flagged synthetic", summary.flagged + " (score > " + summary.threshold + ")"],
+  [["images", summary.images], ["scored", summary.scored], ["failed", summary.failed]].concat(
+   summary.calibration ? [["verdicts", summary.flagged + " synthetic, " + summary.real + " real, " +
+     summary.inconclusive + " inconclusive"], ["calibration", summary.calibration]] :
+   [["flagged synthetic", summary.flagged + " (score > " + summary.threshold + ")"]]).concat([
    ["models", summary.models.join(", ")], ["fusion", summary.fusion],
-   ["run date", summary.date], ["clipdet", summary.version]].concat(
+   ["run date", summary.date], ["clipdet", summary.version]]).concat(
     summary.provenance ? [["provenance evidence", Object.keys(summary.provenance).length ?
       Object.keys(summary.provenance).map(function (k) { return k + " " + summary.provenance[k]; }).join(", ") :
       "none found"]] : []).forEach(function (pair) {
@@ -114,7 +116,10 @@
     }
     const body = el("div");
     body.appendChild(el("div", "name", row.name));
-    body.appendChild(el("span", "verdict " + state, row.error ? "failed" : (row.verdict || "–")));
+    const badge = el("span", "verdict " + state, row.error ? "failed" : (row.verdict || "–"));
+    if (row.reason) badge.title = row.reason.replace(/_/g, " ");
+    body.appendChild(badge);
+    if (row.reason && row.verdict === "inconclusive") body.appendChild(el("div", "reason", row.reason.replace(/_/g, " ")));
     const bars = el("div", "bars");
     detectors.forEach(function (name) { bars.appendChild(bar(name, row.scores[name])); });
     if (summary.has_fusion) bars.appendChild(bar("fusion", row.fusion));
@@ -170,7 +175,7 @@
     const text = search.value.trim().toLowerCase();
     const kept = rows.filter(function (row) {
       if (filter.value === "errors" && !row.error) return false;
-      if ((filter.value === "synthetic" || filter.value === "real") && (row.error || row.verdict !== filter.value)) return false;
+      if ((filter.value === "synthetic" || filter.value === "real" || filter.value === "inconclusive") && (row.error || row.verdict !== filter.value)) return false;
       return !text || row.name.toLowerCase().indexOf(text) >= 0;
     });
     const key = sort.value;

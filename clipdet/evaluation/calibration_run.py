@@ -1,0 +1,199 @@
+"""`clipdet calibrate`: score the user's own real images (and, optionally, synthetic ones) with
+the run's detectors, or read a scores file that holds them; compute each score column's
+operating points (``calibrate_scores``) and the models' fingerprints, and write the calibration
+file that `clipdet score / report / metrics --calibration` apply."""
+
+import logging
+import math
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clipdet import storage
+from clipdet.constants import DEFAULT_FUSION, FILENAME_COLUMN, FUSION_COLUMN
+from clipdet.evaluation.calibration import (
+    DEFAULT_MIN_JPEG_QUALITY,
+    DEFAULT_MISS_RATE,
+    DEFAULT_REAL_LLR,
+    SMALL_LIST_FACTOR,
+    Calibration,
+    OperatingPoint,
+    ScoreCalibration,
+    clopper_pearson,
+    decision_column,
+    decision_score,
+    fpr_threshold,
+    miss_threshold,
+    stamp,
+)
+from clipdet.files import read_list, read_table, sha256_of
+from clipdet.options import RunOptions
+from clipdet.pipeline.infer import split_models
+from clipdet.pipeline.scoring import ResultTable, TableLayout, iter_scores, load_models
+
+logger = logging.getLogger(__name__)
+
+
+def calibrate(
+    real_csv: str | os.PathLike,
+    models: list[str],
+    weights_dir: str | os.PathLike,
+    fprs: list[float],
+    *,
+    fake_csv: str | os.PathLike | None = None,
+    scores: str | os.PathLike | None = None,
+    fusion: str | None = DEFAULT_FUSION,
+    miss_rate: float = DEFAULT_MISS_RATE,
+    min_jpeg_quality: float = DEFAULT_MIN_JPEG_QUALITY,
+    options: RunOptions | None = None,
+) -> Calibration:
+    """The calibration of ``models`` (and their ``fusion``) at each false-positive rate of
+    ``fprs`` on the real images of ``real_csv``; with ``fake_csv`` also their true-positive
+    rates and the lower threshold at ``miss_rate``. ``scores``: a scores file (from `clipdet
+    score` with these models) holding every listed image, read instead of scoring again."""
+    options = replace(options or RunOptions(), calibration=None).resolved()
+    loaded = load_models(models, weights_dir, options)
+    detectors, _ = split_models(loaded)
+    if not detectors:
+        raise ValueError("calibration needs at least one detection model")
+    names = [m.name for m in detectors]
+    real = _scores_of(real_csv, loaded, fusion, scores, options)
+    fake = None if fake_csv is None else _scores_of(fake_csv, loaded, fusion, scores, options)
+    decision, columns = calibrate_scores(real, fake, names, fprs, fusion, miss_rate)
+    sides = [m.input_size for m in detectors if m.input_size]
+    calibration = Calibration(
+        decision=decision,
+        detectors=names,
+        fusion=(fusion or "none") if decision == FUSION_COLUMN else None,
+        columns=columns,
+        models={m.name: model_fingerprint(m) for m in detectors},
+        min_side=max(sides) if sides else None,
+        min_jpeg_quality=float(min_jpeg_quality),
+        lists={"real": _list_record(real_csv, len(real))}
+        | ({"fake": _list_record(fake_csv, len(fake))} if fake is not None else {}),
+        date=stamp(),
+    )
+    for point in calibration.columns[decision].points:
+        if warning := small_list_warning(point):
+            logger.warning("%s", warning)
+    return calibration
+
+
+def calibrate_scores(
+    real: pd.DataFrame,
+    fake: pd.DataFrame | None,
+    detectors: list[str],
+    fprs: list[float],
+    fusion: str | None = None,
+    miss_rate: float = DEFAULT_MISS_RATE,
+) -> tuple[str, dict[str, ScoreCalibration]]:
+    """Operating points for every detector column, the fusion column and the decision score
+    (``decision_column``) of two scores tables; rows that could not be scored are left out."""
+    for fpr in fprs:
+        if not 0 < fpr < 1:
+            raise ValueError(f"--fpr must lie in (0, 1), got {fpr:g}")
+    if not 0 < miss_rate < 1:
+        raise ValueError(f"--miss_rate must lie in (0, 1), got {miss_rate:g}")
+    decision = decision_column(detectors, FUSION_COLUMN in real.columns)
+    names = [*detectors, *([decision] if decision not in detectors else [])]
+    columns = {}
+    for name in names:
+        r = _finite(decision_score(real, name, detectors), "real", name)
+        f = None if fake is None else _finite(decision_score(fake, name, detectors), "fake", name)
+        if r.size == 0:
+            raise ValueError(f"no real image could be scored by {name}")
+        points = [_point(r, f, fpr) for fpr in fprs]
+        if f is not None and f.size:
+            low, rule = miss_threshold(f, miss_rate), f"fake list at miss rate {miss_rate:g}"
+        else:
+            low, rule = DEFAULT_REAL_LLR, "default: LLR below -log(19) (σ < 0.05)"
+        columns[name] = ScoreCalibration(points, low, rule)
+    return decision, columns
+
+
+def _finite(scores: np.ndarray, which: str, name: str) -> np.ndarray:
+    keep = np.isfinite(scores)
+    if not keep.all():
+        logger.warning("%s: %d %s images not scored, left out", name, int((~keep).sum()), which)
+    return scores[keep]
+
+
+def _point(real: np.ndarray, fake: np.ndarray | None, fpr: float) -> OperatingPoint:
+    threshold = fpr_threshold(real, fpr)
+    k = int((real > threshold).sum())
+    point = OperatingPoint(
+        fpr, threshold, int(real.size), k, k / real.size, clopper_pearson(k, real.size)[1],
+        real.size < SMALL_LIST_FACTOR / fpr,
+    )  # fmt: skip
+    if fake is not None and fake.size:
+        hits = int((fake > threshold).sum())
+        low, high = clopper_pearson(hits, fake.size)
+        point.n_fake, point.tpr = int(fake.size), hits / fake.size
+        point.tpr_low, point.tpr_high = low, high
+    return point
+
+
+def small_list_warning(point: OperatingPoint) -> str | None:
+    if not point.small_list:
+        return None
+    needed = math.ceil(SMALL_LIST_FACTOR / point.target_fpr)
+    return (
+        f"only {point.n_real} real images for a false-positive rate of {point.target_fpr:g}: "
+        f"at least {needed} (3 / fpr) are needed for the threshold to mean that rate; the "
+        f"bound says how far it may be off ({point.fpr_upper:.4f})"
+    )
+
+
+def _scores_of(csv, models, fusion, scores, options: RunOptions) -> pd.DataFrame:
+    """Scores of the images of list ``csv``: from the ``scores`` file, or computed."""
+    table, paths = read_list(csv)
+    filenames = table[FILENAME_COLUMN].tolist()
+    if scores is not None:
+        found = read_table(scores, [FILENAME_COLUMN]).drop_duplicates(FILENAME_COLUMN)
+        found = found.set_index(FILENAME_COLUMN)
+        missing = [name for name in filenames if name not in found.index]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} images of {csv} have no row in {scores} (e.g. {missing[0]}): "
+                "score them with the same models, or leave out --scores"
+            )
+        needed = [m.name for m in split_models(models)[0]]
+        absent = [c for c in needed if c not in found.columns]
+        if absent:
+            raise ValueError(f"{scores} has no column for {', '.join(absent)}")
+        return found.loc[filenames].reset_index()
+    results = ResultTable(TableLayout.of(models), len(paths))
+    for result in iter_scores(models, paths, options):
+        results.set(result.index, result)
+    return results.to_frame(filenames, fusion)
+
+
+def _list_record(csv, n: int) -> dict:
+    location = str(csv)
+    local = not storage.is_url(location)
+    digest = sha256_of(location) if local else None
+    return {"path": str(Path(location).resolve()) if local else location, "sha256": digest, "n": n}
+
+
+def model_fingerprint(model) -> dict:
+    """What must not change for a calibration to apply to a loaded model: its arch, the
+    sha256 of its weights file and its frozen backbone (tag, or file name and size)."""
+    detector = model.detector
+    return {
+        "arch": model.config.get("arch"),
+        "weights_sha256": sha256_of(model.weights_path),
+        "backbone": portable_backbone(detector.backbone_key) if detector.frozen_backbone else None,
+        "input_size": model.input_size,
+    }
+
+
+def portable_backbone(identity: str | None) -> str | None:
+    """A backbone identity without the local path of its file (its name and size stay), so
+    that a calibration moves with the weights folder."""
+    if not identity:
+        return None
+    return re.sub(r"file:([^|]*/)?([^/|:]+):(\d+):\d+", r"file:\2:\3", identity)
