@@ -236,3 +236,25 @@ def test_image_facts_survive_a_resume_and_change_its_signature():
     np.testing.assert_array_equal(back.facts, result.facts)
     assert "image_facts" in options_signature(RunOptions(calibration="c.yaml"))
     assert "image_facts" not in options_signature(RunOptions())
+
+
+def test_a_scores_file_is_read_instead_of_scoring_again(tmp_path, calibrated, monkeypatch):
+    cal_file, _, common = calibrated
+    real = tmp_path / "real" / "list.csv"
+    scores = tmp_path / "real_scores.csv"
+    assert run("score", "-i", real, "-o", scores, *common) == 0
+    from clipdet.evaluation import calibration_run
+
+    monkeypatch.setattr(calibration_run, "iter_scores", lambda *a, **k: pytest.fail("scored again"))
+    again = tmp_path / "again.yaml"
+    assert run("calibrate", "--real", real, "--scores", scores, "--fpr", "0.05,0.02", "-o",
+               again, *common) == 0  # fmt: skip
+    first, second = Calibration.load(cal_file), Calibration.load(again)
+    for column in ("tiny_a", "tiny_b", "fusion"):
+        assert [p.threshold for p in first.columns[column].points] == [
+            p.threshold for p in second.columns[column].points
+        ]
+    assert "fake" not in second.lists and second.columns["fusion"].real_rule.startswith("default")
+    missing = tmp_path / "more.csv"
+    pd.DataFrame({"filename": ["0.png", "nope.png"]}).to_csv(missing, index=False)
+    assert run("calibrate", "--real", missing, "--scores", scores, "-o", again, *common) == 2
