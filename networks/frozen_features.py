@@ -39,6 +39,7 @@ class FrozenFeatures(nn.Module):
     Subclasses set ``named_layers``, ``num_blocks``, ``block_width`` and ``embed_width``."""
 
     named_layers: tuple[str, ...] = (EMBED,)
+    has_class_token: bool = True  # block features: its class token, else the patch tokens' mean
     num_blocks: int = 0
     block_width: int = 0
     embed_width: int = 0

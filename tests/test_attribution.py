@@ -29,9 +29,10 @@ from clipdet.evaluation.attribution_metrics import evaluate_attribution, oscr
 from clipdet.models.attribution import UNKNOWN, OpenSetRule, attribution_columns
 from clipdet.models.factory import BackboneCache
 from clipdet.models.preprocess import make_transform
-from clipdet.pipeline.features import create_frozen_feature_group, extract_features
+from clipdet.pipeline.features import extract_features, frozen_feature_group
 from clipdet.pipeline.resume import PartialWriter, load_partial, partial_path, run_signature
 from clipdet.pipeline.scoring import load_models
+from clipdet.training.features import feature_config
 
 ARCH = f"opencliplinearnext_{TINY_BACKBONE}"
 KNOWN = ("gen_blocky", "gen_noise", "real")  # sorted, as the model stores them
@@ -161,8 +162,8 @@ def test_known_classes_are_attributed_and_held_out_scores_higher(data):
 def test_saved_model_round_trips_to_the_same_probabilities(data, tiny_clip_checkpoint):
     root, test, scores = data
     state = torch.load(root / "w" / "attr" / "weights.pth", weights_only=True)["model"]
-    group, transform = create_frozen_feature_group(
-        ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint)
+    group, transform = frozen_feature_group(
+        feature_config(ARCH), BackboneCache(tiny_clip_checkpoint)
     )
     features, _ = extract_features(group, transform, [str(root / f) for f in test["filename"]])
     logits = features.astype(np.float64) @ state["fc.weight"].double().numpy().T
@@ -177,8 +178,8 @@ def test_saved_model_round_trips_to_the_same_probabilities(data, tiny_clip_check
 def test_block_features_are_the_cls_token_of_that_block(tmp_path, tiny_clip_checkpoint):
     """Re-enacted with the full open_clip model and a hook of our own on block 0."""
     images = [make_class_image(tmp_path / f"{t}.png", t, 7) for t in KNOWN]
-    group, transform = create_frozen_feature_group(
-        ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint), block=0
+    group, transform = frozen_feature_group(
+        feature_config(ARCH, block=0), BackboneCache(tiny_clip_checkpoint)
     )
     assert group.layer == 0 and group.num_features == TINY_WIDTH and "block0" in group.identity
     ours, errors = extract_features(group, transform, [str(p) for p in images])
@@ -196,14 +197,12 @@ def test_block_features_are_the_cls_token_of_that_block(tmp_path, tiny_clip_chec
     np.testing.assert_allclose(ours, F.normalize(tokens[:, 0], dim=-1).numpy(), atol=1e-5)
 
     # negative blocks count from the end; out of range is a clear error
-    last, _ = create_frozen_feature_group(
-        ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint), block=-1
+    last, _ = frozen_feature_group(
+        feature_config(ARCH, block=-1), BackboneCache(tiny_clip_checkpoint)
     )
     assert last.layer == 1
     with pytest.raises(ValueError, match=r"block 5 out of range: this ViT has blocks 0\.\.1"):
-        create_frozen_feature_group(
-            ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint), block=5
-        )
+        frozen_feature_group(feature_config(ARCH, block=5), BackboneCache(tiny_clip_checkpoint))
 
 
 def test_detectors_and_block_attributor_share_one_pass_and_detectors_are_unchanged(

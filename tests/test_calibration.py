@@ -245,7 +245,7 @@ def test_a_scores_file_is_read_instead_of_scoring_again(tmp_path, calibrated, mo
     assert run("score", "-i", real, "-o", scores, *common) == 0
     from clipdet.evaluation import calibration_run
 
-    monkeypatch.setattr(calibration_run, "iter_scores", lambda *a, **k: pytest.fail("scored again"))
+    monkeypatch.setattr(calibration_run, "score_table", lambda *a, **k: pytest.fail("scored again"))
     again = tmp_path / "again.yaml"
     assert run("calibrate", "--real", real, "--scores", scores, "--fpr", "0.05,0.02", "-o",
                again, *common) == 0  # fmt: skip

@@ -19,7 +19,8 @@ import train as train_cli
 from clipdet.api import score_images
 from clipdet.models.factory import BackboneCache
 from clipdet.pipeline.feature_cache import FeatureCache
-from clipdet.pipeline.features import create_frozen_feature_group, extract_features
+from clipdet.pipeline.features import extract_features, frozen_feature_group
+from clipdet.training.features import feature_config
 
 ARCH = f"opencliplinearnext_{TINY_BACKBONE}"
 
@@ -67,8 +68,8 @@ def test_trained_head_separates_held_out_images_and_round_trips(tmp_path, tiny_c
     assert (table.loc[~is_fake, "mine"] < 0).mean() > 0.8
 
     # the same LLRs as the head's own decision function on the features
-    group, transform = create_frozen_feature_group(
-        ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint)
+    group, transform = frozen_feature_group(
+        feature_config(ARCH), BackboneCache(tiny_clip_checkpoint)
     )
     feats, _ = extract_features(group, transform, table["filename"].tolist())
     direct = feats.astype(np.float64) @ state["fc.weight"][0].double().numpy() + float(
@@ -112,8 +113,8 @@ def test_second_run_does_no_backbone_work_and_changed_file_is_recomputed(
 
 def test_corrupt_cache_entry_is_recomputed_not_trusted(tmp_path, tiny_clip_checkpoint, monkeypatch):
     image = make_pair_image(tmp_path / "x.png", "real", 0)
-    group, transform = create_frozen_feature_group(
-        ARCH, backbone_cache=BackboneCache(tiny_clip_checkpoint)
+    group, transform = frozen_feature_group(
+        feature_config(ARCH), BackboneCache(tiny_clip_checkpoint)
     )
     cache = FeatureCache(tmp_path / "cache")
     first, _ = extract_features(group, transform, [str(image)], cache=cache)

@@ -87,8 +87,9 @@ def run(args) -> int:
     from clipdet.evaluation.metrics import (
         compare_tables,
         compute_metric_table,
-        load_evaluation_data,
+        evaluation_data,
         parse_metric_names,
+        read_labels_and_scores,
     )
     from clipdet.evaluation.reports import save_tables, to_text
     from clipdet.pipeline.results import missing_images_hint_for_file
@@ -99,9 +100,10 @@ def run(args) -> int:
         names = parse_metric_names(args.metrics)
         if args.ci is not None and not 0 < args.ci < 1:
             raise ValueError(f"--ci must be in (0, 1), got {args.ci}")
-        data = load_evaluation_data(args.in_csv, args.out_csv)
+        labels, scores = read_labels_and_scores(args.in_csv, args.out_csv)
+        data = evaluation_data(labels, scores, f"scores CSV {args.out_csv}")
         other = _load_comparison(args.compare) if args.compare else None
-        calibrated = _calibrated_tables(args) if args.calibration else {}
+        calibrated = _calibrated_tables(args.calibration, labels, scores)
     except (OSError, ValueError) as e:
         return fatal(e)
     hint = missing_images_hint_for_file(args.out_csv)
@@ -125,14 +127,14 @@ def run(args) -> int:
     return 0
 
 
-def _calibrated_tables(args) -> dict:
+def _calibrated_tables(path, labels, scores) -> dict:
+    """The rates at a calibration's thresholds (none without ``path``)."""
+    if not path:
+        return {}
     from clipdet.evaluation.calibrated_metrics import calibrated_rates
     from clipdet.evaluation.calibration import Calibration
-    from clipdet.evaluation.metrics import read_labels_and_scores
 
-    calibration = Calibration.load(args.calibration)
-    labels, scores = read_labels_and_scores(args.in_csv, args.out_csv)
-    return calibrated_rates(labels, scores, calibration)
+    return calibrated_rates(labels, scores, Calibration.load(path))
 
 
 def _load_comparison(spec: str):

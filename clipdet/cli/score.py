@@ -140,18 +140,19 @@ def run(args) -> int:
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         return fatal(e)
     names = outcome.results.detector_names
-    args.calibrated = calibration
+    table = outcome.table
+    if calibration is not None:  # every output format holds the three verdicts
+        from clipdet.evaluation.calibration import add_calibrated_verdicts
+
+        table = add_calibrated_verdicts(table, calibration)
     profile = finish_profile(
-        route,
-        lambda: _write_output(
-            outcome.table, names, out_path, fmt, args.threshold, calibration
-        ),  # fmt: skip
+        route, lambda: _write_output(table, names, out_path, fmt, args.threshold)
     )
     if profile:
         print(profile, file=sys.stderr)
     if args.report:
-        _html_report(args, outcome.table, listed, paths)
-    _summary(outcome.table, outcome.results, out_path, args.threshold, calibration)
+        _html_report(args, outcome.table, listed, paths, calibration)
+    _summary(table, outcome.results, out_path, args.threshold, calibration)
     return _exit_status(args, outcome, len(paths))
 
 
@@ -205,14 +206,14 @@ def _exit_status(args, outcome, n_images: int) -> int:
     return EXIT_FAILED_ROWS if args.strict and failed else 0
 
 
-def _html_report(args, table, listed, paths) -> None:
+def _html_report(args, table, listed, paths, calibration) -> None:
     """The report of this run; ``listed``: the input list's table (its labels), or None."""
     from clipdet.evaluation.html_report import ReportInputs, write_report
 
     inputs = ReportInputs(
         table, paths, listed, args.maps, args.threshold,
         command=shown_command(args, args.argv), fusion=args.fusion,
-        calibration=args.calibrated,
+        calibration=calibration,
     )  # fmt: skip
     write_report(inputs, args.report)
     print(f"report -> {args.report}", file=sys.stderr)
@@ -273,25 +274,19 @@ def _choose_output(args, n_images: int) -> tuple[str | None, str]:
     return path, fmt
 
 
-def _write_output(table, names, out_path, fmt, threshold, calibration=None) -> None:
+def _write_output(table, names, out_path, fmt, threshold) -> None:
     """CSV and Parquet hold the table as it is; JSON lines and the terminal table add the
-    verdict. With a calibration every format has the verdict and its reason. A local file is
-    replaced atomically, an object uploaded at once."""
+    verdict at ``threshold`` unless the table has calibrated ones. A local file is replaced
+    atomically, an object uploaded at once."""
     from clipdet import storage
+    from clipdet.constants import VERDICT_COLUMN
     from clipdet.files import table_bytes
     from clipdet.pipeline.results import add_verdicts, format_for_terminal
 
-    if calibration is not None:
-        from clipdet.evaluation.calibration import add_calibrated_verdicts
-
-        table = add_calibrated_verdicts(table, calibration)
-        data = table_bytes(table, fmt) if fmt != "table" else None
-        if data is None:
-            data = (format_for_terminal(table) + "\n").encode()
-    elif fmt == "table":
-        data = (format_for_terminal(add_verdicts(table, names, threshold)) + "\n").encode()
-    elif fmt == "jsonl":
-        data = table_bytes(add_verdicts(table, names, threshold), fmt)
+    if fmt in ("table", "jsonl") and VERDICT_COLUMN not in table.columns:
+        table = add_verdicts(table, names, threshold)
+    if fmt == "table":
+        data = (format_for_terminal(table) + "\n").encode()
     else:
         data = table_bytes(table, fmt)
     if out_path is None and fmt == "parquet":
@@ -315,10 +310,10 @@ def _summary(table, results, out_path, threshold, calibration=None) -> None:
         if score is None
         else f", {int((score > threshold).sum())} flagged as synthetic (score > {threshold:g})"
     )
-    if calibration is not None:
-        from clipdet.constants import INCONCLUSIVE, REAL, SYNTHETIC
+    if calibration is not None:  # the table holds its verdicts
+        from clipdet.constants import INCONCLUSIVE, REAL, SYNTHETIC, VERDICT_COLUMN
 
-        verdict, _ = calibration.verdicts(table)
+        verdict = table[VERDICT_COLUMN]
         counts = {v: int((verdict == v).sum()) for v in (SYNTHETIC, REAL, INCONCLUSIVE)}
         flagged = ": " + ", ".join(f"{n} {v}" for v, n in counts.items())
         flagged += f" ({calibration.describe()})"

@@ -58,6 +58,8 @@ BETWEEN = "between_thresholds"
 TOO_SMALL = "smaller_than_input"
 LOW_QUALITY = "low_jpeg_quality"
 NOT_SCORED = "not_scored"
+VERDICT_OF = {ABOVE: SYNTHETIC, BELOW: REAL, BETWEEN: INCONCLUSIVE, TOO_SMALL: INCONCLUSIVE,
+              LOW_QUALITY: INCONCLUSIVE, NOT_SCORED: ""}  # fmt: skip
 MAX_DECISION = "max"  # no fusion, several detectors: the verdict reads the largest LLR
 
 
@@ -212,20 +214,17 @@ class Calibration:
         score = decision_score(table, self.decision, self.detectors)
         point = self.point(target=target)
         high, low = point.threshold, self.real_threshold(target=target)
-        verdict = np.full(len(table), INCONCLUSIVE, dtype=object)
-        reason = np.full(len(table), BETWEEN, dtype=object)
-        verdict[score > high], reason[score > high] = SYNTHETIC, ABOVE
-        verdict[score < low], reason[score < low] = REAL, BELOW
+        reason = np.full(len(table), BETWEEN, dtype=object)  # later rules take precedence
+        reason[score > high] = ABOVE
+        reason[score < low] = BELOW
         if WIDTH_COLUMN in table.columns and self.min_side:
             sides = np.minimum(table[WIDTH_COLUMN].to_numpy(float),
                                table[HEIGHT_COLUMN].to_numpy(float))  # fmt: skip
-            small = sides < self.min_side
-            verdict[small], reason[small] = INCONCLUSIVE, TOO_SMALL
+            reason[sides < self.min_side] = TOO_SMALL
         if JPEG_QUALITY_COLUMN in table.columns:
-            low_quality = table[JPEG_QUALITY_COLUMN].to_numpy(float) < self.min_jpeg_quality
-            verdict[low_quality], reason[low_quality] = INCONCLUSIVE, LOW_QUALITY
-        unscored = ~np.isfinite(score)
-        verdict[unscored], reason[unscored] = "", NOT_SCORED
+            reason[table[JPEG_QUALITY_COLUMN].to_numpy(float) < self.min_jpeg_quality] = LOW_QUALITY
+        reason[~np.isfinite(score)] = NOT_SCORED
+        verdict = np.array([VERDICT_OF[r] for r in reason], dtype=object)
         return verdict, reason
 
     # ---- the file ---------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from clipdet.evaluation.calibration import (
 from clipdet.files import read_list, read_table, sha256_of
 from clipdet.options import RunOptions
 from clipdet.pipeline.infer import split_models
-from clipdet.pipeline.scoring import ResultTable, TableLayout, iter_scores, load_models
+from clipdet.pipeline.scoring import load_models, score_table
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +166,7 @@ def _scores_of(csv, models, fusion, scores, options: RunOptions) -> pd.DataFrame
         if absent:
             raise ValueError(f"{scores} has no column for {', '.join(absent)}")
         return found.loc[filenames].reset_index()
-    results = ResultTable(TableLayout.of(models), len(paths))
-    for result in iter_scores(models, paths, options):
-        results.set(result.index, result)
-    return results.to_frame(filenames, fusion)
+    return score_table(models, paths, options, fusion, filenames)
 
 
 def _list_record(csv, n: int) -> dict:

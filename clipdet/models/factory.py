@@ -81,12 +81,8 @@ class BackboneCache:
         return self._modules[key]
 
     def module_key(self, spec: BackboneSpec) -> str:
-        weights = self._weights_identity(spec)
-        return (
-            f"{spec.model}|{weights}"
-            if spec.library == OPEN_CLIP
-            else (f"{spec.library}:{spec.model}|{weights}")
-        )
+        library = "" if spec.library == OPEN_CLIP else f"{spec.library}:"  # (older keys kept)
+        return f"{library}{spec.model}|{self._weights_identity(spec)}"
 
     def _weights_file(self, spec: BackboneSpec) -> str | os.PathLike | None:
         return spec.file or self.backbone_weights

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from clipdet.constants import CLIP224, CLIP_NORM
 from clipdet.models.factory import BackboneCache, create_frozen_network
 from clipdet.models.preprocess import ImageTransform
 from clipdet.pipeline.engine import run_local
@@ -29,19 +28,6 @@ def frozen_feature_group(
         detector.backbone, detector.backbone_key, preprocessing.key, detector.layer
     )
     return group, preprocessing.transform
-
-
-def create_frozen_feature_group(
-    arch: str,
-    norm_type: str = CLIP_NORM,
-    patch_size=CLIP224,
-    backbone_cache: BackboneCache | None = None,
-    block: int | None = None,
-) -> tuple[FeatureGroup, ImageTransform]:
-    """The frozen CLIP backbone of an ``opencliplinear*`` arch with its preprocessing, for
-    training heads on its features (``block`` K: the CLS token of transformer block K)."""
-    config = {"arch": arch, "norm_type": norm_type, "patch_size": patch_size, "block": block}
-    return frozen_feature_group(config, backbone_cache)
 
 
 def make_preparer(groups, transforms, cache: FeatureCache | None, perturbation=None) -> Preparer:

@@ -60,19 +60,14 @@ def jpeg_quality(tables: dict | None) -> float | None:
     return float(min(_IJG_TABLES, key=lambda q: (distance(q), -q)))
 
 
-def image_facts(path: str | os.PathLike, data: bytes | None = None) -> tuple[float, float, float]:
-    """(width, height, JPEG quality or NaN) read from the file's header, nothing decoded; NaNs
-    when the header cannot be read (the decoding reports why)."""
+def image_facts(data: bytes) -> tuple[float, float, float]:
+    """(width, height, JPEG quality or NaN) read from an image file's header (its bytes),
+    nothing decoded; NaNs when the header cannot be read (the decoding reports why)."""
     nan = float("nan")
     try:
-        source = (
-            io.BytesIO(data)
-            if data is not None
-            else (io.BytesIO(read_image_bytes(str(path))) if storage.is_url(path) else path)
-        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 quality = jpeg_quality(getattr(image, "quantization", None))
                 return float(image.width), float(image.height), nan if quality is None else quality
     except Exception:  # noqa: BLE001 -- a header that cannot be read: the decoding says why

@@ -82,13 +82,14 @@ class Preparer:
 
     def __call__(self, index: int, path: str, data: bytes | None = None) -> PreparedItem:
         """``data``: the image's bytes when the caller has them (a tar member), else read
-        from ``path`` (once, for the digest, the evidence and the decoding alike)."""
+        from ``path`` (once, for the digest, the evidence, the image facts and the decoding
+        alike)."""
         item = PreparedItem(index, {}, {}, None, "")
-        if self.inspect:
-            item.facts = image_facts(path, data)
         try:
-            if self.provenance is not None and data is None:
+            if (self.provenance is not None or self.inspect) and data is None:
                 data = read_image_bytes(path)
+            if self.inspect:
+                item.facts = image_facts(data)
             if self.cached_groups:
                 if storage.is_url(path) or data is not None:
                     data = data if data is not None else read_image_bytes(path)

@@ -224,8 +224,19 @@ def score_images(
     ``fields`` are RunOptions fields, e.g. ``score_images(paths, device="cpu", batch_size=8)``."""
     options = _options(options, fields)
     loaded = load_models(models, weights_dir, options)
-    paths = [str(p) for p in paths]
-    results = ResultTable(TableLayout.of(loaded, options), len(paths))
-    for result in iter_scores(loaded, paths, options):
+    return score_table(loaded, [str(p) for p in paths], options, fusion)
+
+
+def score_table(
+    models: Sequence[LoadedModel],
+    paths: Sequence[str],
+    options: RunOptions,
+    fusion: str | None,
+    filenames: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The output table of loaded ``models`` on ``paths`` (local engine), one row per path,
+    named ``filenames`` (default: the paths)."""
+    results = ResultTable(TableLayout.of(models, options), len(paths))
+    for result in iter_scores(models, paths, options):
         results.set(result.index, result)
-    return results.to_frame(paths, fusion)
+    return results.to_frame(filenames if filenames is not None else paths, fusion)

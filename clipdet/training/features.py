@@ -107,11 +107,7 @@ class FeatureExtractor:
         layer = self.group.layer
         if not isinstance(layer, int):
             return str(layer)
-        token = (
-            "CLS token"
-            if getattr(self.group.backbone, "has_class_token", True)
-            else ("mean of the patch tokens")
-        )
+        token = "CLS token" if self.group.backbone.has_class_token else "mean of the patch tokens"
         return f"{token} of transformer block {layer}"
 
     def __call__(self, images: "LabelledImages") -> "FeatureSet":

@@ -81,55 +81,56 @@ def sweep(
 
 def _sweep_backbone(images: LabelledImages, backbone, layers, folds, options, C, ci, n_boot):
     """(row, out-of-fold LLRs) for each layer of one backbone, from one extraction pass."""
-    cache = BackboneCache(options.backbone_weights)
+    backbones = BackboneCache(options.backbone_weights)
     groups, transforms, failed = {}, {}, {}
     for layer in layers:
         try:
             group, transform = frozen_feature_group(feature_config(backbone=backbone, layer=layer),
-                                                    cache)  # fmt: skip
+                                                    backbones)  # fmt: skip
         except ValueError as e:  # e.g. a block this backbone does not have
             failed[layer] = str(e)
             continue
         groups[layer] = group
         transforms[group.transform_key] = transform
-    if not groups:
-        for layer in layers:
-            yield _row(backbone, layer, error=failed[layer]), np.full(len(images.paths), np.nan)
-        return
-    module = next(iter(groups.values())).backbone.to(options.device)
-    logger.info("backbone %s: %d images, layers %s", backbone, len(images.paths),
-                ", ".join(str(layer) for layer in groups))  # fmt: skip
-    feature_cache = FeatureCache(options.feature_cache) if options.feature_cache else None
-    writes = feature_cache.writes if feature_cache else 0
-    with PeakMemory() as memory:
-        start = time.perf_counter()
-        features, errors = extract_group_features(
-            list({g.key: g for g in groups.values()}.values()), transforms, images.paths,
-            options.device, options.batch_size, options.num_workers, feature_cache,
-            options.progress,
-        )  # fmt: skip
-        seconds = time.perf_counter() - start
-    computed = len(images.paths)
-    if feature_cache is not None:  # images whose features came from the cache cost nothing
-        distinct = len({g.key for g in groups.values()})  # (written by the infer stage, here)
-        computed = (feature_cache.writes - writes) // distinct
-    speed = computed / seconds if computed and seconds > 0 else float("nan")
-    usable = np.all([np.isfinite(features[g.key]).all(axis=1) for g in groups.values()], axis=0)
-    _warn_skipped(backbone, images, errors, usable)
-    measured = {"images": int(usable.sum()), "skipped": int((~usable).sum()),
-                "images_per_s": speed, "peak_rss_mb": memory.peak_mb}  # fmt: skip
+    if groups:
+        features, usable, measured = _extract(images, backbone, groups, transforms, options)
     for layer in layers:
         if layer in failed:
-            yield _row(backbone, layer, error=failed[layer]), np.full(len(usable), np.nan)
+            yield _row(backbone, layer, error=failed[layer]), np.full(len(images.paths), np.nan)
             continue
         group = groups[layer]
-        X = features[group.key]
-        oof = _out_of_fold_llrs(X, images.labels, usable, folds, C)
+        oof = _out_of_fold_llrs(features[group.key], images.labels, usable, folds, C)
         block = group.layer if isinstance(group.layer, int) else ""
         row = _row(backbone, layer, block=block, dim=group.num_features, **measured)
         row.update(_figures(images.labels[usable], oof[usable], ci, n_boot))
         yield row, oof
-    del module, groups, cache
+
+
+def _extract(images: LabelledImages, backbone, groups, transforms, options):
+    """(features by group key, usable rows, what was measured) of one pass over the images:
+    speed counts only the images the backbone computed (not those found in the cache)."""
+    next(iter(groups.values())).backbone.to(options.device)  # one module for every layer
+    logger.info("backbone %s: %d images, layers %s", backbone, len(images.paths),
+                ", ".join(str(layer) for layer in groups))  # fmt: skip
+    feature_cache = FeatureCache(options.feature_cache) if options.feature_cache else None
+    writes = feature_cache.writes if feature_cache else 0
+    distinct = list({g.key: g for g in groups.values()}.values())
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        features, errors = extract_group_features(
+            distinct, transforms, images.paths, options.device, options.batch_size,
+            options.num_workers, feature_cache, options.progress,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+    computed = len(images.paths)
+    if feature_cache is not None:  # (written by the infer stage, in this process)
+        computed = (feature_cache.writes - writes) // len(distinct)
+    speed = computed / seconds if computed and seconds > 0 else float("nan")
+    usable = np.all([np.isfinite(features[g.key]).all(axis=1) for g in distinct], axis=0)
+    _warn_skipped(backbone, images, errors, usable)
+    measured = {"images": int(usable.sum()), "skipped": int((~usable).sum()),
+                "images_per_s": speed, "peak_rss_mb": memory.peak_mb}  # fmt: skip
+    return features, usable, measured
 
 
 def _row(backbone, layer, **values) -> dict:
