@@ -4,6 +4,7 @@ inputs, and the page in a real headless Chromium (Debian's package, driven by Pl
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,14 @@ def open_page(browser, html_path: Path):
     return page, errors, requests
 
 
+def wait_until(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the page did not settle in {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
 def card_names(page) -> list[str]:
     return page.eval_on_selector_all(".card .name", "nodes => nodes.map(n => n.textContent)")
 
@@ -214,7 +223,9 @@ def test_the_page_in_headless_chromium(report_run, browser, tmp_path, monkeypatc
     page.click("#next")
     assert len(card_names(page)) == 3
     shown = "Array.from(document.querySelectorAll('.card img'))"
-    page.wait_for_function(f"{shown}.every(i => i.complete)")
+    # polled from here: wait_for_function evaluates its string with eval inside the page,
+    # which the report's Content-Security-Policy (no 'unsafe-eval') rightly refuses
+    wait_until(lambda: page.evaluate(f"{shown}.every(i => i.complete)"))
     assert page.evaluate(f"{shown}.filter(i => i.complete && !i.naturalWidth).length") == 0
     assert page.evaluate(f"{shown}.length") >= 3
     assert not errors, errors
