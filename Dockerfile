@@ -1,6 +1,7 @@
 # clipdet on the official PyTorch CUDA runtime, run as a non-root user. One volume, /cache,
 # holds the detectors' weights (downloaded there on first use) and the Hugging Face hub cache
-# (the CLIP backbone), so they are fetched once:
+# (the CLIP backbone), so they are fetched once. PyAV (the [video] extra) is installed for
+# videos:
 #   docker build -t clipdet .
 #   docker run --gpus all -v clipdet-cache:/cache -v "$PWD/data:/data" clipdet \
 #       --in_csv /data/list.csv --out_csv /data/results.csv
@@ -12,7 +13,7 @@ ENV CLIPDET_WEIGHTS_DIR=/cache/weights \
 
 WORKDIR /app
 COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt \
+RUN pip install --no-cache-dir -r requirements.txt "av>=14" \
     && useradd --create-home --uid 1000 clipdet \
     && mkdir -p /cache/weights /cache/huggingface \
     && chown -R clipdet /cache

@@ -27,6 +27,15 @@ JPEG_QUALITY_COLUMN = "jpeg_quality"
 IMAGE_FACT_COLUMNS = (WIDTH_COLUMN, HEIGHT_COLUMN, JPEG_QUALITY_COLUMN)
 VERDICT_COLUMN = "verdict"
 VERDICT_REASON_COLUMN = "verdict_reason"
+# Videos: how many frames were scored, the duration (s), the temporal statistic of the frame
+# features, the largest frame score; in --frames_out, each frame's index and time (s)
+FRAMES_COLUMN = "frames"
+DURATION_COLUMN = "duration_s"
+TEMPORAL_COLUMN = "temporal"
+FRAME_MAX_COLUMN = "frame_max"
+VIDEO_COLUMNS = (FRAMES_COLUMN, DURATION_COLUMN, TEMPORAL_COLUMN, FRAME_MAX_COLUMN)
+FRAME_COLUMN = "frame"
+TIME_COLUMN = "time_s"
 # Streamed Ray runs (an output folder): the input shard a row comes from, and its row there
 SOURCE_COLUMN = "source"
 SOURCE_ROW_COLUMN = "source_row"

@@ -20,6 +20,10 @@ class RunOptions:
     ``calibration`` (a ``clipdet calibrate`` file) records each image's size and JPEG quality
     (read from its header) for the verdict rules; LLRs do not change.
 
+    Videos (by extension; animated images too with ``animated`` "video") are scored on
+    ``video_frames`` frames spread over their duration, or one every 1/``video_fps`` seconds;
+    ``video_timeout`` bounds one video's decoding (seconds).
+
     ``None`` means "the default for this machine": ``device`` cuda:0 if there is a GPU, else
     cpu; ``batch_size`` 32 on CUDA, 4 on CPU; ``num_workers`` min(4, CPUs); ``tile_size`` the
     network's own (512 for full-resolution ResNets; 0 never tiles)."""
@@ -39,6 +43,10 @@ class RunOptions:
     provenance: bool = False
     c2pa_trust: str | os.PathLike | None = None
     calibration: str | os.PathLike | None = None
+    video_frames: int = 16
+    video_fps: float | None = None
+    video_timeout: float = 120.0
+    animated: str = "image"
 
     @classmethod
     def from_args(cls, args) -> "RunOptions":

@@ -4,6 +4,7 @@ checkpoint, detector folders in the reference layout, and small generated images
 import http.server
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -320,3 +321,23 @@ def make_list(folder, name, n_per_class, seed0, extra_rows=()):
     csv = folder / f"{name}.csv"
     pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(csv, index=False)
     return csv
+
+
+# Debian's chromium, driven by Playwright (the report's browser tests; make test installs it)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is not installed (make test installs it)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        yield browser
+        browser.close()

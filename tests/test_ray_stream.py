@@ -58,7 +58,7 @@ def test_tar_samples_group_members_by_key_and_name_their_errors(tmp_path):
     rows = list(_tar_rows(str(tmp_path / "s.tar")))
     assert [r[0] for r in rows] == ["a/001", "a/002", "a/003"]
     assert rows[0][2] == image and rows[0][3] == ""
-    assert rows[1][2] is None and "no image member" in rows[1][3]
+    assert rows[1][2] is None and "no image or video member" in rows[1][3]
     assert rows[2][2] == b"not a jpeg"  # decoding it is the prepare stage's error
     (tmp_path / "cut.tar").write_bytes((tmp_path / "s.tar").read_bytes()[:1200])
     cut = list(_tar_rows(str(tmp_path / "cut.tar")))
@@ -176,7 +176,7 @@ def test_webdataset_shards_with_a_corrupt_member(
     assert table["source"].str.endswith(("shard-00000.tar", "shard-00001.tar")).all()
     errors = table["error"].fillna("")
     assert "cannot decode image" in errors[2] or "not a readable image" in errors[2]
-    assert "no image member" in errors[4]
+    assert "no image or video member" in errors[4]
     good = [0, 1, 3, 5]
     pd.DataFrame({"filename": [f"i{k}.png" for k in good]}).to_csv(tmp_path / "l.csv", index=False)
     assert cli.main(["-i", str(tmp_path / "l.csv"), "-o", str(tmp_path / "local.csv"), *flags]) == 0

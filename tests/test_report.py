@@ -146,24 +146,6 @@ def test_large_reports_keep_thumbnails_and_data_beside_the_page(report_run, tmp_
 
 # --- the page in a real browser ----------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed (make test installs it)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
-        yield browser
-        browser.close()
-
 
 def open_page(browser, html_path: Path):
     page = browser.new_page(viewport={"width": 1280, "height": 900})

@@ -159,6 +159,39 @@ def add_compute_options(parser, speed: bool = True):
     return group
 
 
+def add_video_options(parser, frames_out: bool = True):
+    """How videos are read (``RunOptions.video_*``, ``animated``; see docs/video.md)."""
+    from clipdet.pipeline.video import ANIMATED_MODES, DEFAULT_FRAMES, DEFAULT_TIMEOUT_S
+
+    group = parser.add_argument_group("video", "mp4, mov, m4v, webm, mkv and avi files are "
+                                      "scored one row per video (see docs/video.md)")  # fmt: skip
+    group.add_argument(
+        "--video_frames", type=int, default=DEFAULT_FRAMES, metavar="N",
+        help=f"frames spread uniformly over each video's duration (default {DEFAULT_FRAMES})",
+    )  # fmt: skip
+    group.add_argument(
+        "--video_fps", type=float, default=None, metavar="F",
+        help="instead, one frame every 1/F seconds (at most 1024 per video)",
+    )  # fmt: skip
+    group.add_argument(
+        "--video_timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+        help=f"seconds one video may take to decode before it becomes the row's error "
+        f"(default {DEFAULT_TIMEOUT_S:g})",
+    )  # fmt: skip
+    group.add_argument(
+        "--animated", choices=ANIMATED_MODES, default="image",
+        help="animated GIF / WebP / PNG: their first frame as an image (the default, as the "
+        "reference) or their frames as a video",
+    )  # fmt: skip
+    if frames_out:
+        group.add_argument(
+            "--frames_out", default=None, metavar="FILE",
+            help="also write one row per scored frame (filename, frame, time_s, each model's "
+            "LLR, fusion) to this CSV / Parquet / JSON-lines file",
+        )  # fmt: skip
+    return group
+
+
 def add_provenance_options(parser):
     """Evidence read from the file beside the pixel scores (``RunOptions.provenance``)."""
     group = parser.add_argument_group("provenance", "what generators and signers write into "

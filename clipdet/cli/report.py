@@ -28,6 +28,10 @@ def add_parser(subparsers=None):
         "per-generator metrics; without it, file names are read relative to this folder",
     )
     p.add_argument("--maps", default=None, metavar="DIR", help="the scoring run's --maps folder")
+    p.add_argument(
+        "--frames", default=None, metavar="FILE",
+        help="the scoring run's --frames_out file: each video's frame scores over time",
+    )  # fmt: skip
     p.add_argument("--out", "-o", default="report.html", help="the HTML file to write")
     p.add_argument("--threshold", type=float, default=0.0, help="verdict threshold")
     p.add_argument(
@@ -73,6 +77,7 @@ def run(args) -> int:
             args.threshold,
             command=shown_command(args, args.argv),
             calibration=calibration,
+            frames=read_table(args.frames, [FILENAME_COLUMN]) if args.frames else None,
         )
         out = write_report(inputs, args.out)
     except (OSError, ValueError) as e:

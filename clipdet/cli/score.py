@@ -1,10 +1,11 @@
-"""Score images with one or more detectors: one LLR per model (> 0 means synthetic). Attribution
-models (clipdet train --task attribution) add the generator's name, or 'unknown', with
-probabilities.
+"""Score images and videos with one or more detectors: one LLR per model (> 0 means synthetic).
+Attribution models (clipdet train --task attribution) add the generator's name, or 'unknown',
+with probabilities. A video is one row, scored on --video_frames frames (docs/video.md).
 
 Quick forms:
     clipdet score suspicious.jpg             # one image: a readable table on the terminal
     clipdet score photos/ "shots/*.png"       # folders (recursive) and glob patterns
+    clipdet score clip.mp4 --frames_out frames.csv   # a video: one row, its frames apart
 Datasets, with the reference code's flags (grip-unina/ClipBased-SyntheticImageDetection):
     clipdet score --in_csv list.csv --out_csv results.csv [--resume]
 On a Ray cluster, lists and images anywhere (local, s3://, gs://, http(s)://):
@@ -25,6 +26,7 @@ from clipdet.cli.options import (
     add_model_options,
     add_provenance_options,
     add_quiet,
+    add_video_options,
     fatal,
     make_parser,
     model_names,
@@ -103,6 +105,7 @@ def add_parser(subparsers=None):
     io.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
     add_model_options(p)
     add_compute_options(p)
+    add_video_options(p)
     add_provenance_options(p)
     add_engine_options(p)
     add_quiet(p)
@@ -148,10 +151,13 @@ def run(args) -> int:
     profile = finish_profile(
         route, lambda: _write_output(table, names, out_path, fmt, args.threshold)
     )
+    if args.frames_out:
+        _write_frames(outcome.results.frame_table(filenames, args.fusion), args.frames_out)
     if profile:
         print(profile, file=sys.stderr)
     if args.report:
-        _html_report(args, outcome.table, listed, paths, calibration)
+        frames = outcome.results.frame_table(filenames, args.fusion)
+        _html_report(args, outcome.table, listed, paths, calibration, frames)
     _summary(table, outcome.results, out_path, args.threshold, calibration)
     return _exit_status(args, outcome, len(paths))
 
@@ -162,8 +168,8 @@ def _run_streamed(args) -> int:
     from clipdet.pipeline.routes import EngineOptions, stream_to_folder
 
     try:
-        if args.calibration:
-            raise ValueError("--calibration writes verdicts into an output file, not an "
+        if args.calibration or args.frames_out:
+            raise ValueError("--calibration and --frames_out write into output files, not an "
                              "output folder")  # fmt: skip
         if args.paths or args.report or args.format:
             raise ValueError("an output folder takes --in_csv or --in_wds, and no --report or "
@@ -206,14 +212,14 @@ def _exit_status(args, outcome, n_images: int) -> int:
     return EXIT_FAILED_ROWS if args.strict and failed else 0
 
 
-def _html_report(args, table, listed, paths, calibration) -> None:
+def _html_report(args, table, listed, paths, calibration, frames=None) -> None:
     """The report of this run; ``listed``: the input list's table (its labels), or None."""
     from clipdet.evaluation.html_report import ReportInputs, write_report
 
     inputs = ReportInputs(
         table, paths, listed, args.maps, args.threshold,
         command=shown_command(args, args.argv), fusion=args.fusion,
-        calibration=calibration,
+        calibration=calibration, frames=frames,
     )  # fmt: skip
     write_report(inputs, args.report)
     print(f"report -> {args.report}", file=sys.stderr)
@@ -296,6 +302,15 @@ def _write_output(table, names, out_path, fmt, threshold) -> None:
         sys.stdout.flush()
     else:
         storage.write_bytes(out_path, data)
+
+
+def _write_frames(frames, frames_out: str) -> None:
+    """--frames_out: the frames table, in the format its extension names."""
+    from clipdet import storage
+    from clipdet.files import table_bytes, table_format
+
+    storage.write_bytes(frames_out, table_bytes(frames, table_format(frames_out)))
+    print(f"{len(frames)} video frames -> {frames_out}", file=sys.stderr)
 
 
 def _summary(table, results, out_path, threshold, calibration=None) -> None:

@@ -28,8 +28,11 @@ import pandas as pd
 
 from clipdet import __version__
 from clipdet.constants import (
+    DURATION_COLUMN,
     ERROR_COLUMN,
     FILENAME_COLUMN,
+    FRAME_MAX_COLUMN,
+    FRAMES_COLUMN,
     FUSION_COLUMN,
     IMAGE_FACT_COLUMNS,
     INCONCLUSIVE,
@@ -39,9 +42,12 @@ from clipdet.constants import (
     REAL,
     SOURCE_ROW_COLUMN,
     SYNTHETIC,
+    TEMPORAL_COLUMN,
+    TIME_COLUMN,
     TYPE_COLUMN,
     VERDICT_COLUMN,
     VERDICT_REASON_COLUMN,
+    VIDEO_COLUMNS,
 )
 from clipdet.models.attribution import attribution_column_set, find_attribution_models
 from clipdet.pipeline.results import add_verdicts
@@ -69,12 +75,13 @@ class ReportInputs:
     command: str = ""
     fusion: str | None = None
     calibration: object | None = None  # a calibration.Calibration: its three verdicts
+    frames: pd.DataFrame | None = None  # a run's --frames_out table: video frames' scores
 
 
 def detector_columns(table: pd.DataFrame) -> list[str]:
     """The LLR columns of a scores table (not fusion, attribution, labels or text)."""
     ignored = {FILENAME_COLUMN, ERROR_COLUMN, FUSION_COLUMN, TYPE_COLUMN, VERDICT_COLUMN,
-               VERDICT_REASON_COLUMN, *IMAGE_FACT_COLUMNS}  # fmt: skip
+               VERDICT_REASON_COLUMN, *IMAGE_FACT_COLUMNS, *VIDEO_COLUMNS}  # fmt: skip
     ignored |= attribution_column_set(table.columns) | {*PROVENANCE_COLUMNS, SOURCE_ROW_COLUMN}
     return [
         c for c in table.columns if c not in ignored and pd.api.types.is_numeric_dtype(table[c])
@@ -103,20 +110,50 @@ def make_thumbnail(path: str) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def make_thumbnails(paths: list[str | None], workers: int | None = None) -> list[str | None]:
-    """Thumbnails in parallel processes; rows without a path get None."""
+STRIP_FRAMES = 8  # a video card shows up to this many of its sampled frames
+STRIP_SIDE = 96
+
+
+def make_video_strip(job: tuple[str, tuple[float, ...]]) -> list[tuple[float, str]]:
+    """(time, JPEG data URI) of the frames a video shows at the given times (an empty list
+    when it cannot be read)."""
+    from clipdet.pipeline.video import FrameSampling, open_video
+
+    path, times = job
+    strip = []
+    try:
+        with open_video(path, None, FrameSampling(times=times, animated="video")) as reader:
+            for frame in reader.frames():
+                image = frame.image
+                image.thumbnail((STRIP_SIDE, STRIP_SIDE))
+                buffer = io.BytesIO()
+                image.save(buffer, format="JPEG", quality=80)
+                uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+                strip.append((frame.time, uri))
+    except OSError:
+        return strip
+    return strip
+
+
+def _thumbnail_job(job):
+    return make_video_strip(job) if isinstance(job, tuple) else make_thumbnail(job)
+
+
+def make_thumbnails(paths: list, workers: int | None = None) -> list:
+    """Thumbnails in parallel processes; rows without a path get None. A row given as
+    (path, times) is a video: its strip of frames (``make_video_strip``)."""
     todo = [i for i, p in enumerate(paths) if p]
     found: list[str | None] = [None] * len(paths)
     if not todo:
         return found
     workers = workers or min(8, os.cpu_count() or 1)
     if workers <= 1 or len(todo) < 8:
-        results = map(make_thumbnail, [paths[i] for i in todo])
+        results = map(_thumbnail_job, [paths[i] for i in todo])
         for i, uri in zip(todo, results, strict=True):
             found[i] = uri
         return found
     with ProcessPoolExecutor(workers) as pool:
-        results = pool.map(make_thumbnail, [paths[i] for i in todo], chunksize=16)
+        results = pool.map(_thumbnail_job, [paths[i] for i in todo], chunksize=16)
         for i, uri in zip(todo, results, strict=True):
             found[i] = uri
     return found
@@ -245,14 +282,25 @@ def write_report(inputs: ReportInputs, out_html: str | os.PathLike) -> Path:
         return target.relative_to(out_html.parent).as_posix()
 
     failed = {i for i, row in enumerate(rows) if row["error"]}  # never decoded again
-    paths = [None if i in failed else p for i, p in enumerate(inputs.paths)]
-    for i, uri in enumerate(make_thumbnails(paths)):
+    jobs: list = [None if i in failed else p for i, p in enumerate(inputs.paths)]
+    curves = _video_rows(inputs, rows, jobs)
+    thumbs = itertools.count()
+
+    def thumb(uri: str | None) -> str | None:
         if uri is None or embed:
-            rows[i]["thumb"] = uri
-            continue
-        target = files / "thumbs" / f"{i:07d}.jpg"
+            return uri
+        target = files / "thumbs" / f"{next(thumbs):07d}.jpg"
         target.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
-        rows[i]["thumb"] = target.relative_to(out_html.parent).as_posix()
+        return target.relative_to(out_html.parent).as_posix()
+
+    for i, found in enumerate(make_thumbnails(jobs)):
+        if "video" not in rows[i]:
+            rows[i]["thumb"] = thumb(found)
+            continue
+        strip = [{"t": t, "src": thumb(uri)} for t, uri in found or []]
+        rows[i]["video"]["strip"] = strip
+        rows[i]["video"]["curve"] = curves.get(rows[i]["name"], [])
+        rows[i]["thumb"] = strip[0]["src"] if strip else None
     maps = _maps_by_row(inputs)
     for row in rows:
         row["maps"] = [
@@ -298,6 +346,45 @@ def write_report(inputs: ReportInputs, out_html: str | os.PathLike) -> Path:
     from clipdet.files import write_text_atomic
 
     return write_text_atomic(page, out_html)
+
+
+def _video_rows(inputs: ReportInputs, rows: list[dict], jobs: list) -> dict[str, list]:
+    """Give each video row its facts (``row["video"]``) and its strip's job (path and up to
+    ``STRIP_FRAMES`` of its scored frames' times); returns each video's frame scores over time
+    ([time, score] pairs: the frames' fusion, else their largest LLR) from ``inputs.frames``."""
+    from clipdet.pipeline.video import FrameSampling
+
+    curves: dict[str, list] = {}
+    frames = inputs.frames
+    if frames is not None and len(frames):
+        detectors = [c for c in frames.columns if c in set(detector_columns(inputs.table))]
+        score = frames[FUSION_COLUMN] if FUSION_COLUMN in frames else frames[detectors].max(1)
+        for name, part in frames.assign(_score=score).groupby(FILENAME_COLUMN, sort=False):
+            pairs = zip(part[TIME_COLUMN], part["_score"], strict=True)
+            curves[str(name)] = [[_number(t), _number(v)] for t, v in pairs]
+    if FRAMES_COLUMN not in inputs.table.columns:
+        return curves
+    table = inputs.table
+    for i, row in enumerate(rows):
+        count = _number(table[FRAMES_COLUMN].iloc[i])
+        if count is None:
+            continue
+        duration = _number(table[DURATION_COLUMN].iloc[i]) or 0.0
+        row["video"] = {
+            "frames": int(count),
+            "duration": duration,
+            "temporal": _number(table[TEMPORAL_COLUMN].iloc[i]),
+            "frame_max": _number(table[FRAME_MAX_COLUMN].iloc[i]),
+        }
+        times = [t for t, _ in curves.get(row["name"], [])]
+        if not times:  # no frames table: the uniform sampling's times, as the run had them
+            times = FrameSampling(frames=int(count)).targets(duration)
+        if len(times) > STRIP_FRAMES:
+            times = [times[round(k * (len(times) - 1) / (STRIP_FRAMES - 1))]
+                     for k in range(STRIP_FRAMES)]  # fmt: skip
+        if jobs[i] is not None:
+            jobs[i] = (jobs[i], tuple(times))
+    return curves
 
 
 def _decision_threshold(inputs: ReportInputs) -> float:

@@ -25,6 +25,7 @@ from clipdet.constants import (
     TYPE_COLUMN,
     VERDICT_COLUMN,
     VERDICT_REASON_COLUMN,
+    VIDEO_COLUMNS,
 )
 from clipdet.files import read_table
 from clipdet.models.attribution import attribution_column_set
@@ -170,7 +171,8 @@ def evaluation_data(labels: pd.DataFrame, scores: pd.DataFrame, source: str) -> 
     # provenance evidence is text (read as an all-NaN float column when no row has any).
     attribution = attribution_column_set(scores.columns)
     ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN, *PROVENANCE_COLUMNS, SOURCE_ROW_COLUMN,
-               *IMAGE_FACT_COLUMNS, VERDICT_COLUMN, VERDICT_REASON_COLUMN}  # fmt: skip
+               *IMAGE_FACT_COLUMNS, VERDICT_COLUMN, VERDICT_REASON_COLUMN,
+               *VIDEO_COLUMNS}  # fmt: skip
     ignored |= attribution
     score_columns = [
         c for c in scores.columns if c not in ignored and pd.api.types.is_numeric_dtype(scores[c])

@@ -3,6 +3,7 @@ logits) and errors, on one device. Heads on one backbone share its forward pass;
 features came from the cache skip it."""
 
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -120,6 +121,7 @@ class FeatureInfer:
         self.cache = cache
         self.map_heads = map_heads or {}
         self.profile = None  # a clipdet.pipeline.profile.Profile times the passes (--profile)
+        self.max_batch = None  # images per forward pass at most (a batch's video frames)
 
     def timed(self, stage: str):
         return self.profile.timed(stage) if self.profile is not None else nullcontext()
@@ -131,6 +133,9 @@ class FeatureInfer:
 
             with self.timed("device decode"):
                 decode_items(batch, self.device)
+        for item in batch:
+            if item.video is not None and not item.error:  # ScoreInfer scores their frames
+                item.error = "a video: training takes images (extract the video's frames)"
         errors = {item.index: item.error for item in batch if item.error}
         ok = [item for item in batch if not item.error]
         rows: dict[str, dict[int, torch.Tensor]] = {g.key: {} for g in self.groups}
@@ -145,7 +150,7 @@ class FeatureInfer:
         for members in passes.values():
             todo = [item for item in ok if any(g.key not in item.cached for g in members)]
             heads = self.map_heads.get(members[0].key)
-            for chunk, x in _stack(todo, members[0].transform_key):
+            for chunk, x in _stack(todo, members[0].transform_key, self.max_batch):
                 try:
                     with self.timed("host->device copy"):
                         x = x.to(self.device, non_blocking=True)
@@ -205,9 +210,10 @@ def _forward(members: list[FeatureGroup], x: torch.Tensor) -> dict[str, torch.Te
 
 
 def _stack(
-    items: list[PreparedItem], key: str
+    items: list[PreparedItem], key: str, limit: int | None = None
 ) -> Iterator[tuple[list[PreparedItem], torch.Tensor]]:
-    """All fixed-size tensors at once; full-resolution ones one image at a time."""
+    """Fixed-size tensors together, at most ``limit`` at a time (a batch of videos has many
+    frames); full-resolution ones one image at a time."""
     if not items:
         return
     if is_full_resolution(key):
@@ -217,14 +223,43 @@ def _stack(
     by_shape: dict[tuple, list[PreparedItem]] = {}  # e.g. five grids, or one for a small image
     for item in items:
         by_shape.setdefault(tuple(item.tensors[key].shape), []).append(item)
-    for chunk in by_shape.values():
-        yield chunk, torch.stack([item.tensors[key] for item in chunk])
+    for same in by_shape.values():
+        step = limit or len(same)
+        for start in range(0, len(same), step):
+            chunk = same[start : start + step]
+            yield chunk, torch.stack([item.tensors[key] for item in chunk])
 
 
 def _join(first: str, second: str) -> str:
     if not first or second in first:
         return first or second
     return f"{first}; {second}"
+
+
+@dataclass
+class VideoResult:
+    """A video's frames: their times, each detector's LLR per frame, the duration and the
+    temporal statistic of its frame features (``temporal_statistic``)."""
+
+    times: np.ndarray  # [frames] seconds from the start
+    frame_scores: np.ndarray  # [frames, detectors]
+    duration_s: float
+    temporal: float
+
+    @property
+    def frames(self) -> int:
+        return len(self.times)
+
+
+def temporal_statistic(features: np.ndarray) -> float:
+    """D3-style (Zheng et al., ICCV 2025): the standard deviation over time of the norms of
+    the second differences of a video's L2-normalised frame features, [frames, D] in time
+    order (the paper reports that they fluctuate more in real videos than in generated ones).
+    NaN below 4 frames (the spread of fewer than 2 second differences says nothing)."""
+    if len(features) < 4:
+        return float("nan")
+    second = np.diff(np.asarray(features, dtype=np.float64), n=2, axis=0)
+    return float(np.linalg.norm(second, axis=1).std())
 
 
 @dataclass
@@ -236,6 +271,7 @@ class ImageResult:
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # per detector: logit map [h, w]
     provenance: tuple[str, str] | None = None  # --provenance: (evidence tokens, generator)
     facts: tuple[float, float, float] | None = None  # --calibration: width, height, quality
+    video: VideoResult | None = None  # a video: its frames (``scores`` is their mean)
 
 
 def split_models(models) -> tuple[list, list]:
@@ -282,9 +318,50 @@ class ScoreInfer:
             for item in batch:
                 for stage, seconds in item.timings.items():
                     profile.add(stage, seconds)
-        found = self.features(batch)
+        frames, videos = expand_videos(batch)
+        found = self.features(frames)
         with self.features.timed("heads"):
-            return self._heads(found)
+            results = self._heads(found)
+        if not videos:
+            return results
+        by_index = {r.index: r for r in results}
+        for item in batch:
+            if item.video is not None:
+                by_index[item.index] = self._video_result(item, by_index, found)
+        return [by_index[item.index] for item in batch]
+
+    def _video_result(self, item: PreparedItem, results: dict, found: BatchFeatures):
+        """A video's row: each model's mean over its frames (NaN-aware: a frame a model failed
+        on is left out), the frames' scores and the temporal statistic."""
+        frames = [results.pop((item.index, k)) for k in range(len(item.video.times))]
+        frame_scores = np.stack([r.scores for r in frames])
+        with warnings.catch_warnings():  # a model that failed on every frame: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            scores = np.nanmean(frame_scores, axis=0) if len(self.detectors) else frame_scores[0]
+            logits = {
+                name: np.nanmean(np.stack([r.logits[name] for r in frames]), axis=0)
+                for name in frames[0].logits
+            }
+        errors = [r.error for r in frames if r.error]
+        error = errors[0] if len(errors) == len(frames) else ""
+        video = VideoResult(np.asarray(item.video.times), frame_scores, item.video.duration_s,
+                            self._temporal(item.index, len(frames), found))  # fmt: skip
+        return ImageResult(item.index, scores, error, logits, provenance=item.provenance,
+                           facts=item.facts, video=video)  # fmt: skip
+
+    def _temporal(self, index: int, count: int, found: BatchFeatures) -> float:
+        """The temporal statistic on the first frozen backbone's features (of the first model
+        that has one), when every frame has them."""
+        for group in self.groups:
+            if group.identity is None or group.key not in found.features:
+                continue
+            rows, features = found.features[group.key]
+            position = {row: k for k, row in enumerate(rows)}
+            wanted = [position.get((index, k)) for k in range(count)]
+            if None in wanted:
+                return float("nan")
+            return temporal_statistic(features[wanted].float().cpu().numpy())
+        return float("nan")
 
     def _heads(self, found: BatchFeatures) -> list[ImageResult]:
         results = {
@@ -309,6 +386,21 @@ class ScoreInfer:
             for index, logits in apply_head(model, found.features.get(self.group_of[model.name])):
                 results[index].logits[model.name] = logits
         return list(results.values())
+
+
+def expand_videos(batch: Sequence[PreparedItem]) -> tuple[list[PreparedItem], bool]:
+    """The batch with each video replaced by one item per frame (index ``(row, k)``), so that
+    frames are batched with images; and whether there was a video."""
+    frames, videos = [], False
+    for item in batch:
+        if item.video is None or item.error:
+            frames.append(item)
+            continue
+        videos = True
+        for k in range(len(item.video.times)):
+            tensors = {key: stack[k] for key, stack in item.tensors.items()}
+            frames.append(PreparedItem((item.index, k), tensors, {}, None, ""))
+    return frames, videos
 
 
 def apply_head(model, group_features) -> Iterator[tuple[int, np.ndarray]]:

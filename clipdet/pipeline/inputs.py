@@ -1,9 +1,11 @@
-"""Image paths from the command line: files, folders (recursive) and glob patterns."""
+"""Image and video paths from the command line: files, folders (recursive) and glob
+patterns."""
 
 import glob
 import os
 from pathlib import Path
 
+from clipdet.pipeline.video import VIDEO_EXTENSIONS
 from clipdet.storage import is_url
 
 IMAGE_EXTENSIONS = frozenset(
@@ -12,16 +14,17 @@ IMAGE_EXTENSIONS = frozenset(
 
 
 def is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+    """An image or a video, by its extension."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS or path.suffix.lower() in VIDEO_EXTENSIONS
 
 
 def collect_images(arguments: list[str]) -> list[str]:
     """Expand positional arguments into image paths, in argument order.
 
-    A folder contributes its image files (by extension, recursively, sorted); a glob pattern its
-    matches (sorted); a URL and any other argument are kept as given, so that a missing or
-    unreadable file becomes a row with an error rather than vanishing. A path listed twice is
-    kept once.
+    A folder contributes its image and video files (by extension, recursively, sorted); a glob
+    pattern its matches (sorted); a URL and any other argument are kept as given, so that a
+    missing or unreadable file becomes a row with an error rather than vanishing. A path listed
+    twice is kept once.
     """
     paths: list[str] = []
     for argument in arguments:

@@ -23,6 +23,7 @@ from clipdet.pipeline.images import (
     load_rgb,
     read_image_bytes,
 )
+from clipdet.pipeline.video import FrameSampling, VideoLoadError, VideoSample, open_video
 
 
 @dataclass
@@ -37,6 +38,7 @@ class PreparedItem:
     wanted: tuple[str, ...] = ()  # the transforms the infer stage applies to ``encoded``
     provenance: tuple[str, str] | None = None  # --provenance: (tokens, generator)
     facts: tuple[float, float, float] | None = None  # --calibration: width, height, quality
+    video: VideoSample | None = None  # a video: its frames' times (tensors are [frames, ...])
 
     def pin_memory(self) -> "PreparedItem":
         """Called by the DataLoader (pin_memory=True on CUDA) for fast non-blocking copies."""
@@ -79,12 +81,19 @@ class Preparer:
         self.encode = False  # --decode gpu: JPEGs left encoded for the infer stage
         self.provenance = None  # --provenance: a clipdet.provenance.ProvenanceReader
         self.inspect = False  # --calibration: each image's size and JPEG quality (its header)
+        self.video = FrameSampling()  # which files are videos, and which of their frames
 
     def __call__(self, index: int, path: str, data: bytes | None = None) -> PreparedItem:
         """``data``: the image's bytes when the caller has them (a tar member), else read
         from ``path`` (once, for the digest, the evidence, the image facts and the decoding
         alike)."""
         item = PreparedItem(index, {}, {}, None, "")
+        if self.video.is_video(path):
+            return self._prepare_video(item, path, data)
+        return self._prepare_image(item, path, data)
+
+    def _prepare_image(self, item: PreparedItem, path: str, data: bytes | None) -> PreparedItem:
+        index = item.index
         try:
             if (self.provenance is not None or self.inspect) and data is None:
                 data = read_image_bytes(path)
@@ -126,6 +135,41 @@ class Preparer:
             item.error = describe_error(e)
             if self.provenance is not None and data is not None and item.provenance is None:
                 item.provenance = _metadata_only(self.provenance, data)
+        return item
+
+    def _prepare_video(self, item: PreparedItem, path: str, data: bytes | None) -> PreparedItem:
+        """A video's sampled frames, each through every transform (stacked: [frames, ...]);
+        frames are decoded one at a time. Videos skip the feature cache and --decode gpu."""
+        wanted = sorted(set(self.needs.values()))
+        stacks: dict[str, list[torch.Tensor]] = {key: [] for key in wanted}
+        times, size = [], None
+        start = time.perf_counter()
+        try:
+            with open_video(path, data, self.video) as reader:
+                if reader.still:  # --animated video, and an image that is not animated
+                    return self._prepare_image(item, path, reader.data)
+                for frame in reader.frames():
+                    image = frame.image
+                    size = size or image.size
+                    if self.perturbation is not None:
+                        image = self.perturbation(image, item.index).image
+                    for key in wanted:
+                        stacks[key].append(self.transforms[key](image))
+                    times.append(frame.time)
+                if not times:
+                    raise VideoLoadError(f"no frame could be decoded: {path}")
+                if self.provenance is not None:
+                    found = self.provenance.read_video(path, reader.data, reader.header.tags)
+                    item.provenance = (found.text, found.generator)
+            item.tensors = {key: torch.stack(frames) for key, frames in stacks.items()}
+            item.video = VideoSample(tuple(times), reader.header.duration_s)
+            if self.inspect:
+                item.facts = (float(size[0]), float(size[1]), float("nan"))
+            if self.timed:
+                item.timings = {"read+decode+preprocess": time.perf_counter() - start}
+        except Exception as e:  # one bad video must not stop the batch
+            item.error = describe_error(e)
+            item.tensors, item.video = {}, None
         return item
 
 

@@ -30,11 +30,13 @@ def build_table(
     attribution: Sequence[tuple[str, AttributionSpec, np.ndarray]] = (),
     provenance: Sequence[tuple[str, str]] | None = None,
     facts: np.ndarray | None = None,
+    video: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """The output table (input order): filename, one LLR column per detection model, their
     fusion, the columns of each attribution model (name, spec, [n, C] logits), with
     ``provenance`` the evidence tokens and the generator they name, with ``facts`` ([n, 3])
-    each image's width, height and JPEG quality, then error."""
+    each image's width, height and JPEG quality, with ``video`` the video columns (NaN for
+    images), then error."""
     table = pd.DataFrame({FILENAME_COLUMN: list(filenames)})
     for column, name in enumerate(model_names):
         table[name] = scores[:, column]
@@ -49,6 +51,8 @@ def build_table(
     if facts is not None:
         for column, values in zip(IMAGE_FACT_COLUMNS, np.asarray(facts).T, strict=True):
             table[column] = values
+    for column, values in (video or {}).items():
+        table[column] = values
     table[ERROR_COLUMN] = list(errors)
     return table
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipdet.pipeline.infer import ImageResult, split_models
+from clipdet.pipeline.infer import ImageResult, VideoResult, split_models
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,19 @@ def parse_result(line: str, n_detectors: int, widths: dict[str, int]) -> ImageRe
     facts = tuple(_array(row["facts"])) if row.get("facts") else None
     if facts is not None and len(facts) != 3:
         raise ValueError("wrong image facts")
-    return ImageResult(index, scores, str(row["error"]), logits, provenance=provenance, facts=facts)
+    video = _video(row["video"], n_detectors) if row.get("video") else None
+    return ImageResult(index, scores, str(row["error"]), logits, provenance=provenance,
+                       facts=facts, video=video)  # fmt: skip
+
+
+def _video(stored: dict, n_detectors: int) -> VideoResult:
+    times = _array(stored["times"])
+    frame_scores = np.array([_array(row) for row in stored["frame_scores"]], dtype=float)
+    if frame_scores.shape != (len(times), n_detectors):
+        raise ValueError("wrong number of frame scores")
+    temporal = stored["temporal"]
+    return VideoResult(times, frame_scores, float(stored["duration_s"]),
+                       float("nan") if temporal is None else float(temporal))  # fmt: skip
 
 
 def result_line(filename: str, result: ImageResult) -> str:
@@ -116,6 +128,14 @@ def result_line(filename: str, result: ImageResult) -> str:
         row["provenance"] = list(result.provenance)
     if result.facts:
         row["facts"] = _json_list(np.asarray(result.facts, dtype=float))
+    if result.video is not None:
+        video = result.video
+        row["video"] = {
+            "times": _json_list(video.times),
+            "frame_scores": [_json_list(frame) for frame in video.frame_scores],
+            "duration_s": float(video.duration_s),
+            "temporal": _json_list(np.array([video.temporal]))[0],
+        }
     row["error"] = result.error
     return json.dumps(row, ensure_ascii=False) + "\n"
 

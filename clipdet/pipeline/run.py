@@ -90,7 +90,7 @@ def run_scoring(
     unscored rows marked ``NOT_SCORED``; so does an unexpected error (``failure``). Either way
     the partial file is kept for a resume."""
     done = done or {}
-    layout = TableLayout.of(models, options)
+    layout = TableLayout.of(models, options, paths)
     results = ResultTable(layout, len(paths), error=NOT_SCORED)
     for index, result in done.items():
         results.set(index, result)

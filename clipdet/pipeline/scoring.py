@@ -11,16 +11,32 @@ import numpy as np
 import pandas as pd
 import torch
 
-from clipdet.constants import CLIP224, CLIP_INPUT_SIZE, DEFAULT_FUSION, DEFAULT_MODELS
+from clipdet.constants import (
+    CLIP224,
+    CLIP_INPUT_SIZE,
+    DEFAULT_FUSION,
+    DEFAULT_MODELS,
+    DURATION_COLUMN,
+    FILENAME_COLUMN,
+    FRAME_COLUMN,
+    FRAME_MAX_COLUMN,
+    FRAMES_COLUMN,
+    FUSION_COLUMN,
+    TEMPORAL_COLUMN,
+    TIME_COLUMN,
+    VIDEO_COLUMNS,
+)
 from clipdet.models.attribution import AttributionSpec
 from clipdet.models.factory import BackboneCache, LoadedModel, create_detector
 from clipdet.options import RunOptions
 from clipdet.pipeline.engine import run_local
 from clipdet.pipeline.feature_cache import FeatureCache
 from clipdet.pipeline.features import make_preparer
-from clipdet.pipeline.infer import ImageResult, ScoreInfer, split_models
+from clipdet.pipeline.fusion import NO_FUSION, apply_fusion
+from clipdet.pipeline.infer import ImageResult, ScoreInfer, VideoResult, split_models
 from clipdet.pipeline.prepare import Preparer
 from clipdet.pipeline.results import build_table
+from clipdet.pipeline.video import FrameSampling
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +122,7 @@ def scoring_stages(
     preparer = make_preparer(infer.groups, transforms, cache, perturbation)
     infer.features.cache = preparer.cache
     infer.features.profile = profile
+    infer.features.max_batch = options.batch_size  # a batch's video frames: several passes
     preparer.timed = profile is not None
     if options.decode not in DECODE_MODES:
         raise ValueError(
@@ -125,6 +142,7 @@ def scoring_stages(
         preparer.provenance = ProvenanceReader(trust)
         preparer.encode = False  # the watermark reads the decoded pixels
     preparer.inspect = bool(options.calibration)
+    preparer.video = FrameSampling.of(options)
     return preparer, infer
 
 
@@ -162,16 +180,27 @@ class TableLayout:
     attributors: tuple[tuple[str, AttributionSpec, int], ...]  # (name, spec, number of classes)
     provenance: bool = False  # --provenance: the evidence columns
     facts: bool = False  # --calibration: width, height and JPEG quality columns
+    video: bool = False  # the video columns (frames, duration_s, temporal, frame_max)
 
     @classmethod
-    def of(cls, models: Sequence[LoadedModel], options: RunOptions | None = None) -> "TableLayout":
+    def of(
+        cls,
+        models: Sequence[LoadedModel],
+        options: RunOptions | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> "TableLayout":
+        """The columns a run of ``models`` writes; the video columns when one of ``paths`` is
+        a video (always when ``paths`` is None: a stream does not know its files ahead)."""
         detectors, attributors = split_models(models)
         options = options or RunOptions()
+        sampling = FrameSampling.of(options)
+        video = paths is None or any(sampling.is_video(str(p)) for p in paths)
         return cls(
             tuple(m.name for m in detectors),
             tuple((m.name, m.attribution, m.detector.num_outputs) for m in attributors),
             options.provenance,
             bool(options.calibration),
+            video,
         )
 
 
@@ -188,6 +217,7 @@ class ResultTable:
         # --provenance: (evidence tokens, generator) per row; None leaves the columns out
         self.provenance = [("", "")] * n_images if layout.provenance else None
         self.facts = np.full((n_images, 3), np.nan) if layout.facts else None
+        self.videos: dict[int, VideoResult] = {}  # row -> its frames (video rows only)
 
     @property
     def detector_names(self) -> list[str]:
@@ -202,11 +232,64 @@ class ResultTable:
             self.provenance[index] = result.provenance or ("", "")
         if self.facts is not None and result.facts:
             self.facts[index] = result.facts
+        if result.video is not None:
+            self.videos[index] = result.video
+        else:
+            self.videos.pop(index, None)
+
+    def video_columns(self, fusion: str | None) -> dict[str, np.ndarray] | None:
+        """frames, duration_s, temporal and frame_max (the largest frame score: the frames'
+        fusion, or their largest detector LLR) per row; NaN for images."""
+        if not self.layout.video:
+            return None
+        n = len(self.errors)
+        columns = {name: np.full(n, np.nan) for name in VIDEO_COLUMNS}
+        for index, video in self.videos.items():
+            columns[FRAMES_COLUMN][index] = video.frames
+            columns[DURATION_COLUMN][index] = video.duration_s
+            columns[TEMPORAL_COLUMN][index] = video.temporal
+            columns[FRAME_MAX_COLUMN][index] = _nanmax(frame_decisions(video, fusion))
+        return columns
+
+    def frame_table(self, filenames: Sequence[str], fusion: str | None) -> pd.DataFrame:
+        """One row per scored frame of every video: filename, frame, time_s, one LLR column
+        per detector (named as in the main table) and their fusion."""
+        parts = []
+        for index in sorted(self.videos):
+            video = self.videos[index]
+            part = pd.DataFrame({FILENAME_COLUMN: [filenames[index]] * video.frames,
+                                 FRAME_COLUMN: np.arange(video.frames),
+                                 TIME_COLUMN: video.times})  # fmt: skip
+            for column, name in enumerate(self.detector_names):
+                part[name] = video.frame_scores[:, column]
+            if fusion and fusion != NO_FUSION and self.detector_names:
+                part[FUSION_COLUMN] = apply_fusion(video.frame_scores, fusion, axis=1)
+            parts.append(part)
+        if parts:
+            return pd.concat(parts, ignore_index=True)
+        columns = [FILENAME_COLUMN, FRAME_COLUMN, TIME_COLUMN, *self.detector_names]
+        return pd.DataFrame(columns=columns)
 
     def to_frame(self, filenames: Sequence[str], fusion: str | None) -> pd.DataFrame:
         attribution = [(name, spec, self.logits[name]) for name, spec, _ in self.layout.attributors]
         return build_table(filenames, self.detector_names, self.scores, self.errors, fusion,
-                           attribution, self.provenance, self.facts)  # fmt: skip
+                           attribution, self.provenance, self.facts,
+                           self.video_columns(fusion))  # fmt: skip
+
+
+def frame_decisions(video: VideoResult, fusion: str | None) -> np.ndarray:
+    """Each frame's decision score: the fusion of its detector LLRs, else the largest."""
+    scores = video.frame_scores
+    if scores.shape[1] == 0:
+        return np.full(len(scores), np.nan)
+    if fusion and fusion != NO_FUSION:
+        return apply_fusion(scores, fusion, axis=1)
+    return scores.max(axis=1)
+
+
+def _nanmax(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.max()) if finite.size else float("nan")
 
 
 def score_images(
@@ -236,7 +319,7 @@ def score_table(
 ) -> pd.DataFrame:
     """The output table of loaded ``models`` on ``paths`` (local engine), one row per path,
     named ``filenames`` (default: the paths)."""
-    results = ResultTable(TableLayout.of(models, options), len(paths))
+    results = ResultTable(TableLayout.of(models, options, paths), len(paths))
     for result in iter_scores(models, paths, options):
         results.set(result.index, result)
     return results.to_frame(filenames if filenames is not None else paths, fusion)

@@ -18,6 +18,7 @@ from clipdet.constants import FILENAME_COLUMN
 ROW_BITS = 32  # a result's index: shard << ROW_BITS | row
 LIST_SUFFIXES = (".csv", ".parquet")
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+VIDEO_SUFFIXES = ("mp4", "mov", "m4v", "webm", "mkv", "avi")  # a sample's video, one row
 READ_ROWS = 256  # rows a read task hands on at a time
 END_OF_SHARD = "end of shard"  # the error of a marker row carrying only a shard's total
 
@@ -131,7 +132,8 @@ def _list_rows(location: str) -> Iterator[tuple]:
 def _tar_rows(location: str) -> Iterator[tuple]:
     """(key, member path, image bytes, error) of each sample of a WebDataset tar: members
     sharing a key (the name up to its first dot) are one sample; its image is the member with
-    an image extension. A sample without an image, or a tar that breaks off, is an error row."""
+    an image (or video) extension. A sample without one, or a tar that breaks off, is an error
+    row."""
     import fsspec
 
     key, members = None, {}
@@ -148,7 +150,7 @@ def _tar_rows(location: str) -> Iterator[tuple]:
                     members = {}
                 key = sample
                 extension = base.split(".", 1)[1].lower() if "." in base else ""
-                if extension in IMAGE_SUFFIXES and not members:
+                if extension in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES) and not members:
                     members[extension] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as e:
         if key is not None:
@@ -161,6 +163,6 @@ def _tar_rows(location: str) -> Iterator[tuple]:
 
 def _sample(location: str, key: str, members: dict) -> tuple:
     if not members:
-        return key, f"{location}#{key}", None, f"no image member in sample {key!r}"
+        return key, f"{location}#{key}", None, f"no image or video member in sample {key!r}"
     extension, data = next(iter(members.items()))
     return key, f"{location}#{key}.{extension}", data, ""

@@ -15,11 +15,12 @@ detectors decode anyway. Nothing inside a file makes clipdet reach the network o
 import io
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from clipdet.provenance import generators
-from clipdet.provenance.c2pa_manifest import C2paReader
+from clipdet.provenance.c2pa_manifest import MIME_TYPES, C2paReader
 from clipdet.provenance.containers import read_metadata
 from clipdet.provenance.tokens import split_tokens  # noqa: F401 -- part of the API
 from clipdet.provenance.watermarks import WatermarkTooSmall, find_watermarks
@@ -27,9 +28,10 @@ from clipdet.provenance.xmp import read_iptc
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("c2pa", "iptc", "a1111", "comfyui", "exif", "watermark")
+KINDS = ("c2pa", "iptc", "a1111", "comfyui", "exif", "watermark", "container")
 UNREADABLE = "unreadable"
 AI_SOURCE_TYPES = ("trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia")
+VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}  # where C2PA manifests are read
 INSTALL_HINT = "--provenance needs its packages: pip install 'clipdet[provenance]'"
 
 
@@ -79,6 +81,32 @@ class ProvenanceReader:
         self._generator_fields(meta, found)
         if self.watermarks and rgb is not None:
             self._watermarks(data, rgb, found)
+        return found
+
+    def read_video(self, path: str, data: bytes | None, tags: dict[str, str]) -> Provenance:
+        """Evidence of a video: its C2PA manifest (MP4 and MOV, read from the file where it
+        lies, or from ``data``) and the container's and stream's tags that name a generator
+        (``tags``: "container:encoder" -> value, as ``video.VideoHeader`` holds them)."""
+        found = Provenance()
+        mime = MIME_TYPES.get(VIDEO_FORMATS.get(Path(str(path).split("?")[0]).suffix.lower(), ""))
+        if mime is not None:
+            try:
+                if data is not None:
+                    finding = self.c2pa.read_stream(io.BytesIO(data), mime)
+                else:
+                    with open(path, "rb") as stream:
+                        finding = self.c2pa.read_stream(stream, mime)
+            except Exception as e:  # noqa: BLE001 -- a forged or truncated manifest of any kind
+                logger.debug("unreadable C2PA manifest: %s", e)
+                found.add("c2pa", UNREADABLE)
+            else:
+                if finding is not None:
+                    found.add("c2pa", finding.token_value, finding.generator)
+        for key, value in tags.items():
+            name = key.split(":", 1)[-1].lower()
+            generator = generators.video_tag_generator(name, value)
+            if generator:
+                found.add("container", f"{name}={value[:80]}", generator)
         return found
 
     def _c2pa(self, data: bytes, fmt: str, found: Provenance) -> None:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 TRAINED = "trainedAlgorithmicMedia"
 COMPOSITE = "compositeWithTrainedAlgorithmicMedia"
-MIME_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+MIME_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
+              "mp4": "video/mp4", "mov": "video/quicktime"}  # fmt: skip
 _HASH_MISMATCH = ("dataHash.mismatch", "boxesHash.mismatch", "bmffHash.mismatch")
 # the claim, an assertion or the credential no longer matches what was signed
 _SIGNATURE_FAILURES = ("claimSignature.", "hashedURI.mismatch", "signingCredential.invalid",
@@ -66,13 +67,19 @@ class C2paReader:
     def read(self, data: bytes, fmt: str) -> C2paFinding | None:
         """None when the file has no manifest; ValueError when it has one that cannot be read
         (truncated, forged beyond parsing, a remote manifest not fetched)."""
-        import c2pa
 
         mime = MIME_TYPES.get(fmt)
         if mime is None or b"c2pa" not in data:  # no JUMBF manifest store in the file
             return None
+        return self.read_stream(io.BytesIO(data), mime)
+
+    def read_stream(self, stream, mime: str) -> C2paFinding | None:
+        """The manifest of an open file (a video is read where it lies, not into memory);
+        None when it has none, ValueError when it cannot be read."""
+        import c2pa
+
         try:
-            with c2pa.Reader(mime, io.BytesIO(data), context=self.context()) as reader:
+            with c2pa.Reader(mime, stream, context=self.context()) as reader:
                 store = json.loads(reader.json())
         except c2pa.C2paError as e:
             if "ManifestNotFound" in type(e).__name__ or "no JUMBF" in str(e):

@@ -19,6 +19,15 @@ GENERATOR_SOFTWARE = (
     "chatgpt", "leonardo", "novelai", "ideogram", "flux", "comfyui", "automatic1111",
     "invokeai", "fooocus", "bing image creator", "runway",
 )  # fmt: skip
+# Video generators a container's encoder / handler tags may name (whole words, any case).
+VIDEO_GENERATORS = (
+    "sora", "veo", "kling", "hailuo", "minimax", "hunyuanvideo", "hunyuan", "ltx-video",
+    "ltxv", "wan2", "wan 2", "cogvideox", "pika", "luma", "dream machine", "runway", "gen-3",
+    "gen-4", "seedance", "mochi", "open-sora", "stable video diffusion", "animatediff",
+)  # fmt: skip
+# The tags a generator could name itself in (not Lavf's muxer version, which every FFmpeg
+# tool writes: a detector must not learn it)
+VIDEO_TAGS = ("encoder", "handler_name", "software", "creation_tool", "comment", "make")
 _WEBUI_SETTINGS = re.compile(r"(?:^|\n)Steps: \d+,")  # the settings line of WebUI parameters
 _MODEL_LOADER_INPUTS = ("ckpt_name", "unet_name", "model_name")
 _MAX_JSON = 4 * 1024 * 1024
@@ -29,6 +38,17 @@ class Found:
     kind: str  # a1111, comfyui, exif
     value: str  # the model / checkpoint / software named, or what was found
     generator: str = ""  # a generator's name, when the value names one
+
+
+def video_tag_generator(name: str, value: str) -> str:
+    """The generator a video's tag names (the matched name as written), or ""."""
+    if name not in VIDEO_TAGS:
+        return ""
+    for generator in (*VIDEO_GENERATORS, *GENERATOR_SOFTWARE):
+        found = re.search(rf"(?<![a-z0-9]){re.escape(generator)}(?![a-z])", value, re.IGNORECASE)
+        if found:
+            return value[found.start() : found.end()]
+    return ""
 
 
 def webui_parameters(text: str) -> Found | None:

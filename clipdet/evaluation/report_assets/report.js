@@ -101,6 +101,48 @@
   const lightbox = document.getElementById("lightbox");
   lightbox.addEventListener("click", function () { lightbox.hidden = true; });
 
+  // A video: its facts, a strip of its sampled frames and their scores over time
+  const SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attributes) {
+    const node = document.createElementNS(SVG, tag);
+    Object.keys(attributes).forEach(function (k) { node.setAttribute(k, attributes[k]); });
+    return node;
+  }
+  function videoPanel(video) {
+    const panel = el("div", "video");
+    panel.appendChild(el("div", "video-facts",
+      video.frames + " frames of " + fmt(video.duration, 1) + " s; largest frame " +
+      signed(video.frame_max) + "; temporal " + fmt(video.temporal, 3)));
+    if (video.strip && video.strip.length) {
+      const strip = el("div", "strip");
+      video.strip.forEach(function (f) {
+        const img = el("img");
+        img.loading = "lazy";
+        img.src = f.src;
+        img.alt = "frame at " + fmt(f.t, 2) + " s";
+        img.title = img.alt;
+        strip.appendChild(img);
+      });
+      panel.appendChild(strip);
+    }
+    const points = (video.curve || []).filter(function (p) { return p[0] !== null && p[1] !== null; });
+    if (points.length) {
+      const width = 280, height = 56, span = Math.max(video.duration || 0, points[points.length - 1][0], 1e-6);
+      const top = Math.max(scale, Math.max.apply(null, points.map(function (p) { return Math.abs(p[1]); })));
+      const y = function (v) { return height / 2 - (height / 2 - 3) * v / top; };
+      const plot = svg("svg", { "class": "curve", viewBox: "0 0 " + width + " " + height, preserveAspectRatio: "none" });
+      plot.appendChild(svg("line", { x1: 0, x2: width, y1: y(summary.threshold), y2: y(summary.threshold), "class": "threshold" }));
+      plot.appendChild(svg("polyline", { points: points.map(function (p) {
+        return (width * p[0] / span).toFixed(1) + "," + y(p[1]).toFixed(1);
+      }).join(" ") }));
+      const title = svg("title", {});
+      title.textContent = "frame scores over time (line: the verdict threshold)";
+      plot.appendChild(title);
+      panel.appendChild(plot);
+    }
+    return panel;
+  }
+
   function card(row) {
     const state = row.error ? "failed" : row.verdict;
     const box = el("article", "card " + state);
@@ -135,6 +177,7 @@
       row.provenance.forEach(function (token) { evidence.appendChild(el("li", null, token)); });
       body.appendChild(evidence);
     }
+    if (row.video) body.appendChild(videoPanel(row.video));
     if (row.generator) body.appendChild(el("div", "generator", "generator named: " + row.generator));
     if (row.error) body.appendChild(el("div", "error", row.error));
     if (row.maps.length) {
