@@ -7,6 +7,7 @@ from clipdet.models.factory import BackboneCache, LoadedModel, create_detector
 from clipdet.models.registry import parse_backbone, register_backbone
 from clipdet.pipeline.fusion import apply_fusion
 from clipdet.pipeline.scoring import iter_scores, load_models, score_images
+from clipdet.pipeline.video import FrameSampling, open_video
 from clipdet.training.attributor import train_attributor
 from clipdet.training.detector import train_detector
 from clipdet.training.splits import split_open_set
@@ -15,6 +16,7 @@ from clipdet.training.sweep import sweep
 __all__ = [
     "BackboneCache",
     "Calibration",
+    "FrameSampling",
     "LoadedModel",
     "apply_fusion",
     "calibrate",
@@ -22,6 +24,7 @@ __all__ = [
     "evaluate_attribution",
     "iter_scores",
     "load_models",
+    "open_video",
     "parse_backbone",
     "register_backbone",
     "score_images",
