@@ -587,3 +587,37 @@ def test_without_pyav_each_video_row_says_how_to_install_it(
     table = _scores(stills, ["a.mkv", "a.png"], ["tiny_a"], weights_dir, tiny_clip_checkpoint)
     assert "pip install 'clipdet[video]'" in table.loc[0, "error"]
     assert table.loc[1, "error"] == "" and np.isfinite(table.loc[1, "tiny_a"])
+
+
+@pytest.mark.slow
+def test_a_killed_video_run_resumes_to_the_same_files(tmp_path, weights_dir, tiny_clip_checkpoint):
+    """SIGKILL in the middle of a run of 24 videos (its own process); --resume gives the output
+    and the frames file of an uninterrupted run."""
+    from conftest import REPO, main_command
+    from test_everyday import _wait_for_rows
+
+    names = []
+    for i in range(24):
+        write_video(tmp_path / f"v{i}.mkv", lambda k, i=i: pattern(80, 60, 7 * i + k), 24)
+        names.append(f"v{i}.mkv")
+    pd.DataFrame({"filename": names}).to_csv(tmp_path / "list.csv", index=False)
+    common = ["-i", str(tmp_path / "list.csv"), "-w", str(weights_dir), "-m", "tiny_a,tiny_b",
+              "--batch_size", "1", "--num_workers", "0", "-q", "--video_frames", "6"]  # fmt: skip
+    in_process = [*common, "--backbone_weights", str(tiny_clip_checkpoint), "-d", "cpu"]
+
+    def outputs(stem):
+        return ["-o", str(tmp_path / f"{stem}.csv"), "--frames_out",
+                str(tmp_path / f"{stem}.frames.csv")]  # fmt: skip
+
+    assert cli.main([*in_process, *outputs("clean")]) == 0
+    partial = tmp_path / "out.csv.partial.jsonl"
+    proc = subprocess.Popen(main_command(tiny_clip_checkpoint, *common, *outputs("out")),
+                            cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _wait_for_rows(partial, 3, proc)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    done_before = len(partial.read_text().splitlines()) - 1
+    assert 0 < done_before < 24 and not (tmp_path / "out.csv").exists()
+    assert cli.main([*in_process, *outputs("out"), "--resume"]) == 0
+    for name in ("csv", "frames.csv"):
+        assert (tmp_path / f"out.{name}").read_bytes() == (tmp_path / f"clean.{name}").read_bytes()
