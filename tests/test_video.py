@@ -621,3 +621,10 @@ def test_a_killed_video_run_resumes_to_the_same_files(tmp_path, weights_dir, tin
     assert cli.main([*in_process, *outputs("out"), "--resume"]) == 0
     for name in ("csv", "frames.csv"):
         assert (tmp_path / f"out.{name}").read_bytes() == (tmp_path / f"clean.{name}").read_bytes()
+
+
+def test_frames_out_needs_an_output_file_not_a_folder(tmp_path, capsys):
+    argv = ["-i", str(tmp_path / "list.csv"), "-o", f"{tmp_path}/scores/", "--engine", "ray",
+            "--frames_out", str(tmp_path / "frames.csv")]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "--frames_out write into output files, not an output folder" in capsys.readouterr().err
