@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,25 @@ def main_command(checkpoint: Path, *args: str) -> list[str]:
         "--device",
         "cpu",
     ]
+
+
+@contextmanager
+def ctrl_c_after(monkeypatch, module, rows: int):
+    """Within the block, ``module.iter_scores`` (as a run calls it) stops with Ctrl-C once it
+    has yielded ``rows`` results; the real one is back after the block."""
+    real = module.iter_scores
+
+    def stopping(*args, **kwargs):
+        for count, result in enumerate(real(*args, **kwargs)):
+            if count == rows:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(module, "iter_scores", stopping)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(module, "iter_scores", real)
 
 
 def local_run_args(checkpoint: Path, weights_dir: Path | None = None, models: str | None = None):

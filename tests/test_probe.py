@@ -18,6 +18,7 @@ from conftest import (
     TIMM_MODEL,
     TINY_MODEL,
     count_forward_passes,
+    ctrl_c_after,
     local_run_args,
     make_image,
     make_list,
@@ -345,17 +346,8 @@ def test_an_interrupted_probe_run_resumes_to_the_same_file(
     argv += ["--backbone_weights", tiny_clip_checkpoint, "--batch_size", "1"]
     clean, out = tmp_path / "clean.csv", tmp_path / "out.csv"
     assert run(*argv, "-o", clean) == 0
-    real = scoring.iter_scores
-
-    def three_then_ctrl_c(*args, **kwargs):
-        for count, result in enumerate(real(*args, **kwargs)):
-            if count == 3:
-                raise KeyboardInterrupt
-            yield result
-
-    monkeypatch.setattr(scoring, "iter_scores", three_then_ctrl_c)
-    assert run(*argv, "-o", out) == 130
-    monkeypatch.setattr(scoring, "iter_scores", real)
+    with ctrl_c_after(monkeypatch, scoring, 3):
+        assert run(*argv, "-o", out) == 130
     assert run(*argv, "-o", out, "--resume") == 0
     assert out.read_bytes() == clean.read_bytes()
 

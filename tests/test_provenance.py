@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import local_run_args
+from conftest import ctrl_c_after, local_run_args
 from PIL import Image
 
 import compute_metrics as metrics_cli
@@ -351,18 +351,9 @@ def test_an_interrupted_run_resumes_with_its_evidence(
     flags = local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a")
     argv = ["-i", str(tmp_path / "list.csv"), "--batch_size", "1", *flags, "--provenance"]
     assert cli.main([*argv, "-o", str(tmp_path / "clean.csv")]) == 0
-    real = scoring.iter_scores
-
-    def two_then_ctrl_c(*args, **kwargs):
-        for count, result in enumerate(real(*args, **kwargs)):
-            if count == 2:
-                raise KeyboardInterrupt
-            yield result
-
     out = tmp_path / "out.csv"
-    monkeypatch.setattr(scoring, "iter_scores", two_then_ctrl_c)
-    assert cli.main([*argv, "-o", str(out)]) == 130
-    monkeypatch.setattr(scoring, "iter_scores", real)
+    with ctrl_c_after(monkeypatch, scoring, 2):
+        assert cli.main([*argv, "-o", str(out)]) == 130
     partial = [
         json.loads(line)
         for line in (tmp_path / "out.csv.partial.jsonl").read_text().splitlines()[1:]

@@ -4,7 +4,7 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import local_run_args, make_image
+from conftest import ctrl_c_after, local_run_args, make_image
 
 import main as cli
 from clipdet.pipeline import scoring as run_module  # the local route scores with it
@@ -25,17 +25,8 @@ def interrupted(tmp_path, weights_dir, tiny_clip_checkpoint, monkeypatch, capsys
     assert cli.main([*argv[:3], str(tmp_path / "clean.csv"), *argv[4:]]) == 0
     clean = (tmp_path / "clean.csv").read_bytes()
 
-    real = run_module.iter_scores
-
-    def two_then_ctrl_c(*args, **kwargs):
-        for count, result in enumerate(real(*args, **kwargs)):
-            if count == 2:
-                raise KeyboardInterrupt
-            yield result
-
-    monkeypatch.setattr(run_module, "iter_scores", two_then_ctrl_c)
-    assert cli.main(argv) == 130
-    monkeypatch.setattr(run_module, "iter_scores", real)
+    with ctrl_c_after(monkeypatch, run_module, 2):
+        assert cli.main(argv) == 130
     assert len(partial_path(out).read_text().splitlines()) == 3  # signature + 2 rows
     capsys.readouterr()
     return argv, out, clean

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import local_run_args
+from conftest import ctrl_c_after, local_run_args
 from PIL import Image
 from videos import pattern, write_video
 
@@ -136,6 +136,19 @@ def stills(tmp_path_factory):
     return root
 
 
+def tiny_a_features(paths, weights_dir, checkpoint) -> tuple[np.ndarray, list[str]]:
+    """The features tiny_a's head reads, as training extracts them, and each row's error."""
+    from clipdet.pipeline.features import extract_group_features
+    from clipdet.pipeline.infer import feature_groups
+    from clipdet.pipeline.scoring import load_models
+
+    models = load_models(["tiny_a"], weights_dir, device="cpu", backbone_weights=checkpoint)
+    groups, _ = feature_groups(models)
+    transforms = {models[0].transform_key: models[0].transform}
+    features, errors = extract_group_features(groups, transforms, paths)
+    return features[groups[0].key], errors
+
+
 def _scores(root, names, models, weights_dir, checkpoint, **options):
     paths = [root / n for n in names]
     return score_images(paths, models, weights_dir, backbone_weights=checkpoint, device="cpu",
@@ -183,17 +196,9 @@ def test_temporal_comes_from_the_frame_features_of_the_run(
 ):
     """ab.mkv is 6 frames of A then 6 of B at 8 fps: 5 frames sampled are A, A, B, B, B, whose
     second differences are b - a, a - b and 0 (a, b: the images' normalised features)."""
-    from clipdet.pipeline.features import extract_group_features
-    from clipdet.pipeline.infer import feature_groups
-    from clipdet.pipeline.scoring import load_models
-
-    models = load_models(["tiny_a"], weights_dir, device="cpu",
-                         backbone_weights=tiny_clip_checkpoint)  # fmt: skip
-    groups, _ = feature_groups(models)
-    transforms = {models[0].transform_key: models[0].transform}
     images = [str(stills / "a.png"), str(stills / "b.png")]
-    features, _ = extract_group_features(groups, transforms, images)
-    a, b = features[groups[0].key].astype(np.float64)
+    features, _ = tiny_a_features(images, weights_dir, tiny_clip_checkpoint)
+    a, b = features.astype(np.float64)
     step = float(np.linalg.norm(b - a))
     table = _scores(stills, ["a.mkv", "ab.mkv", "a.png"], ["tiny_a"], weights_dir,
                     tiny_clip_checkpoint, video_frames=5)  # fmt: skip
@@ -316,18 +321,9 @@ def test_an_interrupted_video_run_resumes_to_the_same_files(
                          str(out.with_suffix(".frames.csv")), *flags, *extra])  # fmt: skip
 
     assert run(tmp_path / "clean.csv") == 0
-    real = scoring.iter_scores
-
-    def two_then_ctrl_c(*args, **kwargs):
-        for count, result in enumerate(real(*args, **kwargs)):
-            if count == 2:
-                raise KeyboardInterrupt
-            yield result
-
     out = tmp_path / "out.csv"
-    monkeypatch.setattr(scoring, "iter_scores", two_then_ctrl_c)
-    assert run(out) == 130
-    monkeypatch.setattr(scoring, "iter_scores", real)
+    with ctrl_c_after(monkeypatch, scoring, 2):
+        assert run(out) == 130
     lines = (tmp_path / "out.csv.partial.jsonl").read_text().splitlines()[1:]
     assert len(json.loads(lines[0])["video"]["frame_scores"]) == 5
     assert run(out, "--resume") == 0
@@ -509,18 +505,9 @@ def test_webdataset_samples_with_videos_stream_to_parquet_parts(
 def test_feature_extraction_for_training_refuses_videos_per_row(
     stills, weights_dir, tiny_clip_checkpoint
 ):
-    from clipdet.pipeline.features import extract_group_features
-    from clipdet.pipeline.infer import feature_groups
-    from clipdet.pipeline.scoring import load_models
-
-    models = load_models(["tiny_a"], weights_dir, device="cpu",
-                         backbone_weights=tiny_clip_checkpoint)  # fmt: skip
-    groups, _ = feature_groups(models)
-    transforms = {models[0].transform_key: models[0].transform}
     paths = [str(stills / "a.png"), str(stills / "a.mkv")]
-    features, errors = extract_group_features(groups, transforms, paths)
+    values, errors = tiny_a_features(paths, weights_dir, tiny_clip_checkpoint)
     assert errors[0] == "" and "training takes images" in errors[1]
-    values = features[groups[0].key]
     assert np.isfinite(values[0]).all() and np.isnan(values[1]).all()
 
 

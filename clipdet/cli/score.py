@@ -151,12 +151,14 @@ def run(args) -> int:
     profile = finish_profile(
         route, lambda: _write_output(table, names, out_path, fmt, args.threshold)
     )
+    frames = None  # one row per video frame, for --frames_out and the report
+    if args.frames_out or args.report:
+        frames = outcome.results.frame_table(filenames, args.fusion)
     if args.frames_out:
-        _write_frames(outcome.results.frame_table(filenames, args.fusion), args.frames_out)
+        _write_frames(frames, args.frames_out)
     if profile:
         print(profile, file=sys.stderr)
     if args.report:
-        frames = outcome.results.frame_table(filenames, args.fusion)
         _html_report(args, outcome.table, listed, paths, calibration, frames)
     _summary(table, outcome.results, out_path, args.threshold, calibration)
     return _exit_status(args, outcome, len(paths))

@@ -283,7 +283,7 @@ def write_report(inputs: ReportInputs, out_html: str | os.PathLike) -> Path:
 
     failed = {i for i, row in enumerate(rows) if row["error"]}  # never decoded again
     jobs: list = [None if i in failed else p for i, p in enumerate(inputs.paths)]
-    curves = _video_rows(inputs, rows, jobs)
+    _video_rows(inputs.table, rows, jobs, _frame_curves(inputs.frames, detectors))
     thumbs = itertools.count()
 
     def thumb(uri: str | None) -> str | None:
@@ -299,7 +299,6 @@ def write_report(inputs: ReportInputs, out_html: str | os.PathLike) -> Path:
             continue
         strip = [{"t": t, "src": thumb(uri)} for t, uri in found or []]
         rows[i]["video"]["strip"] = strip
-        rows[i]["video"]["curve"] = curves.get(rows[i]["name"], [])
         rows[i]["thumb"] = strip[0]["src"] if strip else None
     maps = _maps_by_row(inputs)
     for row in rows:
@@ -348,35 +347,41 @@ def write_report(inputs: ReportInputs, out_html: str | os.PathLike) -> Path:
     return write_text_atomic(page, out_html)
 
 
-def _video_rows(inputs: ReportInputs, rows: list[dict], jobs: list) -> dict[str, list]:
-    """Give each video row its facts (``row["video"]``) and its strip's job (path and up to
-    ``STRIP_FRAMES`` of its scored frames' times); returns each video's frame scores over time
-    ([time, score] pairs: the frames' fusion, else their largest LLR) from ``inputs.frames``."""
+def _frame_curves(frames: pd.DataFrame | None, detectors: list[str]) -> dict[str, list]:
+    """Each video's frame scores over time, from a run's frames table: [time, score] pairs,
+    the score being the frames' fusion, else their largest LLR."""
+    if frames is None or not len(frames):
+        return {}
+    models = [c for c in frames.columns if c in detectors]
+    score = frames[FUSION_COLUMN] if FUSION_COLUMN in frames else frames[models].max(axis=1)
+    curves = {}
+    for name, part in frames.assign(_score=score).groupby(FILENAME_COLUMN, sort=False):
+        pairs = zip(part[TIME_COLUMN], part["_score"], strict=True)
+        curves[str(name)] = [[_number(t), _number(v)] for t, v in pairs]
+    return curves
+
+
+def _video_rows(table: pd.DataFrame, rows: list[dict], jobs: list, curves: dict) -> None:
+    """Give each video row its facts and frame curve (``row["video"]``), and its job the times
+    of up to ``STRIP_FRAMES`` of its scored frames (the strip's)."""
     from clipdet.pipeline.video import FrameSampling
 
-    curves: dict[str, list] = {}
-    frames = inputs.frames
-    if frames is not None and len(frames):
-        detectors = [c for c in frames.columns if c in set(detector_columns(inputs.table))]
-        score = frames[FUSION_COLUMN] if FUSION_COLUMN in frames else frames[detectors].max(1)
-        for name, part in frames.assign(_score=score).groupby(FILENAME_COLUMN, sort=False):
-            pairs = zip(part[TIME_COLUMN], part["_score"], strict=True)
-            curves[str(name)] = [[_number(t), _number(v)] for t, v in pairs]
-    if FRAMES_COLUMN not in inputs.table.columns:
-        return curves
-    table = inputs.table
+    if FRAMES_COLUMN not in table.columns:
+        return
     for i, row in enumerate(rows):
         count = _number(table[FRAMES_COLUMN].iloc[i])
         if count is None:
             continue
         duration = _number(table[DURATION_COLUMN].iloc[i]) or 0.0
+        curve = curves.get(row["name"], [])
         row["video"] = {
             "frames": int(count),
             "duration": duration,
             "temporal": _number(table[TEMPORAL_COLUMN].iloc[i]),
             "frame_max": _number(table[FRAME_MAX_COLUMN].iloc[i]),
+            "curve": curve,
         }
-        times = [t for t, _ in curves.get(row["name"], [])]
+        times = [t for t, _ in curve]
         if not times:  # no frames table: the uniform sampling's times, as the run had them
             times = FrameSampling(frames=int(count)).targets(duration)
         if len(times) > STRIP_FRAMES:
@@ -384,7 +389,6 @@ def _video_rows(inputs: ReportInputs, rows: list[dict], jobs: list) -> dict[str,
                      for k in range(STRIP_FRAMES)]  # fmt: skip
         if jobs[i] is not None:
             jobs[i] = (jobs[i], tuple(times))
-    return curves
 
 
 def _decision_threshold(inputs: ReportInputs) -> float:

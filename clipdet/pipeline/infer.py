@@ -133,9 +133,6 @@ class FeatureInfer:
 
             with self.timed("device decode"):
                 decode_items(batch, self.device)
-        for item in batch:
-            if item.video is not None and not item.error:  # ScoreInfer scores their frames
-                item.error = "a video: training takes images (extract the video's frames)"
         errors = {item.index: item.error for item in batch if item.error}
         ok = [item for item in batch if not item.error]
         rows: dict[str, dict[int, torch.Tensor]] = {g.key: {} for g in self.groups}
@@ -309,6 +306,8 @@ class ScoreInfer:
             if hasattr(m.detector.backbone, "forward_with_maps"):
                 map_heads.setdefault(self.group_of[m.name], []).append((m.name, m.detector.fc))
         self.features = FeatureInfer(self.groups, device, cache, map_heads)
+        # a video's temporal statistic reads the first frozen backbone's frame features
+        self.temporal_key = next((g.key for g in self.groups if g.identity), None)
 
     @torch.inference_mode()
     def __call__(self, batch: Sequence[PreparedItem]) -> list[ImageResult]:
@@ -318,50 +317,49 @@ class ScoreInfer:
             for item in batch:
                 for stage, seconds in item.timings.items():
                     profile.add(stage, seconds)
-        frames, videos = expand_videos(batch)
-        found = self.features(frames)
+        videos = [item for item in batch if item.video is not None]
+        found = self.features(expand_videos(batch) if videos else batch)
         with self.features.timed("heads"):
             results = self._heads(found)
         if not videos:
             return results
         by_index = {r.index: r for r in results}
-        for item in batch:
-            if item.video is not None:
-                by_index[item.index] = self._video_result(item, by_index, found)
+        features = self._temporal_features(found)
+        for item in videos:
+            by_index[item.index] = self._video_result(item, by_index, features)
         return [by_index[item.index] for item in batch]
 
-    def _video_result(self, item: PreparedItem, results: dict, found: BatchFeatures):
+    def _temporal_features(self, found: BatchFeatures) -> dict:
+        """Row (a video frame's ``(row, k)``) -> its features in the group the temporal
+        statistic reads: the first frozen backbone's (of the first model that has one)."""
+        if self.temporal_key not in found.features:
+            return {}
+        rows, values = found.features[self.temporal_key]
+        return dict(zip(rows, values.float().cpu().numpy(), strict=True))
+
+    def _video_result(self, item: PreparedItem, results: dict, features: dict) -> ImageResult:
         """A video's row: each model's mean over its frames (NaN-aware: a frame a model failed
-        on is left out), the frames' scores and the temporal statistic."""
-        frames = [results.pop((item.index, k)) for k in range(len(item.video.times))]
+        on is left out), the frames' scores and the temporal statistic (NaN unless every frame
+        has its features)."""
+        keys = [(item.index, k) for k in range(len(item.video.times))]
+        frames = [results.pop(key) for key in keys]
         frame_scores = np.stack([r.scores for r in frames])
         with warnings.catch_warnings():  # a model that failed on every frame: NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            scores = np.nanmean(frame_scores, axis=0) if len(self.detectors) else frame_scores[0]
+            scores = np.nanmean(frame_scores, axis=0)
             logits = {
                 name: np.nanmean(np.stack([r.logits[name] for r in frames]), axis=0)
                 for name in frames[0].logits
             }
         errors = [r.error for r in frames if r.error]
         error = errors[0] if len(errors) == len(frames) else ""
+        vectors = [features.get(key) for key in keys]
+        complete = all(v is not None for v in vectors)
+        temporal = temporal_statistic(np.stack(vectors)) if complete else float("nan")
         video = VideoResult(np.asarray(item.video.times), frame_scores, item.video.duration_s,
-                            self._temporal(item.index, len(frames), found))  # fmt: skip
+                            temporal)  # fmt: skip
         return ImageResult(item.index, scores, error, logits, provenance=item.provenance,
                            facts=item.facts, video=video)  # fmt: skip
-
-    def _temporal(self, index: int, count: int, found: BatchFeatures) -> float:
-        """The temporal statistic on the first frozen backbone's features (of the first model
-        that has one), when every frame has them."""
-        for group in self.groups:
-            if group.identity is None or group.key not in found.features:
-                continue
-            rows, features = found.features[group.key]
-            position = {row: k for k, row in enumerate(rows)}
-            wanted = [position.get((index, k)) for k in range(count)]
-            if None in wanted:
-                return float("nan")
-            return temporal_statistic(features[wanted].float().cpu().numpy())
-        return float("nan")
 
     def _heads(self, found: BatchFeatures) -> list[ImageResult]:
         results = {
@@ -388,19 +386,18 @@ class ScoreInfer:
         return list(results.values())
 
 
-def expand_videos(batch: Sequence[PreparedItem]) -> tuple[list[PreparedItem], bool]:
+def expand_videos(batch: Sequence[PreparedItem]) -> list[PreparedItem]:
     """The batch with each video replaced by one item per frame (index ``(row, k)``), so that
-    frames are batched with images; and whether there was a video."""
-    frames, videos = [], False
+    frames are batched with images."""
+    frames = []
     for item in batch:
-        if item.video is None or item.error:
+        if item.video is None:
             frames.append(item)
             continue
-        videos = True
         for k in range(len(item.video.times)):
             tensors = {key: stack[k] for key, stack in item.tensors.items()}
             frames.append(PreparedItem((item.index, k), tensors, {}, None, ""))
-    return frames, videos
+    return frames
 
 
 def apply_head(model, group_features) -> Iterator[tuple[int, np.ndarray]]:

@@ -25,6 +25,8 @@ from clipdet.pipeline.images import (
 )
 from clipdet.pipeline.video import FrameSampling, VideoLoadError, VideoSample, open_video
 
+VIDEO_REFUSED = "a video: training takes images (extract the video's frames)"
+
 
 @dataclass
 class PreparedItem:
@@ -81,14 +83,19 @@ class Preparer:
         self.encode = False  # --decode gpu: JPEGs left encoded for the infer stage
         self.provenance = None  # --provenance: a clipdet.provenance.ProvenanceReader
         self.inspect = False  # --calibration: each image's size and JPEG quality (its header)
-        self.video = FrameSampling()  # which files are videos, and which of their frames
+        # which files are videos and which of their frames are scored; None: videos are refused
+        # undecoded (training and sweeps take images)
+        self.video: FrameSampling | None = None
 
     def __call__(self, index: int, path: str, data: bytes | None = None) -> PreparedItem:
         """``data``: the image's bytes when the caller has them (a tar member), else read
         from ``path`` (once, for the digest, the evidence, the image facts and the decoding
         alike)."""
         item = PreparedItem(index, {}, {}, None, "")
-        if self.video.is_video(path):
+        if (self.video or FrameSampling()).is_video(path):
+            if self.video is None:
+                item.error = VIDEO_REFUSED
+                return item
             return self._prepare_video(item, path, data)
         return self._prepare_image(item, path, data)
 

@@ -14,11 +14,12 @@ import numpy as np
 
 from clipdet import storage
 from clipdet.constants import FILENAME_COLUMN
+from clipdet.pipeline.video import VIDEO_EXTENSIONS
 
 ROW_BITS = 32  # a result's index: shard << ROW_BITS | row
 LIST_SUFFIXES = (".csv", ".parquet")
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
-VIDEO_SUFFIXES = ("mp4", "mov", "m4v", "webm", "mkv", "avi")  # a sample's video, one row
+VIDEO_SUFFIXES = tuple(e.lstrip(".") for e in VIDEO_EXTENSIONS)  # a sample's video: one row
 READ_ROWS = 256  # rows a read task hands on at a time
 END_OF_SHARD = "end of shard"  # the error of a marker row carrying only a shard's total
 

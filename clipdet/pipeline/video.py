@@ -107,12 +107,10 @@ def _suffix(path: str) -> str:
 
 @dataclass
 class VideoHeader:
-    """What a video's container says: duration (seconds), the coded frame size (before any
-    rotation) and the container's and stream's tags (encoder, handler names)."""
+    """What a video's container says: its duration (seconds) and the container's and
+    stream's tags (encoder, handler names)."""
 
     duration_s: float
-    width: int
-    height: int
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -227,12 +225,11 @@ class PyAVReader(VideoReader):
             kinds = sorted({s.type for s in self.container.streams}) or ["none"]
             raise VideoLoadError(f"no video stream (streams: {', '.join(kinds)}): {self.path}")
         self.stream = stream = streams[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        self.check_size(width, height, decoded=False)
+        self.check_size(stream.codec_context.width, stream.codec_context.height, decoded=False)
         self.start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
         tags = {f"container:{k}": v for k, v in self.container.metadata.items()}
         tags.update({f"stream:{k}": v for k, v in stream.metadata.items()})
-        self.header = VideoHeader(self._duration(), width, height, tags)
+        self.header = VideoHeader(self._duration(), tags)
 
     def _duration(self) -> float:
         stream = self.stream
@@ -377,7 +374,7 @@ class AnimatedImageReader(VideoReader):
             raise VideoLoadError(f"not a readable animation ({e}): {path}") from e
         self.starts = starts
         self.still = len(starts) == 1
-        self.header = VideoHeader(total, self.image.width, self.image.height)
+        self.header = VideoHeader(total)
 
     def frames(self) -> Iterator[SampledFrame]:
         targets = self.sampling.targets(self.header.duration_s)
