@@ -227,12 +227,11 @@ def yaml_config(folder) -> dict:
 
 def test_image_facts_survive_a_resume_and_change_its_signature():
     from clipdet.options import RunOptions
-    from clipdet.pipeline.infer import ImageResult
-    from clipdet.pipeline.resume import parse_result, result_line
+    from clipdet.pipeline.record import ImageResult
     from clipdet.pipeline.run import options_signature
 
-    result = ImageResult(3, np.array([0.5]), "", facts=(256.0, 240.0, float("nan")))
-    back = parse_result(result_line("a.png", result), 1, {})
+    result = ImageResult(3, np.array([0.5]), "", extras={"facts": (256.0, 240.0, float("nan"))})
+    back = ImageResult.from_json(result.to_json("a.png"), 1, {})
     np.testing.assert_array_equal(back.facts, result.facts)
     assert "image_facts" in options_signature(RunOptions(calibration="c.yaml"))
     assert "image_facts" not in options_signature(RunOptions())

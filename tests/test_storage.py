@@ -16,7 +16,7 @@ import compute_metrics as metrics_cli
 import main as cli
 from clipdet import storage
 from clipdet.pipeline.blocks import BlockWriter, open_blocks
-from clipdet.pipeline.infer import ImageResult
+from clipdet.pipeline.record import ImageResult
 from clipdet.pipeline.resume import ResumeError
 
 MODELS = "tiny_a,tiny_b"

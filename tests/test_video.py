@@ -14,9 +14,9 @@ from videos import pattern, write_video
 
 import compute_metrics as metrics_cli
 import main as cli
+from clipdet.api import score_images
 from clipdet.pipeline import video as video_module
-from clipdet.pipeline.infer import temporal_statistic
-from clipdet.pipeline.scoring import score_images
+from clipdet.pipeline.extensions.video_summary import temporal_statistic
 from clipdet.pipeline.video import FrameSampling, open_video
 
 pytest.importorskip("av")  # the [video] extra; requirements-dev.txt installs it
@@ -58,7 +58,7 @@ def test_each_target_gets_its_own_frame_whatever_the_keyframes(tmp_path, gop):
                        codec="libx264", gop=gop, pix_fmt="yuv444p",
                        options={"qp": "0"})  # fmt: skip
     with open_video(str(path), None, FrameSampling(frames=8)) as reader:
-        assert reader.header.duration_s == pytest.approx(10.0)
+        assert reader.header.duration == pytest.approx(10.0)
         sampled = list(reader.frames())
     assert [f.time for f in sampled] == pytest.approx([(k + 0.5) * 10 / 8 for k in range(8)])
     for f in sampled:  # the frame shown at that time: index round(t * 24) mod 10
@@ -107,7 +107,7 @@ def test_animated_images_are_videos_only_when_asked(tmp_path, weights_dir, tiny_
     frames = [Image.fromarray(x).quantize(64) for x in (A, B, A, B)]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=250, loop=0)
     with open_video(str(path), None, FrameSampling(frames=4, animated="video")) as reader:
-        assert reader.header.duration_s == pytest.approx(1.0)
+        assert reader.header.duration == pytest.approx(1.0)
         assert [f.time for f in reader.frames()] == pytest.approx([0.0, 0.25, 0.5, 0.75])
     common = {"backbone_weights": tiny_clip_checkpoint, "device": "cpu", "num_workers": 0}
     still = tmp_path / "still.png"
@@ -615,3 +615,30 @@ def test_frames_out_needs_an_output_file_not_a_folder(tmp_path, capsys):
             "--frames_out", str(tmp_path / "frames.csv")]  # fmt: skip
     assert cli.main(argv) == 2
     assert "--frames_out write into output files, not an output folder" in capsys.readouterr().err
+
+
+def test_videos_are_found_by_content_and_by_the_common_extensions(
+    stills, weights_dir, tiny_clip_checkpoint, tmp_path
+):
+    """A camera's MPEG-1 .MPG is a video by its extension; a video under a name no image
+    decoder reads is one by its content; a broken image stays an image error."""
+    for suffix in (".mpg", ".mpeg", ".m2ts", ".mts", ".ts", ".3gp", ".wmv", ".flv", ".ogv",
+                   ".vob", ".mxf"):  # fmt: skip
+        assert FrameSampling().is_video(f"clip{suffix.upper()}")
+    write_video(tmp_path / "MVC-007W.MPG", [A] * 12, fps=25, codec="mpeg1video", pix_fmt="yuv420p")
+    write_video(tmp_path / "a.mkv", [A] * 12)
+    (tmp_path / "a.mkv").rename(tmp_path / "renamed.bin")  # a video by its content only
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    names = ["MVC-007W.MPG", "renamed.bin", "broken.png", "a.png"]
+    (tmp_path / "a.png").write_bytes((stills / "a.png").read_bytes())
+    table = _scores(tmp_path, names, ["tiny_a"], weights_dir, tiny_clip_checkpoint,
+                    video_frames=4).set_index("filename")  # fmt: skip
+    still = table.loc[str(tmp_path / "a.png"), "tiny_a"]
+    mpg = table.loc[str(tmp_path / "MVC-007W.MPG")]
+    assert mpg["error"] == "" and 1 <= mpg["frames"] <= 4  # (MPEG-1 drops a few frames)
+    assert mpg["tiny_a"] == pytest.approx(still, abs=0.5)  # lossy MPEG-1 of the same image
+    renamed = table.loc[str(tmp_path / "renamed.bin")]
+    assert renamed["error"] == "" and renamed["tiny_a"] == pytest.approx(still, abs=1e-4)
+    assert renamed["frames"] == 4
+    broken = table.loc[str(tmp_path / "broken.png")]
+    assert "not a readable image" in broken["error"] and np.isnan(broken["tiny_a"])

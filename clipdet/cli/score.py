@@ -120,48 +120,40 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> int:
     setup_logging(args.quiet)
     from clipdet.files import is_folder_output
-    from clipdet.options import RunOptions
-    from clipdet.pipeline.routes import EngineOptions, finish_profile, open_route, score_list
 
     args.provenance = args.provenance or bool(args.report)  # the report shows the evidence
     if args.in_wds or is_folder_output(args.out_csv):
         return _run_streamed(args)
+    from clipdet.options import RunOptions
+    from clipdet.pipeline.routes import EngineOptions
+    from clipdet.scoring_job import ScoreRequest, render_output, run_score_job
+
     try:
-        names = _model_names(args)
         listed, filenames, paths = _read_inputs(args)
         out_path, fmt = _choose_output(args, len(paths))
-        engine = EngineOptions.from_args(args)
-        calibration = _read_calibration(args)
-        route = open_route(names, args.weights_dir, RunOptions.from_args(args), paths, engine)
-        if calibration is not None:  # refused before any image is scored
-            from clipdet.evaluation.calibration_run import model_fingerprint
-
-            detectors = [m for m in route.models if m.attribution is None]
-            fingerprints = {m.name: model_fingerprint(m) for m in detectors}
-            calibration.check_models(fingerprints, args.fusion)
-        outcome = score_list(route, filenames, paths, out_path, args.fusion, args.resume)
+        request = ScoreRequest(
+            tuple(_model_names(args)), args.weights_dir, RunOptions.from_args(args),
+            EngineOptions.from_args(args), args.fusion, out_path, fmt, args.resume,
+            args.threshold, args.frames_out, args.report, shown_command(args, args.argv),
+        )  # fmt: skip
+        job = run_score_job(request, filenames, paths, listed)
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         return fatal(e)
-    names = outcome.results.detector_names
-    table = outcome.table
-    if calibration is not None:  # every output format holds the three verdicts
-        from clipdet.evaluation.calibration import add_calibrated_verdicts
-
-        table = add_calibrated_verdicts(table, calibration)
-    profile = finish_profile(
-        route, lambda: _write_output(table, names, out_path, fmt, args.threshold)
-    )
-    frames = None  # one row per video frame, for --frames_out and the report
-    if args.frames_out or args.report:
-        frames = outcome.results.frame_table(filenames, args.fusion)
+    if out_path is None:  # the terminal or a pipe
+        data = render_output(job.table, job.detector_names, fmt, args.threshold)
+        if fmt == "parquet":
+            sys.stdout.buffer.write(data)
+        else:
+            sys.stdout.write(data.decode("utf-8"))
+            sys.stdout.flush()
     if args.frames_out:
-        _write_frames(frames, args.frames_out)
-    if profile:
-        print(profile, file=sys.stderr)
+        print(f"{len(job.frames)} video frames -> {args.frames_out}", file=sys.stderr)
+    if job.profile:
+        print(job.profile, file=sys.stderr)
     if args.report:
-        _html_report(args, outcome.table, listed, paths, calibration, frames)
-    _summary(table, outcome.results, out_path, args.threshold, calibration)
-    return _exit_status(args, outcome, len(paths))
+        print(f"report -> {args.report}", file=sys.stderr)
+    _summary(job.table, job.outcome.results, out_path, args.threshold, job.calibration)
+    return _exit_status(args, job.outcome, len(paths))
 
 
 def _run_streamed(args) -> int:
@@ -214,27 +206,6 @@ def _exit_status(args, outcome, n_images: int) -> int:
     return EXIT_FAILED_ROWS if args.strict and failed else 0
 
 
-def _html_report(args, table, listed, paths, calibration, frames=None) -> None:
-    """The report of this run; ``listed``: the input list's table (its labels), or None."""
-    from clipdet.evaluation.html_report import ReportInputs, write_report
-
-    inputs = ReportInputs(
-        table, paths, listed, args.maps, args.threshold,
-        command=shown_command(args, args.argv), fusion=args.fusion,
-        calibration=calibration, frames=frames,
-    )  # fmt: skip
-    write_report(inputs, args.report)
-    print(f"report -> {args.report}", file=sys.stderr)
-
-
-def _read_calibration(args):
-    if not args.calibration:
-        return None
-    from clipdet.evaluation.calibration import Calibration
-
-    return Calibration.load(args.calibration)
-
-
 def _model_names(args) -> list[str]:
     names = model_names(args.models)
     if not names:
@@ -280,39 +251,6 @@ def _choose_output(args, n_images: int) -> tuple[str | None, str]:
     if args.resume and path is None:
         raise ValueError("--resume needs an output file (--out_csv)")
     return path, fmt
-
-
-def _write_output(table, names, out_path, fmt, threshold) -> None:
-    """CSV and Parquet hold the table as it is; JSON lines and the terminal table add the
-    verdict at ``threshold`` unless the table has calibrated ones. A local file is replaced
-    atomically, an object uploaded at once."""
-    from clipdet import storage
-    from clipdet.constants import VERDICT_COLUMN
-    from clipdet.files import table_bytes
-    from clipdet.pipeline.results import add_verdicts, format_for_terminal
-
-    if fmt in ("table", "jsonl") and VERDICT_COLUMN not in table.columns:
-        table = add_verdicts(table, names, threshold)
-    if fmt == "table":
-        data = (format_for_terminal(table) + "\n").encode()
-    else:
-        data = table_bytes(table, fmt)
-    if out_path is None and fmt == "parquet":
-        sys.stdout.buffer.write(data)
-    elif out_path is None:
-        sys.stdout.write(data.decode("utf-8"))
-        sys.stdout.flush()
-    else:
-        storage.write_bytes(out_path, data)
-
-
-def _write_frames(frames, frames_out: str) -> None:
-    """--frames_out: the frames table, in the format its extension names."""
-    from clipdet import storage
-    from clipdet.files import table_bytes, table_format
-
-    storage.write_bytes(frames_out, table_bytes(frames, table_format(frames_out)))
-    print(f"{len(frames)} video frames -> {frames_out}", file=sys.stderr)
 
 
 def _summary(table, results, out_path, threshold, calibration=None) -> None:

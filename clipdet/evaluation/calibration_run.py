@@ -32,7 +32,7 @@ from clipdet.evaluation.calibration import (
 )
 from clipdet.files import read_list, read_table, sha256_of
 from clipdet.options import RunOptions
-from clipdet.pipeline.infer import split_models
+from clipdet.pipeline.record import split_models
 from clipdet.pipeline.scoring import load_models, score_table
 
 logger = logging.getLogger(__name__)

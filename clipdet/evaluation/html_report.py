@@ -34,22 +34,20 @@ from clipdet.constants import (
     FRAME_MAX_COLUMN,
     FRAMES_COLUMN,
     FUSION_COLUMN,
-    IMAGE_FACT_COLUMNS,
     INCONCLUSIVE,
     PROVENANCE_COLUMN,
-    PROVENANCE_COLUMNS,
     PROVENANCE_GENERATOR_COLUMN,
     REAL,
-    SOURCE_ROW_COLUMN,
     SYNTHETIC,
     TEMPORAL_COLUMN,
     TIME_COLUMN,
     TYPE_COLUMN,
     VERDICT_COLUMN,
     VERDICT_REASON_COLUMN,
-    VIDEO_COLUMNS,
 )
-from clipdet.models.attribution import attribution_column_set, find_attribution_models
+from clipdet.models.attribution import find_attribution_models
+from clipdet.pipeline.columns import SCORE
+from clipdet.pipeline.record import columns_of_kind
 from clipdet.pipeline.results import add_verdicts
 from clipdet.provenance.tokens import split_tokens
 
@@ -79,13 +77,9 @@ class ReportInputs:
 
 
 def detector_columns(table: pd.DataFrame) -> list[str]:
-    """The LLR columns of a scores table (not fusion, attribution, labels or text)."""
-    ignored = {FILENAME_COLUMN, ERROR_COLUMN, FUSION_COLUMN, TYPE_COLUMN, VERDICT_COLUMN,
-               VERDICT_REASON_COLUMN, *IMAGE_FACT_COLUMNS, *VIDEO_COLUMNS}  # fmt: skip
-    ignored |= attribution_column_set(table.columns) | {*PROVENANCE_COLUMNS, SOURCE_ROW_COLUMN}
-    return [
-        c for c in table.columns if c not in ignored and pd.api.types.is_numeric_dtype(table[c])
-    ]
+    """The detectors' LLR columns of a scores table (kind score: not fusion, attribution,
+    labels, row extensions' columns or text)."""
+    return columns_of_kind(table, SCORE)
 
 
 def _number(value) -> float | None:

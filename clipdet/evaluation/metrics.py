@@ -14,21 +14,10 @@ import pandas as pd
 from scipy.special import expit
 from sklearn import metrics as skm
 
-from clipdet.constants import (
-    ERROR_COLUMN,
-    FILENAME_COLUMN,
-    IMAGE_FACT_COLUMNS,
-    LABEL_COLUMN,
-    PROVENANCE_COLUMNS,
-    REAL,
-    SOURCE_ROW_COLUMN,
-    TYPE_COLUMN,
-    VERDICT_COLUMN,
-    VERDICT_REASON_COLUMN,
-    VIDEO_COLUMNS,
-)
+from clipdet.constants import FILENAME_COLUMN, LABEL_COLUMN, REAL, TYPE_COLUMN
 from clipdet.files import read_table
-from clipdet.models.attribution import attribution_column_set
+from clipdet.pipeline.columns import ATTRIBUTION, FUSION, SCORE
+from clipdet.pipeline.record import column_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -165,25 +154,22 @@ def load_evaluation_data(in_csv, scores_csv) -> EvaluationData:
 
 def evaluation_data(labels: pd.DataFrame, scores: pd.DataFrame, source: str) -> EvaluationData:
     """The labelled list (``filename``, ``typ``) merged with a scores table on ``filename``;
-    every numeric column that is not an attribution model's is a score (``source`` names the
+    the columns of kind score and fusion are the scores (``record.column_kinds``: attribution
+    models' probabilities, row extensions' columns and verdicts are not; ``source`` names the
     scores in messages)."""
-    # Attribution models' probabilities and scores are not LLRs: evaluated by --task attribution;
-    # provenance evidence is text (read as an all-NaN float column when no row has any).
-    attribution = attribution_column_set(scores.columns)
-    ignored = {FILENAME_COLUMN, ERROR_COLUMN, TYPE_COLUMN, *PROVENANCE_COLUMNS, SOURCE_ROW_COLUMN,
-               *IMAGE_FACT_COLUMNS, VERDICT_COLUMN, VERDICT_REASON_COLUMN,
-               *VIDEO_COLUMNS}  # fmt: skip
-    ignored |= attribution
-    score_columns = [
-        c for c in scores.columns if c not in ignored and pd.api.types.is_numeric_dtype(scores[c])
-    ]
-    skipped = [c for c in scores.columns if c not in ignored and c not in score_columns]
+    kinds = column_kinds(scores)
+    score_columns = [c for c, kind in kinds.items() if kind in (SCORE, FUSION)]
+    skipped = [c for c in scores.columns if c not in kinds]
     if skipped:
         logger.info("not score columns (non-numeric), skipped: %s", ", ".join(skipped))
     if not score_columns:
         raise ValueError(
             f"{source} has no detector score column"
-            + (" (attribution models: use --task attribution)" if attribution else "")
+            + (
+                " (attribution models: use --task attribution)"
+                if ATTRIBUTION in kinds.values()
+                else ""
+            )
         )
     missing = labels.loc[~labels[FILENAME_COLUMN].isin(scores[FILENAME_COLUMN]), FILENAME_COLUMN]
     if len(missing):

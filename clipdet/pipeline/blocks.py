@@ -12,14 +12,8 @@ import logging
 import re
 
 from clipdet import storage
-from clipdet.pipeline.infer import ImageResult
-from clipdet.pipeline.resume import (
-    ResumeError,
-    parse_result,
-    result_line,
-    result_shape,
-    signature_mismatch,
-)
+from clipdet.pipeline.record import ImageResult, result_shape
+from clipdet.pipeline.resume import ResumeError, signature_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +34,9 @@ class BlockWriter:
     """Collects results and writes each block once all its rows are in (any arrival order;
     a row seen twice is kept once)."""
 
-    def __init__(self, folder: str, signature: dict, n_rows: int, block_rows: int):
+    def __init__(self, folder: str, signature: dict, n_rows: int, block_rows: int, columns=None):
         self.path = folder
+        self.columns = columns  # the run's declared columns, recorded in run.json
         self.signature = signature
         self.n_rows = n_rows
         self.block_rows = block_rows
@@ -51,6 +46,8 @@ class BlockWriter:
     def start(self) -> None:
         """A new run: record its signature (a resumed run keeps the one it checked)."""
         record = {"signature": self.signature, "block_rows": self.block_rows}
+        if self.columns is not None:
+            record["columns"] = self.columns
         storage.write_bytes(storage.join(self.path, RUN_FILE), json.dumps(record).encode())
 
     def block_size(self, block: int) -> int:
@@ -59,7 +56,7 @@ class BlockWriter:
     def write(self, filename: str, result: ImageResult) -> None:
         block = result.index // self.block_rows
         rows = self._pending.setdefault(block, {})
-        rows[result.index] = result_line(filename, result)
+        rows[result.index] = result.to_json(filename)
         if len(rows) == self.block_size(block):
             text = "".join(rows[i] for i in sorted(rows))
             storage.write_bytes(_block_file(self.path, block), text.encode("utf-8"))
@@ -81,15 +78,22 @@ class BlockWriter:
 
 
 def open_blocks(
-    out_path: str, signature: dict, models, n_rows: int, resume: bool, block_rows: int = BLOCK_ROWS
+    out_path: str,
+    signature: dict,
+    models,
+    n_rows: int,
+    resume: bool,
+    block_rows: int = BLOCK_ROWS,
+    columns: list | None = None,
 ) -> tuple[dict[int, ImageResult], BlockWriter]:
-    """(rows already scored, writer) for a block-wise run to ``out_path``."""
+    """(rows already scored, writer) for a block-wise run to ``out_path``; ``columns``: the
+    run's declared columns ([[name, kind], ...]) for its record."""
     if block_rows < 1:
         raise ValueError(f"block_rows must be >= 1, got {block_rows}")
     folder = blocks_folder(out_path)
     record_path = storage.join(folder, RUN_FILE)
     if not storage.exists(record_path):
-        writer = BlockWriter(folder, signature, n_rows, block_rows)
+        writer = BlockWriter(folder, signature, n_rows, block_rows, columns)
         writer.start()
         return {}, writer
     if not resume:
@@ -103,7 +107,7 @@ def open_blocks(
         raise ResumeError(f"{record_path} is not a clipdet run record") from e
     if recorded != signature:
         raise ResumeError(f"{folder} {signature_mismatch(recorded, signature)}")
-    writer = BlockWriter(folder, signature, n_rows, block_rows)
+    writer = BlockWriter(folder, signature, n_rows, block_rows, columns)
     return _read_blocks(folder, models, writer), writer
 
 
@@ -117,7 +121,7 @@ def _read_blocks(folder: str, models, writer: BlockWriter) -> dict[int, ImageRes
         block = int(match.group(1))
         try:
             lines = storage.read_bytes(_block_file(folder, block)).decode("utf-8").splitlines()
-            results = [parse_result(line, n_detectors, widths) for line in lines]
+            results = [ImageResult.from_json(line, n_detectors, widths) for line in lines]
             first = block * writer.block_rows
             if [r.index for r in results] != list(range(first, first + writer.block_size(block))):
                 raise ValueError("rows missing")

@@ -20,7 +20,7 @@ from PIL import Image
 from clipdet.constants import FILENAME_COLUMN
 from clipdet.files import write_csv_atomic
 from clipdet.pipeline.images import load_rgb
-from clipdet.pipeline.infer import ImageResult
+from clipdet.pipeline.record import ImageResult
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,12 @@ MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 class ImageLoadError(OSError):
-    """An image file that cannot be read; the message says why."""
+    """An image file that cannot be read; the message says why. ``unidentified``: no image
+    decoder recognised the file (it may still be a video)."""
+
+    def __init__(self, message: str, unidentified: bool = False):
+        super().__init__(message)
+        self.unidentified = unidentified
 
 
 def describe_error(error: BaseException) -> str:
@@ -161,7 +166,7 @@ def _decode(source, path: str, min_side: int | None = None) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(f"possible decompression bomb: {e}") from e
     except Image.UnidentifiedImageError as e:
-        raise ImageLoadError(f"not a readable image: {path}") from e
+        raise ImageLoadError(f"not a readable image: {path}", unidentified=True) from e
     except ValueError as e:
         if "text chunks" in str(e) or "MAX_TEXT" in str(e):  # Pillow's PNG text limits
             raise _OversizeText(f"text chunks too large ({e}): {path}") from e

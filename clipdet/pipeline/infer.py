@@ -14,9 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipdet.models.preprocess import is_full_resolution
+from clipdet.pipeline.extensions import Frames, RowExtension
 from clipdet.pipeline.feature_cache import FeatureCache
 from clipdet.pipeline.images import describe_error
 from clipdet.pipeline.prepare import CachedGroup, PreparedItem
+from clipdet.pipeline.record import ImageResult, split_models
 from networks import FrozenFeatures
 
 logger = logging.getLogger(__name__)
@@ -99,8 +101,7 @@ class BatchFeatures:
     errors: dict[int, str]  # index -> message (decode errors and model failures)
     features: dict[str, tuple[list[int], torch.Tensor]]
     maps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # index -> model -> map
-    provenance: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> evidence
-    facts: dict[int, tuple] = field(default_factory=dict)  # index -> (width, height, quality)
+    extras: dict[int, dict] = field(default_factory=dict)  # index -> row extensions' values
 
 
 class FeatureInfer:
@@ -171,11 +172,8 @@ class FeatureInfer:
             order = [item.index for item in ok if item.index in rows[g.key]]
             if order:
                 features[g.key] = (order, torch.stack([rows[g.key][i] for i in order]))
-        provenance = {item.index: item.provenance for item in batch if item.provenance}
-        facts = {item.index: item.facts for item in batch if item.facts}
-        return BatchFeatures(
-            [item.index for item in batch], errors, features, maps, provenance, facts
-        )
+        extras = {item.index: item.extras for item in batch if item.extras}
+        return BatchFeatures([item.index for item in batch], errors, features, maps, extras)
 
 
 def _forward_with_maps(group, heads, x, chunk, maps) -> dict[str, torch.Tensor]:
@@ -233,49 +231,6 @@ def _join(first: str, second: str) -> str:
     return f"{first}; {second}"
 
 
-@dataclass
-class VideoResult:
-    """A video's frames: their times, each detector's LLR per frame, the duration and the
-    temporal statistic of its frame features (``temporal_statistic``)."""
-
-    times: np.ndarray  # [frames] seconds from the start
-    frame_scores: np.ndarray  # [frames, detectors]
-    duration_s: float
-    temporal: float
-
-    @property
-    def frames(self) -> int:
-        return len(self.times)
-
-
-def temporal_statistic(features: np.ndarray) -> float:
-    """D3-style (Zheng et al., ICCV 2025): the standard deviation over time of the norms of
-    the second differences of a video's L2-normalised frame features, [frames, D] in time
-    order (the paper reports that they fluctuate more in real videos than in generated ones).
-    NaN below 4 frames (the spread of fewer than 2 second differences says nothing)."""
-    if len(features) < 4:
-        return float("nan")
-    second = np.diff(np.asarray(features, dtype=np.float64), n=2, axis=0)
-    return float(np.linalg.norm(second, axis=1).std())
-
-
-@dataclass
-class ImageResult:
-    index: int
-    scores: np.ndarray  # one LLR per detection model, NaN where that model failed
-    error: str
-    logits: dict[str, np.ndarray] = field(default_factory=dict)  # per attribution model: [C]
-    maps: dict[str, np.ndarray] = field(default_factory=dict)  # per detector: logit map [h, w]
-    provenance: tuple[str, str] | None = None  # --provenance: (evidence tokens, generator)
-    facts: tuple[float, float, float] | None = None  # --calibration: width, height, quality
-    video: VideoResult | None = None  # a video: its frames (``scores`` is their mean)
-
-
-def split_models(models) -> tuple[list, list]:
-    """(detection models, attribution models), each in the given order."""
-    return [m for m in models if m.attribution is None], [m for m in models if m.attribution]
-
-
 def feature_groups(models) -> tuple[list[FeatureGroup], list[str]]:
     """Distinct (backbone, preprocessing) pairs and, for each model, the key of its group."""
     groups: dict[str, FeatureGroup] = {}
@@ -295,9 +250,17 @@ def feature_groups(models) -> tuple[list[FeatureGroup], list[str]]:
 
 class ScoreInfer:
     """Backbone passes, then every head: prepared items -> one ImageResult per item, in order.
-    Detection models give one LLR each, attribution models their class logits."""
+    Detection models give one LLR each, attribution models their class logits; a video's
+    frames fold into its row, and into each of the run's row ``extensions``."""
 
-    def __init__(self, models, device, cache: FeatureCache | None = None, maps: bool = False):
+    def __init__(
+        self,
+        models,
+        device,
+        cache: FeatureCache | None = None,
+        maps: bool = False,
+        extensions: Sequence[RowExtension] = (),
+    ):
         self.groups, keys = feature_groups(models)
         self.group_of = {m.name: key for m, key in zip(models, keys, strict=True)}
         self.detectors, self.attributors = split_models(models)
@@ -306,8 +269,9 @@ class ScoreInfer:
             if hasattr(m.detector.backbone, "forward_with_maps"):
                 map_heads.setdefault(self.group_of[m.name], []).append((m.name, m.detector.fc))
         self.features = FeatureInfer(self.groups, device, cache, map_heads)
-        # a video's temporal statistic reads the first frozen backbone's frame features
-        self.temporal_key = next((g.key for g in self.groups if g.identity), None)
+        self.extensions = tuple(extensions)
+        # the frames' embeddings an extension folds: the first frozen backbone's features
+        self.embedding_key = next((g.key for g in self.groups if g.identity), None)
 
     @torch.inference_mode()
     def __call__(self, batch: Sequence[PreparedItem]) -> list[ImageResult]:
@@ -324,23 +288,23 @@ class ScoreInfer:
         if not videos:
             return results
         by_index = {r.index: r for r in results}
-        features = self._temporal_features(found)
+        embeddings = self._embeddings(found)
         for item in videos:
-            by_index[item.index] = self._video_result(item, by_index, features)
+            by_index[item.index] = self._video_result(item, by_index, embeddings)
         return [by_index[item.index] for item in batch]
 
-    def _temporal_features(self, found: BatchFeatures) -> dict:
-        """Row (a video frame's ``(row, k)``) -> its features in the group the temporal
-        statistic reads: the first frozen backbone's (of the first model that has one)."""
-        if self.temporal_key not in found.features:
+    def _embeddings(self, found: BatchFeatures) -> dict:
+        """Row (a video frame's ``(row, k)``) -> its features in the embedding group: the
+        first frozen backbone's (of the first model that has one)."""
+        if self.embedding_key not in found.features:
             return {}
-        rows, values = found.features[self.temporal_key]
+        rows, values = found.features[self.embedding_key]
         return dict(zip(rows, values.float().cpu().numpy(), strict=True))
 
-    def _video_result(self, item: PreparedItem, results: dict, features: dict) -> ImageResult:
+    def _video_result(self, item: PreparedItem, results: dict, embeddings: dict) -> ImageResult:
         """A video's row: each model's mean over its frames (NaN-aware: a frame a model failed
-        on is left out), the frames' scores and the temporal statistic (NaN unless every frame
-        has its features)."""
+        on is left out); the extensions fold the frames (their embeddings only when every
+        frame has them)."""
         keys = [(item.index, k) for k in range(len(item.video.times))]
         frames = [results.pop(key) for key in keys]
         frame_scores = np.stack([r.scores for r in frames])
@@ -353,13 +317,16 @@ class ScoreInfer:
             }
         errors = [r.error for r in frames if r.error]
         error = errors[0] if len(errors) == len(frames) else ""
-        vectors = [features.get(key) for key in keys]
+        vectors = [embeddings.get(key) for key in keys]
         complete = all(v is not None for v in vectors)
-        temporal = temporal_statistic(np.stack(vectors)) if complete else float("nan")
-        video = VideoResult(np.asarray(item.video.times), frame_scores, item.video.duration_s,
-                            temporal)  # fmt: skip
-        return ImageResult(item.index, scores, error, logits, provenance=item.provenance,
-                           facts=item.facts, video=video)  # fmt: skip
+        frames = Frames(np.asarray(item.video.times), frame_scores, item.video.duration,
+                        np.stack(vectors) if complete else None)  # fmt: skip
+        extras = {}
+        for ext in self.extensions:
+            value = ext.fold_frames(item.extras.get(ext.name), frames)
+            if value is not None:
+                extras[ext.name] = value
+        return ImageResult(item.index, scores, error, logits, extras=extras)
 
     def _heads(self, found: BatchFeatures) -> list[ImageResult]:
         results = {
@@ -376,10 +343,8 @@ class ScoreInfer:
                 results[index].scores[column] = llr
         for index, maps in found.maps.items():
             results[index].maps = maps
-        for index, evidence in found.provenance.items():
-            results[index].provenance = evidence
-        for index, facts in found.facts.items():
-            results[index].facts = facts
+        for index, extras in found.extras.items():
+            results[index].extras = dict(extras)
         for model in self.attributors:
             for index, logits in apply_head(model, found.features.get(self.group_of[model.name])):
                 results[index].logits[model.name] = logits

@@ -14,15 +14,10 @@ import torch
 
 from clipdet import storage
 from clipdet.files import sha256_of
+from clipdet.pipeline.extensions import FileSource, RowExtension, VideoSource
 from clipdet.pipeline.feature_cache import FeatureCache
 from clipdet.pipeline.gpu_decode import encoded_jpeg
-from clipdet.pipeline.images import (
-    ImageLoadError,
-    describe_error,
-    image_facts,
-    load_rgb,
-    read_image_bytes,
-)
+from clipdet.pipeline.images import ImageLoadError, describe_error, load_rgb, read_image_bytes
 from clipdet.pipeline.video import FrameSampling, VideoLoadError, VideoSample, open_video
 
 VIDEO_REFUSED = "a video: training takes images (extract the video's frames)"
@@ -38,8 +33,7 @@ class PreparedItem:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (--profile)
     encoded: torch.Tensor | None = None  # --decode gpu: the JPEG's bytes, decoded by infer
     wanted: tuple[str, ...] = ()  # the transforms the infer stage applies to ``encoded``
-    provenance: tuple[str, str] | None = None  # --provenance: (tokens, generator)
-    facts: tuple[float, float, float] | None = None  # --calibration: width, height, quality
+    extras: dict = field(default_factory=dict)  # row extension name -> its value
     video: VideoSample | None = None  # a video: its frames' times (tensors are [frames, ...])
 
     def pin_memory(self) -> "PreparedItem":
@@ -81,16 +75,15 @@ class Preparer:
         self.timed = False  # record read+decode and preprocess seconds in each item
         self.min_side = None  # --decode fast: JPEGs decoded at a reduced scale (load_rgb)
         self.encode = False  # --decode gpu: JPEGs left encoded for the infer stage
-        self.provenance = None  # --provenance: a clipdet.provenance.ProvenanceReader
-        self.inspect = False  # --calibration: each image's size and JPEG quality (its header)
+        # the run's row extensions (clipdet.pipeline.extensions): what each computes per file
+        self.extensions: tuple[RowExtension, ...] = ()
         # which files are videos and which of their frames are scored; None: videos are refused
         # undecoded (training and sweeps take images)
         self.video: FrameSampling | None = None
 
     def __call__(self, index: int, path: str, data: bytes | None = None) -> PreparedItem:
         """``data``: the image's bytes when the caller has them (a tar member), else read
-        from ``path`` (once, for the digest, the evidence, the image facts and the decoding
-        alike)."""
+        from ``path`` (once, for the digest, the row extensions and the decoding alike)."""
         item = PreparedItem(index, {}, {}, None, "")
         if (self.video or FrameSampling()).is_video(path):
             if self.video is None:
@@ -101,11 +94,13 @@ class Preparer:
 
     def _prepare_image(self, item: PreparedItem, path: str, data: bytes | None) -> PreparedItem:
         index = item.index
+        on_bytes = [ext for ext in self.extensions if not ext.reads_pixels]
+        on_pixels = [ext for ext in self.extensions if ext.reads_pixels]
         try:
-            if (self.provenance is not None or self.inspect) and data is None:
+            if any(ext.reads_bytes for ext in self.extensions) and data is None:
                 data = read_image_bytes(path)
-            if self.inspect:
-                item.facts = image_facts(data)
+            for ext in on_bytes:
+                _keep(item, ext, ext.prepare_image(FileSource(path, data)))
             if self.cached_groups:
                 if storage.is_url(path) or data is not None:
                     data = data if data is not None else read_image_bytes(path)
@@ -123,13 +118,14 @@ class Preparer:
                 if item.encoded is not None:
                     item.wanted = tuple(sorted(wanted))
                     return item
-            if wanted or self.provenance is not None:
+            if wanted or on_pixels:
                 start = time.perf_counter()
                 image = load_rgb(path, data, self.min_side)
                 decoded = time.perf_counter()
-                if self.provenance is not None:  # the same pixels, before any perturbation
-                    found = self.provenance.read(data, np.asarray(image))
-                    item.provenance = (found.text, found.generator)
+                if on_pixels:  # the same pixels, before any perturbation
+                    source = FileSource(path, data, np.asarray(image))
+                    for ext in on_pixels:
+                        _keep(item, ext, ext.prepare_image(source))
                 if self.perturbation is not None:
                     image = self.perturbation(image, index).image
                 item.tensors = {key: self.transforms[key](image) for key in wanted}
@@ -139,12 +135,25 @@ class Preparer:
                         "preprocess": time.perf_counter() - decoded,
                     }
         except Exception as e:  # one bad file must not stop the batch
+            if self.video is not None and getattr(e, "unidentified", False):
+                found = self._video_by_content(index, path, data)
+                if found is not None:
+                    return found
             item.error = describe_error(e)
-            if self.provenance is not None and data is not None and item.provenance is None:
-                item.provenance = _metadata_only(self.provenance, data)
+            for ext in self.extensions:
+                if ext.name not in item.extras:
+                    _keep(item, ext, ext.prepare_failed(FileSource(path, data)))
         return item
 
-    def _prepare_video(self, item: PreparedItem, path: str, data: bytes | None) -> PreparedItem:
+    def _video_by_content(self, index: int, path: str, data: bytes | None) -> PreparedItem | None:
+        """A file that no image decoder reads, read as a video when PyAV decodes a frame of
+        it (a camera's .MPG, a video under another extension); None when it cannot."""
+        item = self._prepare_video(PreparedItem(index, {}, {}, None, ""), path, data, True)
+        return None if item.error else item
+
+    def _prepare_video(
+        self, item: PreparedItem, path: str, data: bytes | None, by_content: bool = False
+    ) -> PreparedItem:
         """A video's sampled frames, each through every transform (stacked: [frames, ...]);
         frames are decoded one at a time. Videos skip the feature cache and --decode gpu."""
         wanted = sorted(set(self.needs.values()))
@@ -152,7 +161,7 @@ class Preparer:
         times, size = [], None
         start = time.perf_counter()
         try:
-            with open_video(path, data, self.video) as reader:
+            with open_video(path, data, self.video, container=by_content) as reader:
                 if reader.still:  # --animated video, and an image that is not animated
                     return self._prepare_image(item, path, reader.data)
                 for frame in reader.frames():
@@ -165,13 +174,11 @@ class Preparer:
                     times.append(frame.time)
                 if not times:
                     raise VideoLoadError(f"no frame could be decoded: {path}")
-                if self.provenance is not None:
-                    found = self.provenance.read_video(path, reader.data, reader.header.tags)
-                    item.provenance = (found.text, found.generator)
+                source = VideoSource(path, reader.data, reader.header.tags, size)
+                for ext in self.extensions:
+                    _keep(item, ext, ext.prepare_video(source))
             item.tensors = {key: torch.stack(frames) for key, frames in stacks.items()}
-            item.video = VideoSample(tuple(times), reader.header.duration_s)
-            if self.inspect:
-                item.facts = (float(size[0]), float(size[1]), float("nan"))
+            item.video = VideoSample(tuple(times), reader.header.duration)
             if self.timed:
                 item.timings = {"read+decode+preprocess": time.perf_counter() - start}
         except Exception as e:  # one bad video must not stop the batch
@@ -188,14 +195,10 @@ def _digest(path: str) -> str:
         raise ImageLoadError(f"file not found: {path}") from e
 
 
-def _metadata_only(reader, data: bytes) -> tuple[str, str] | None:
-    """The evidence of a file whose pixels cannot be decoded (its metadata may still say
-    which generator made it)."""
-    try:
-        found = reader.read(data, None)
-    except Exception:  # noqa: BLE001 -- the row already carries its error
-        return None
-    return found.text, found.generator
+def _keep(item: PreparedItem, ext: RowExtension, value) -> None:
+    """Record an extension's value for the row (None: it has none)."""
+    if value is not None:
+        item.extras[ext.name] = value
 
 
 def _read_or_none(path: str) -> bytes | None:

@@ -23,8 +23,8 @@ import numpy as np
 
 from clipdet.models.registry import Registrations, replay_registrations, runtime_registrations
 from clipdet.options import RunOptions
-from clipdet.pipeline.infer import ImageResult
 from clipdet.pipeline.prepare import Preparer
+from clipdet.pipeline.record import ImageResult
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from clipdet import storage
 from clipdet.constants import SOURCE_COLUMN, SOURCE_ROW_COLUMN
+from clipdet.pipeline.columns import SOURCE
 from clipdet.pipeline.resume import ResumeError, signature_mismatch
 from clipdet.pipeline.shards import END_OF_SHARD, ROW_BITS, Shard, read_shards
 
@@ -55,12 +56,12 @@ def _prepare_rows(batch: dict, preparer) -> dict:
 
 
 def _write_parts(batch: dict, out: str, layout, fusion: str | None) -> dict:
-    """Write the batch's results as one Parquet part per shard (a ``scoring.TableLayout``'s
+    """Write the batch's results as one Parquet part per shard (a ``record.TableLayout``'s
     table); return what the driver counts."""
     import pickle
 
     from clipdet.files import table_bytes
-    from clipdet.pipeline.scoring import ResultTable
+    from clipdet.pipeline.record import ResultTable
 
     results = [pickle.loads(blob) for blob in batch["result"]]
     keep = [i for i, r in enumerate(results) if r.error != END_OF_SHARD]
@@ -146,17 +147,19 @@ def stream_scores(
     import ray
 
     from clipdet.pipeline.ray_engine import PREPARE_CPUS
-    from clipdet.pipeline.scoring import TableLayout
+    from clipdet.pipeline.record import TableLayout
 
     signature = {**(signature or {}), "shards": [s.location for s in shards]}
-    done = _open_run(out, signature, resume)
+    layout = TableLayout.of(models, options)
+    header = layout.header(fusion)  # the parts' columns: filename, where it came from, the rest
+    columns = [header[0], [SOURCE_COLUMN, SOURCE], [SOURCE_ROW_COLUMN, SOURCE], *header[1:]]
+    done = _open_run(out, signature, resume, columns)
     todo = [s for s in shards if s.index not in done]
     for shard in todo:  # parts of an unfinished shard are redone from scratch
         storage.remove_tree(_in_shard(out, shard.index))
     outcome = StreamOutcome(skipped_shards=len(done))
     for rows, failed in done.values():
         outcome.rows, outcome.failed = outcome.rows + rows, outcome.failed + failed
-    layout = TableLayout.of(models, options)
     if todo:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
@@ -173,8 +176,8 @@ def stream_scores(
             batch_size=min(WRITE_ROWS, 64 * options.batch_size), num_cpus=PREPARE_CPUS,
         )  # fmt: skip
         _drive(dataset, out, outcome, options.progress)
-    record = {"signature": signature, "status": "complete", "rows": outcome.rows,
-              "failed": outcome.failed, "shards": len(shards)}  # fmt: skip
+    record = {"signature": signature, "columns": columns, "status": "complete",
+              "rows": outcome.rows, "failed": outcome.failed, "shards": len(shards)}  # fmt: skip
     storage.write_bytes(storage.join(out, RUN_RECORD), json.dumps(record, indent=1).encode())
     outcome.shards = len(shards)
     return outcome
@@ -201,9 +204,9 @@ def _drive(dataset, out: str, outcome: StreamOutcome, progress: bool) -> None:
         raise RuntimeError(f"shards {missing} were not scored completely: run again with --resume")
 
 
-def _open_run(out: str, signature: dict, resume: bool) -> dict[int, tuple[int, int]]:
+def _open_run(out: str, signature: dict, resume: bool, columns: list) -> dict[int, tuple[int, int]]:
     """{shard index: (rows, failed)} of the shards a resumed run finished; checks and writes
-    the run record."""
+    the run record (with the parts' declared ``columns``)."""
     record_path = storage.join(out, RUN_RECORD)
     if storage.exists(record_path):
         try:
@@ -215,7 +218,7 @@ def _open_run(out: str, signature: dict, resume: bool) -> dict[int, tuple[int, i
                               "delete it")  # fmt: skip
         if recorded != signature:
             raise ResumeError(f"{out} {signature_mismatch(recorded, signature)}")
-    record = {"signature": signature, "status": "running"}
+    record = {"signature": signature, "columns": columns, "status": "running"}
     storage.write_bytes(record_path, json.dumps(record, indent=1).encode())
     done = {}
     for index in range(len(signature["shards"])):

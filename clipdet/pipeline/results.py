@@ -1,4 +1,5 @@
-"""Reading image lists and writing result tables (atomically: a crash never leaves half a file)."""
+"""What the command shows of a result table: verdicts at a threshold, the terminal table, and
+the hint for a run whose images were never downloaded."""
 
 import os
 from collections.abc import Sequence
@@ -6,55 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from clipdet.constants import (
-    ERROR_COLUMN,
-    FILENAME_COLUMN,
-    FUSION_COLUMN,
-    IMAGE_FACT_COLUMNS,
-    PROVENANCE_COLUMN,
-    PROVENANCE_GENERATOR_COLUMN,
-    REAL,
-    SYNTHETIC,
-    VERDICT_COLUMN,
-)
-from clipdet.models.attribution import AttributionSpec, attribution_column_set, attribution_columns
-from clipdet.pipeline.fusion import NO_FUSION, apply_fusion
-
-
-def build_table(
-    filenames: Sequence[str],
-    model_names: Sequence[str],
-    scores: np.ndarray,
-    errors: Sequence[str],
-    fusion: str | None,
-    attribution: Sequence[tuple[str, AttributionSpec, np.ndarray]] = (),
-    provenance: Sequence[tuple[str, str]] | None = None,
-    facts: np.ndarray | None = None,
-    video: dict[str, np.ndarray] | None = None,
-) -> pd.DataFrame:
-    """The output table (input order): filename, one LLR column per detection model, their
-    fusion, the columns of each attribution model (name, spec, [n, C] logits), with
-    ``provenance`` the evidence tokens and the generator they name, with ``facts`` ([n, 3])
-    each image's width, height and JPEG quality, with ``video`` the video columns (NaN for
-    images), then error."""
-    table = pd.DataFrame({FILENAME_COLUMN: list(filenames)})
-    for column, name in enumerate(model_names):
-        table[name] = scores[:, column]
-    if fusion and fusion != NO_FUSION and len(model_names):
-        table[FUSION_COLUMN] = apply_fusion(scores, fusion, axis=1) if len(table) else []
-    for name, spec, logits in attribution:
-        for column, values in attribution_columns(name, spec, logits).items():
-            table[column] = values
-    if provenance is not None:
-        table[PROVENANCE_COLUMN] = [tokens for tokens, _ in provenance]
-        table[PROVENANCE_GENERATOR_COLUMN] = [generator for _, generator in provenance]
-    if facts is not None:
-        for column, values in zip(IMAGE_FACT_COLUMNS, np.asarray(facts).T, strict=True):
-            table[column] = values
-    for column, values in (video or {}).items():
-        table[column] = values
-    table[ERROR_COLUMN] = list(errors)
-    return table
+from clipdet.constants import ERROR_COLUMN, FUSION_COLUMN, REAL, SYNTHETIC, VERDICT_COLUMN
+from clipdet.models.attribution import attribution_column_set
 
 
 def decision_scores(table: pd.DataFrame, model_names: Sequence[str]) -> pd.Series | None:

@@ -14,9 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from clipdet.pipeline.infer import ImageResult, VideoResult, split_models
+from clipdet.pipeline.record import ImageResult, result_shape
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +73,7 @@ def load_partial(path: Path, signature: dict, models) -> dict[int, ImageResult]:
     done = {}
     for number, line in enumerate(lines[1:], start=2):
         try:
-            result = parse_result(line, n_detectors, widths)
+            result = ImageResult.from_json(line, n_detectors, widths)
         except (ValueError, KeyError, TypeError):
             logger.warning("%s line %d is incomplete (run killed mid-write): ignored", path, number)
             continue
@@ -83,82 +81,22 @@ def load_partial(path: Path, signature: dict, models) -> dict[int, ImageResult]:
     return done
 
 
-def result_shape(models) -> tuple[int, dict[str, int]]:
-    """What a stored result of ``models`` must hold: the number of detector scores and, per
-    attribution model, its number of logits."""
-    detectors, attributors = split_models(models)
-    return len(detectors), {m.name: m.detector.num_outputs for m in attributors}
-
-
-def parse_result(line: str, n_detectors: int, widths: dict[str, int]) -> ImageResult:
-    """One line written by ``result_line``; ValueError (or KeyError, TypeError) when it is
-    torn or holds the wrong number of scores."""
-    row = json.loads(line)
-    scores = _array(row["scores"])
-    logits = {name: _array(values) for name, values in row.get("logits", {}).items()}
-    if scores.shape != (n_detectors,) or {n: v.size for n, v in logits.items()} != widths:
-        raise ValueError("wrong number of scores")
-    index = int(row["index"])
-    provenance = row.get("provenance")
-    provenance = (str(provenance[0]), str(provenance[1])) if provenance else None
-    facts = tuple(_array(row["facts"])) if row.get("facts") else None
-    if facts is not None and len(facts) != 3:
-        raise ValueError("wrong image facts")
-    video = _video(row["video"], n_detectors) if row.get("video") else None
-    return ImageResult(index, scores, str(row["error"]), logits, provenance=provenance,
-                       facts=facts, video=video)  # fmt: skip
-
-
-def _video(stored: dict, n_detectors: int) -> VideoResult:
-    times = _array(stored["times"])
-    frame_scores = np.array([_array(row) for row in stored["frame_scores"]], dtype=float)
-    if frame_scores.shape != (len(times), n_detectors):
-        raise ValueError("wrong number of frame scores")
-    temporal = stored["temporal"]
-    return VideoResult(times, frame_scores, float(stored["duration_s"]),
-                       float("nan") if temporal is None else float(temporal))  # fmt: skip
-
-
-def result_line(filename: str, result: ImageResult) -> str:
-    """One result as a JSON line (NaN as null)."""
-    row = {"index": result.index, "filename": filename, "scores": _json_list(result.scores)}
-    if result.logits:
-        row["logits"] = {name: _json_list(v) for name, v in result.logits.items()}
-    if result.provenance:
-        row["provenance"] = list(result.provenance)
-    if result.facts:
-        row["facts"] = _json_list(np.asarray(result.facts, dtype=float))
-    if result.video is not None:
-        video = result.video
-        row["video"] = {
-            "times": _json_list(video.times),
-            "frame_scores": [_json_list(frame) for frame in video.frame_scores],
-            "duration_s": float(video.duration_s),
-            "temporal": _json_list(np.array([video.temporal]))[0],
-        }
-    row["error"] = result.error
-    return json.dumps(row, ensure_ascii=False) + "\n"
-
-
-def _array(values) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values], dtype=float)
-
-
-def _json_list(values: np.ndarray) -> list:
-    return [None if not np.isfinite(v) else float(v) for v in values]
-
-
 class PartialWriter:
     """Appends results; each batch is flushed and fsynced."""
 
-    def __init__(self, path: Path, signature: dict, append: bool):
+    def __init__(self, path: Path, signature: dict, append: bool, columns: list | None = None):
+        """``columns``: the run's declared columns ([[name, kind], ...]), recorded in the
+        header beside the signature."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         if append:
             self._repair_tail()
         self._file = open(path, "a" if append else "w", encoding="utf-8")
         if not append:
-            self._file.write(json.dumps({"signature": signature}) + "\n")
+            header = {"signature": signature}
+            if columns is not None:
+                header["columns"] = columns
+            self._file.write(json.dumps(header) + "\n")
             self.flush()
 
     def _repair_tail(self) -> None:
@@ -168,7 +106,7 @@ class PartialWriter:
                 f.truncate(data.rfind(b"\n") + 1)
 
     def write(self, filename: str, result: ImageResult) -> None:
-        self._file.write(result_line(filename, result))
+        self._file.write(result.to_json(filename))
 
     def flush(self) -> None:
         self._file.flush()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from clipdet.options import RunOptions
-from clipdet.pipeline.infer import ImageResult
+from clipdet.pipeline.record import ImageResult
 from clipdet.pipeline.run import RunOutcome, open_partial, run_scoring
 
 
@@ -42,11 +42,12 @@ class EngineOptions:
 
 @dataclass
 class Route:
-    """Loaded models, resolved options and the scorer of a run (rows -> results in any order).
-    ``profile`` and ``map_writer`` are set on the local route when asked for."""
+    """Loaded models, resolved options, the run's paths and its scorer (rows -> results in any
+    order). ``profile`` and ``map_writer`` are set on the local route when asked for."""
 
     models: list
     options: RunOptions
+    paths: list[str]
     scores: Callable[[list[int]], Iterator[ImageResult]]
     block_rows: int | None = None  # None: the local partial file; 0: default-size blocks
     profile: object | None = None
@@ -72,7 +73,7 @@ def _local_route(names, weights_dir, options: RunOptions, paths, engine: EngineO
         found = iter_scores(models, paths, options, rows, map_writer is not None, profile)
         return map_writer.wrap(found, paths) if map_writer else found
 
-    return Route(models, options, scores, engine.block_rows, profile, map_writer)
+    return Route(models, options, paths, scores, engine.block_rows, profile, map_writer)
 
 
 def _ray_driver(names, weights_dir, options: RunOptions, engine: EngineOptions):
@@ -103,7 +104,7 @@ def _ray_route(names, weights_dir, options: RunOptions, paths, engine: EngineOpt
         results = cluster.iter_scores(preparer, models, weights_dir, paths, rows, options)
         return with_progress(results, len(rows), options.progress)
 
-    return Route(models, options, scores, engine.block_rows or 0)
+    return Route(models, options, paths, scores, engine.block_rows or 0)
 
 
 ROUTES = {"local": _local_route, "ray": _ray_route}
@@ -155,18 +156,18 @@ def open_route(
 def score_list(
     route: Route,
     filenames: Sequence[str],
-    paths: Sequence[str],
     out_path: str | None,
     fusion: str | None,
     resume: bool = False,
 ) -> RunOutcome:
-    """Score every row on ``route``, recording results beside ``out_path`` as they come (a
-    partial file or resumable blocks; nothing when None) and skipping, with ``resume``, what an
-    earlier run recorded. Raises before any work for a refused resume."""
-    done, writer = open_partial(out_path, paths, route.models, route.options, resume,
-                                route.block_rows)  # fmt: skip
-    outcome = run_scoring(route.models, filenames, paths, route.options, fusion, done, writer,
-                          route.scores, route.profile)  # fmt: skip
+    """Score every row of the route's paths (named ``filenames``), recording results beside
+    ``out_path`` as they come (a partial file or resumable blocks; nothing when None) and
+    skipping, with ``resume``, what an earlier run recorded. Raises before any work for a
+    refused resume."""
+    done, writer = open_partial(out_path, route.paths, route.models, route.options, resume,
+                                route.block_rows, fusion)  # fmt: skip
+    outcome = run_scoring(route.models, filenames, route.paths, route.options, fusion, done,
+                          writer, route.scores, route.profile)  # fmt: skip
     if route.map_writer is not None:
         route.map_writer.write_manifest(filenames)
     return outcome

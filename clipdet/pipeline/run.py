@@ -12,7 +12,8 @@ import pandas as pd
 from clipdet import storage
 from clipdet.options import RunOptions
 from clipdet.pipeline.blocks import BLOCK_ROWS, open_blocks
-from clipdet.pipeline.infer import ImageResult
+from clipdet.pipeline.extensions import run_extensions
+from clipdet.pipeline.record import ImageResult, ResultTable, TableLayout
 from clipdet.pipeline.resume import (
     PartialWriter,
     ResumeError,
@@ -20,7 +21,7 @@ from clipdet.pipeline.resume import (
     partial_path,
     run_signature,
 )
-from clipdet.pipeline.scoring import ResultTable, TableLayout, iter_scores
+from clipdet.pipeline.scoring import iter_scores
 
 logger = logging.getLogger(__name__)
 
@@ -40,36 +41,44 @@ class RunOutcome:
 
 
 def open_partial(
-    out_path, paths, models, options: RunOptions, resume: bool, block_rows: int | None = None
+    out_path,
+    paths,
+    models,
+    options: RunOptions,
+    resume: bool,
+    block_rows: int | None = None,
+    fusion: str | None = None,
 ):
     """(rows already scored, writer) for a run to ``out_path`` (None: no partial file). The
     local engine appends to a partial JSON-lines file; the Ray engine (``block_rows`` given,
-    0 for the default) and outputs at a URL write fixed blocks of rows (see blocks.py)."""
+    0 for the default) and outputs at a URL write fixed blocks of rows (see blocks.py). Both
+    record the run's declared columns (with ``fusion``) in their header."""
     if out_path is None:
         return {}, None
     signature = run_signature(paths, models) | options_signature(options)
+    columns = TableLayout.of(models, options, paths).header(fusion)
     if block_rows is not None or storage.is_url(out_path):
         rows = block_rows or BLOCK_ROWS
-        return open_blocks(str(out_path), signature, models, len(paths), resume, rows)
+        return open_blocks(str(out_path), signature, models, len(paths), resume, rows, columns)
     partial = partial_path(out_path)
     if resume and partial.exists():
-        return load_partial(partial, signature, models), PartialWriter(partial, signature, True)
+        writer = PartialWriter(partial, signature, True)
+        return load_partial(partial, signature, models), writer
     if partial.exists():
         raise ResumeError(
             f"an interrupted run left {partial}: add --resume to continue it, or delete it"
         )
-    return {}, PartialWriter(partial, signature, append=False)
+    return {}, PartialWriter(partial, signature, append=False, columns=columns)
 
 
 def options_signature(options: RunOptions) -> dict:
-    """The options that change what a row holds, as a resumed run must repeat them."""
+    """The options that change what a row holds, as a resumed run must repeat them: the
+    perturbation, a decoding other than exact and what each row extension records."""
     signature = {"perturb": [options.perturb, options.perturb_seed]}
     if options.decode != "exact":  # (absent for exact runs: older partial files stay valid)
         signature["decode"] = options.decode
-    if options.provenance:  # rows of a run without it lack the evidence
-        signature["provenance"] = True
-    if options.calibration:  # rows of a run without it lack the image facts
-        signature["image_facts"] = True
+    for ext in run_extensions(options):
+        signature |= ext.signature()
     return signature
 
 

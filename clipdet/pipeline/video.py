@@ -33,7 +33,10 @@ from clipdet.pipeline.images import MAX_IMAGE_PIXELS, ImageLoadError, read_image
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi")
+VIDEO_EXTENSIONS = (
+    ".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".m2ts", ".mts", ".ts",
+    ".3gp", ".wmv", ".flv", ".ogv", ".vob", ".mxf",
+)  # fmt: skip
 ANIMATED_EXTENSIONS = (".gif", ".webp", ".png", ".apng")
 ANIMATED_MODES = ("image", "video")  # an animated image: its first frame, or a video
 DEFAULT_FRAMES = 16
@@ -89,7 +92,8 @@ class FrameSampling:
         return [duration * (k + 0.5) / self.frames for k in range(self.frames)]
 
     def is_video(self, path: str) -> bool:
-        """Whether ``path`` is read as a video (by its extension)."""
+        """Whether ``path`` is read as a video by its extension (a file of another extension
+        that no image decoder reads is tried as a video too: ``prepare.Preparer``)."""
         suffix = _suffix(path)
         return suffix in VIDEO_EXTENSIONS or (
             self.animated == "video" and suffix in ANIMATED_EXTENSIONS
@@ -110,7 +114,7 @@ class VideoHeader:
     """What a video's container says: its duration (seconds) and the container's and
     stream's tags (encoder, handler names)."""
 
-    duration_s: float
+    duration: float
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -119,7 +123,7 @@ class VideoSample:
     """What the prepare stage sampled of a video: each frame's time and the duration."""
 
     times: tuple[float, ...]
-    duration_s: float
+    duration: float
 
 
 @dataclass
@@ -128,9 +132,13 @@ class SampledFrame:
     image: Image.Image  # RGB, upright as players show it
 
 
-def open_video(path: str, data: bytes | None, sampling: FrameSampling) -> "VideoReader":
-    """A reader of ``path`` (a local file or a URL; ``data``: its bytes, already read)."""
-    if _suffix(path) in ANIMATED_EXTENSIONS:
+def open_video(
+    path: str, data: bytes | None, sampling: FrameSampling, container: bool = False
+) -> "VideoReader":
+    """A reader of ``path`` (a local file or a URL; ``data``: its bytes, already read);
+    ``container``: read with PyAV whatever its extension (a file found to be a video by its
+    content)."""
+    if _suffix(path) in ANIMATED_EXTENSIONS and not container:
         return AnimatedImageReader(path, data, sampling)
     return PyAVReader(path, data, sampling)
 
@@ -278,7 +286,7 @@ class PyAVReader(VideoReader):
             yield from frames
 
     def frames(self) -> Iterator[SampledFrame]:
-        targets = self.sampling.targets(self.header.duration_s)
+        targets = self.sampling.targets(self.header.duration)
         stream = self.stream
         rate = float(stream.average_rate or stream.guessed_rate or 25)
         decoded = self._decoded()
@@ -377,7 +385,7 @@ class AnimatedImageReader(VideoReader):
         self.header = VideoHeader(total)
 
     def frames(self) -> Iterator[SampledFrame]:
-        targets = self.sampling.targets(self.header.duration_s)
+        targets = self.sampling.targets(self.header.duration)
         shown = -1
         try:
             for target in targets:

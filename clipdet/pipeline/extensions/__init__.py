@@ -1,0 +1,64 @@
+"""Row extensions: optional families of output columns beside the LLRs.
+
+An extension is one module that says, for its family of columns:
+
+- when it is on (``from_options``: from the run's options and, when known, its paths);
+- what the prepare stage computes for a row (``prepare_image``, ``prepare_video``; run in the
+  decoding worker, so the extension pickles and any engine runs it), and what it still reads
+  of a file whose pixels failed (``prepare_failed``);
+- how a video's frames fold into its row (``fold_frames``);
+- its columns with their kind (``columns``) and their values in a table (``table_columns``);
+- its JSON form in partial files and blocks (``to_json`` / ``from_json``);
+- what a resumed run must repeat (``signature``).
+
+The pipeline carries each row's values in ``record.extras`` (name -> value) and never looks
+inside them. Registered in the order their columns appear, before ``error``:
+
+    provenance   --provenance: the evidence tokens and the generator they name
+    facts        --calibration: width, height and JPEG quality read from the file's header
+    video        a video's summary: frames, duration_s, temporal, frame_max
+"""
+
+from collections.abc import Sequence
+
+from clipdet.pipeline.extensions.base import (  # noqa: F401 -- the protocol, from one place
+    FileSource,
+    Frames,
+    RowExtension,
+    VideoSource,
+)
+from clipdet.pipeline.extensions.image_facts import ImageFacts
+from clipdet.pipeline.extensions.provenance import ProvenanceEvidence
+from clipdet.pipeline.extensions.video_summary import VideoSummary
+
+EXTENSIONS: dict[str, type[RowExtension]] = {}
+
+
+def register_extension(cls: type[RowExtension]) -> type[RowExtension]:
+    """Add a row extension (a class decorator); its columns come after those registered
+    before it."""
+    if cls.name in EXTENSIONS and EXTENSIONS[cls.name] is not cls:
+        raise ValueError(f"a row extension named {cls.name!r} is already registered")
+    EXTENSIONS[cls.name] = cls
+    return cls
+
+
+def run_extensions(options, paths: Sequence[str] | None = None) -> tuple[RowExtension, ...]:
+    """The extensions a run with ``options`` on ``paths`` has on, in registration order."""
+    found = (cls.from_options(options, paths) for cls in EXTENSIONS.values())
+    return tuple(ext for ext in found if ext is not None)
+
+
+def readers() -> dict[str, RowExtension]:
+    """An instance of every registered extension, for reading stored values and naming
+    columns (``ExtensionClass()``), in registration order."""
+    return {name: cls() for name, cls in EXTENSIONS.items()}
+
+
+def known_columns() -> dict[str, str]:
+    """Every registered extension's column name -> kind (for tables from elsewhere)."""
+    return {c.name: c.kind for ext in readers().values() for c in ext.columns()}
+
+
+for _builtin in (ProvenanceEvidence, ImageFacts, VideoSummary):  # their column order
+    register_extension(_builtin)

@@ -1,0 +1,194 @@
+"""A whole scoring job, as ``clipdet score`` runs it and as ``clipdet.api.score_images`` runs
+it from Python: load the models on the chosen route, check the calibration, score (resuming
+what a partial file holds), add the calibrated verdicts, and write the output file, the frames
+file and the report. The command line only parses its flags and prints."""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS, VERDICT_COLUMN
+from clipdet.options import RunOptions
+from clipdet.pipeline.routes import EngineOptions, finish_profile, open_route, score_list
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("csv", "jsonl", "parquet", "table")
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """What a job scores and writes, resolved once: the ``models`` (names in ``weights_dir``),
+    how it computes (``options``; ``options.calibration`` also gives the verdicts) and where
+    (``engine``), the ``fusion`` of the detectors, the output file ``out`` (None: none) in
+    ``fmt`` (None: by its extension), ``resume`` an interrupted job to the same output,
+    the verdict ``threshold`` when there is no calibration, ``frames_out`` (one row per video
+    frame) and ``report`` (an HTML page; ``command``: the command line it shows)."""
+
+    models: tuple[str, ...]
+    weights_dir: str = "weights"
+    options: RunOptions = field(default_factory=RunOptions)
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    fusion: str | None = DEFAULT_FUSION
+    out: str | None = None
+    fmt: str | None = None
+    resume: bool = False
+    threshold: float = 0.0
+    frames_out: str | None = None
+    report: str | None = None
+    command: str = ""
+
+    def output_format(self) -> str:
+        if self.fmt is not None:
+            if self.fmt not in OUTPUT_FORMATS:
+                raise ValueError(f"unknown format {self.fmt!r}; valid: {', '.join(OUTPUT_FORMATS)}")
+            return self.fmt
+        if self.out is None:
+            return "csv"
+        from clipdet.files import table_format
+
+        return table_format(self.out)
+
+
+@dataclass
+class ScoreJob:
+    """What a job gives back: the output table (with calibrated verdicts when calibrated),
+    the run's outcome (``run.RunOutcome``: interrupted, failure, every row's record), the
+    calibration, the frames table (when written or reported) and the profile's report."""
+
+    table: pd.DataFrame
+    outcome: object
+    calibration: object | None = None
+    frames: pd.DataFrame | None = None
+    profile: str | None = None
+
+    @property
+    def detector_names(self) -> list[str]:
+        return self.outcome.results.detector_names
+
+
+def run_score_job(
+    request: ScoreRequest,
+    filenames: Sequence[str],
+    paths: Sequence[str],
+    labels: pd.DataFrame | None = None,
+) -> ScoreJob:
+    """Score ``paths`` (named ``filenames`` in the outputs; ``labels``: the input list's table,
+    for the report's metrics) as ``request`` says. An output file is written whatever happens
+    to the run (an interrupted one marks its unscored rows); the partial file it leaves is
+    resumed with ``resume``."""
+    calibration = _read_calibration(request.options)
+    route = open_route(request.models, request.weights_dir, request.options, paths,
+                       request.engine)  # fmt: skip
+    if calibration is not None:  # refused before any image is scored
+        from clipdet.evaluation.calibration_run import model_fingerprint
+
+        detectors = [m for m in route.models if m.attribution is None]
+        calibration.check_models({m.name: model_fingerprint(m) for m in detectors},
+                                 request.fusion)  # fmt: skip
+    outcome = score_list(route, filenames, request.out, request.fusion, request.resume)
+    table = outcome.table
+    if calibration is not None:  # every output format holds the three verdicts
+        from clipdet.evaluation.calibration import add_calibrated_verdicts
+
+        table = add_calibrated_verdicts(table, calibration)
+    names = outcome.results.detector_names
+    fmt = request.output_format()
+
+    def write() -> None:
+        if request.out is not None:
+            from clipdet import storage
+
+            storage.write_bytes(request.out, render_output(table, names, fmt, request.threshold))
+
+    profile = finish_profile(route, write)
+    job = ScoreJob(table, outcome, calibration, profile=profile)
+    if request.frames_out or request.report:
+        from clipdet.pipeline.extensions.video_summary import VideoSummary, frame_table
+
+        videos = outcome.results.extension_values(VideoSummary.name)
+        job.frames = frame_table(videos, filenames, names, request.fusion)
+    if request.frames_out:
+        from clipdet import storage
+        from clipdet.files import table_bytes, table_format
+
+        data = table_bytes(job.frames, table_format(request.frames_out))
+        storage.write_bytes(request.frames_out, data)
+    if request.report:
+        from clipdet.evaluation.html_report import ReportInputs, write_report
+
+        inputs = ReportInputs(outcome.table, list(paths), labels, request.engine.maps,
+                              request.threshold, command=request.command,
+                              fusion=request.fusion, calibration=calibration,
+                              frames=job.frames)  # fmt: skip
+        write_report(inputs, request.report)
+    return job
+
+
+def render_output(table: pd.DataFrame, names: Sequence[str], fmt: str, threshold: float) -> bytes:
+    """The output's bytes: CSV and Parquet hold the table as it is; JSON lines and the
+    terminal table add the verdict at ``threshold`` unless the table has calibrated ones."""
+    from clipdet.files import table_bytes
+    from clipdet.pipeline.results import add_verdicts, format_for_terminal
+
+    if fmt in ("table", "jsonl") and VERDICT_COLUMN not in table.columns:
+        table = add_verdicts(table, names, threshold)
+    if fmt == "table":
+        return (format_for_terminal(table) + "\n").encode()
+    return table_bytes(table, fmt)
+
+
+def _read_calibration(options: RunOptions):
+    if not options.calibration:
+        return None
+    from clipdet.evaluation.calibration import Calibration
+
+    return Calibration.load(options.calibration)
+
+
+def score_images(
+    paths: Sequence,
+    models: Sequence[str] = DEFAULT_MODELS,
+    weights_dir="weights",
+    *,
+    fusion: str | None = DEFAULT_FUSION,
+    options: RunOptions | None = None,
+    out: str | None = None,
+    resume: bool = False,
+    engine: str | EngineOptions = "local",
+    threshold: float = 0.0,
+    frames_out: str | None = None,
+    report: str | None = None,
+    filenames: Sequence[str] | None = None,
+    **fields,
+) -> pd.DataFrame:
+    """Score image and video files as ``clipdet score`` does, on the same route; returns the
+    output table: ``filename`` (``filenames``, default the paths), one LLR column per
+    detection model, ``fusion`` of those (unless ``fusion`` is None or "none"), the columns
+    of each attribution model and of each row extension, and ``error`` (empty when fine).
+
+    ``out`` writes it (CSV, Parquet or JSON lines by extension) and keeps a partial file while
+    scoring, which ``resume=True`` continues after an interruption; ``calibration="cal.yaml"``
+    adds the calibrated verdicts; ``engine`` "ray" (or an ``EngineOptions``) scores on Ray;
+    ``frames_out`` and ``report`` as the command's flags. ``fields`` are RunOptions fields, e.g.
+    ``score_images(paths, device="cpu", batch_size=8, provenance=True)``. Ctrl-C raises
+    KeyboardInterrupt once what was scored is on disk; an error that stops the run is
+    raised likewise."""
+    from dataclasses import replace
+
+    paths = [str(p) for p in paths]
+    if isinstance(engine, str):
+        engine = EngineOptions(engine=engine)
+    request = ScoreRequest(
+        tuple(models), str(weights_dir), replace(options or RunOptions(), **fields), engine,
+        fusion, None if out is None else str(out), None, resume, threshold,
+        None if frames_out is None else str(frames_out), None if report is None else str(report),
+    )  # fmt: skip
+    job = run_score_job(request, list(filenames) if filenames is not None else paths, paths)
+    if job.outcome.interrupted:
+        raise KeyboardInterrupt
+    if job.outcome.failure is not None:
+        raise job.outcome.failure
+    return job.table
