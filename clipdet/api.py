@@ -1,39 +1,46 @@
-"""The Python API in one import: ``from clipdet.api import score_images``."""
+"""The Python API in one import: ``from clipdet.api import score_images``.
 
-from clipdet.evaluation.attribution_metrics import evaluate_attribution
-from clipdet.evaluation.calibration import Calibration
-from clipdet.evaluation.calibration_run import calibrate
-from clipdet.models.factory import BackboneCache, LoadedModel, create_detector
-from clipdet.models.registry import parse_backbone, register_backbone
-from clipdet.pipeline.fusion import apply_fusion
-from clipdet.pipeline.scoring import iter_scores, load_models
-from clipdet.pipeline.video import FrameSampling, open_video
-from clipdet.scoring_job import ScoreJob, ScoreRequest, run_score_job, score_images
-from clipdet.training.attributor import train_attributor
-from clipdet.training.detector import train_detector
-from clipdet.training.splits import split_open_set
-from clipdet.training.sweep import sweep
+Each name is imported from its module when first used (PEP 562), so that scoring loads only
+what scoring needs: training, metrics and scikit-learn load with the functions that use them.
+"""
 
-__all__ = [
-    "BackboneCache",
-    "Calibration",
-    "FrameSampling",
-    "LoadedModel",
-    "ScoreJob",
-    "ScoreRequest",
-    "apply_fusion",
-    "calibrate",
-    "create_detector",
-    "evaluate_attribution",
-    "iter_scores",
-    "load_models",
-    "open_video",
-    "parse_backbone",
-    "register_backbone",
-    "run_score_job",
-    "score_images",
-    "split_open_set",
-    "sweep",
-    "train_attributor",
-    "train_detector",
-]
+import importlib
+
+_HOMES = {
+    "BackboneCache": "clipdet.models.factory",
+    "Calibration": "clipdet.evaluation.calibration",
+    "FrameSampling": "clipdet.pipeline.video",
+    "LoadedModel": "clipdet.models.factory",
+    "ScoreJob": "clipdet.scoring_job",
+    "ScoreRequest": "clipdet.scoring_job",
+    "apply_fusion": "clipdet.pipeline.fusion",
+    "calibrate": "clipdet.evaluation.calibration_run",
+    "create_detector": "clipdet.models.factory",
+    "evaluate_attribution": "clipdet.evaluation.attribution_metrics",
+    "iter_scores": "clipdet.pipeline.scoring",
+    "load_models": "clipdet.pipeline.scoring",
+    "open_video": "clipdet.pipeline.video",
+    "parse_backbone": "clipdet.models.registry",
+    "register_backbone": "clipdet.models.registry",
+    "register_extension": "clipdet.pipeline.extensions",
+    "run_score_job": "clipdet.scoring_job",
+    "score_images": "clipdet.scoring_job",
+    "split_open_set": "clipdet.training.splits",
+    "sweep": "clipdet.training.sweep",
+    "train_attributor": "clipdet.training.attributor",
+    "train_detector": "clipdet.training.detector",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'clipdet.api' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -57,3 +57,34 @@ def test_calibration_folds_into_coef_and_intercept():
 def test_bad_labels(y, message):
     with pytest.raises(ValueError, match=message):
         LinearSVMHead().fit(np.random.default_rng(0).normal(size=(4, 3)), np.array(y))
+
+
+@pytest.mark.parametrize("n, dim", [(60, 16), (120, 300)], ids=["n > dim", "n < dim"])
+def test_the_exact_solver_finds_liblinears_optimum(n, dim):
+    """The dual solved exactly is the problem LinearSVC solves: at a tight tolerance liblinear
+    converges to the same decision values, at every C of the grid and with unequal classes."""
+    from sklearn.svm import LinearSVC
+
+    from clipdet.models.heads import ExactSquaredHingeSVM
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(n) < 0.35).astype(int)
+    X = rng.normal(size=(n, dim)) + 0.8 * y[:, None] * rng.normal(size=dim)
+    exact = ExactSquaredHingeSVM(X, y)
+    train, test = np.arange(0, n, 3), np.setdiff1d(np.arange(n), np.arange(0, n, 3))
+    for C in (1e-3, 1e-1, 10.0, 1e3):
+        tight = LinearSVC(C=C, class_weight="balanced", tol=1e-10, max_iter=10**6)
+        expected = tight.fit(X[train], y[train]).decision_function(X[test])
+        got = exact.held_out(train, test, C)
+        np.testing.assert_allclose(got, expected, atol=1e-6 * max(1.0, np.abs(expected).max()))
+
+
+def test_a_head_fitted_exactly_gives_the_liblinear_heads_llrs_and_c():
+    X, y = _blobs(n=200, dim=64, shift=0.6, seed=4)
+    default = LinearSVMHead().fit(X, y)
+    exact = LinearSVMHead(solver="exact").fit(X, y)
+    assert exact.C_ == default.C_
+    np.testing.assert_allclose(exact.decision_function(X), default.decision_function(X),
+                               atol=1e-3)  # fmt: skip
+    with pytest.raises(ValueError, match="unknown solver 'newton'; valid: liblinear, exact"):
+        LinearSVMHead(solver="newton").fit(X, y)

@@ -258,3 +258,25 @@ def test_label_errors(files, typs, message, capsys):
 def test_unknown_metric_on_the_command_line(files, capsys):
     assert cli.main(["-i", str(files[0]), "-o", str(files[1]), "--metrics", "auroc"]) == 2
     assert "valid choices: auc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["auc", "acc", "pd_fpr1", "pd_fpr5"])
+def test_batched_bootstrap_gives_the_loops_values(name):
+    """The batched metrics equal sklearn's per resample (ties, an FPR budget of 0 and more)."""
+    rng = np.random.default_rng(2)
+    label = np.repeat([0, 1], [120, 80])
+    score = np.round(rng.normal(size=200) + label, 1)  # rounded: many ties
+    metric = METRICS[name]
+    assert hasattr(metric, "batched")
+    real, fake = np.flatnonzero(label == 0), np.flatnonzero(label == 1)
+    reals = np.stack([rng.choice(real, real.size) for _ in range(50)])
+    fakes = np.stack([rng.choice(fake, fake.size) for _ in range(50)])
+    batched = metric.batched(score[reals], score[fakes])
+    looped = [
+        metric(label[np.r_[r, f]], score[np.r_[r, f]]) for r, f in zip(reals, fakes, strict=True)
+    ]
+    np.testing.assert_allclose(batched, looped, atol=1e-12)
+    plain = lambda lab, s: metric(lab, s)  # noqa: E731 -- the same metric without its batched form
+    assert bootstrap_interval(metric, label, score, 0.9, n_boot=100) == pytest.approx(
+        bootstrap_interval(plain, label, score, 0.9, n_boot=100), abs=1e-12
+    )

@@ -93,7 +93,12 @@ def test_networks_import_nothing_from_clipdet_and_the_clis_start_light():
         loaded = _imported_after(f"import {cli}")
         assert {"torch", "open_clip", "pandas"}.isdisjoint(loaded), cli
     assert "torch" not in _imported_after("import clipdet")
-    assert "torch" in _imported_after("import clipdet.api")
+    assert "torch" not in _imported_after("import clipdet.api")  # names load when used
+    scoring = _imported_after("from clipdet.api import score_images; import clipdet.pipeline.run")
+    assert {"torch", "open_clip", "clipdet.pipeline.scoring"} <= scoring
+    heavy = ("sklearn", "scipy.stats", "matplotlib", "clipdet.training", "clipdet.evaluation")
+    assert not {m for m in scoring if m.startswith(heavy)}  # what scoring does not need
+    assert "sklearn" in _imported_after("from clipdet.api import train_detector")
 
 
 def test_pyproject_dependencies_are_requirements_txt():

@@ -33,6 +33,41 @@ def balanced_accuracy(label: np.ndarray, score: np.ndarray) -> float:
     return float(skm.balanced_accuracy_score(label, score > 0))
 
 
+def roc_auc(label: np.ndarray, score: np.ndarray) -> float:
+    return float(skm.roc_auc_score(label, score))
+
+
+# Batched forms of some metrics for the bootstrap: (real scores [B, n0], fake scores [B, n1])
+# of B resamples -> [B] values, each equal to the metric on that resample.
+
+
+def _batched_auc(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
+    """Mann-Whitney: the fakes' mean rank among both (ties at their mean rank)."""
+    from scipy.stats import rankdata
+
+    n0, n1 = real.shape[1], fake.shape[1]
+    ranks = rankdata(np.concatenate([real, fake], axis=1), axis=1)[:, n0:]
+    return (ranks.sum(axis=1) - n1 * (n1 + 1) / 2) / (n0 * n1)
+
+
+def _batched_balanced_accuracy(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
+    return ((real <= 0).mean(axis=1) + (fake > 0).mean(axis=1)) / 2
+
+
+def _batched_detection_at_fpr(max_fpr: float):
+    def pd_at(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
+        """The fakes above the (k+1)-th largest real score, k the most false positives the
+        rate allows (as roc_curve's rates compare with it)."""
+        n0 = real.shape[1]
+        k = int(np.flatnonzero(np.arange(n0 + 1) / n0 <= max_fpr + 1e-12).max())
+        if k >= n0:
+            return np.ones(len(real))
+        cut = -np.partition(-real, k, axis=1)[:, k]  # the (k+1)-th largest per row
+        return (fake > cut[:, None]).mean(axis=1)
+
+    return pd_at
+
+
 def accuracy_real(label: np.ndarray, score: np.ndarray) -> float:
     """Share of real images called real (score <= 0) at threshold 0."""
     return float(np.mean(score[label == 0] <= 0))
@@ -55,12 +90,14 @@ def equal_error_rate(label: np.ndarray, score: np.ndarray) -> float:
 
 
 def detection_at_fpr(max_fpr: float) -> Callable[[np.ndarray, np.ndarray], float]:
-    """Pd (TPR) at the best threshold whose false-positive rate does not exceed ``max_fpr``."""
+    """Pd (TPR) at the best threshold whose false-positive rate does not exceed ``max_fpr``
+    (every threshold: roc_curve's dropped points can be the best one when scores tie)."""
 
     def pd_at(label: np.ndarray, score: np.ndarray) -> float:
-        fpr, tpr, _ = skm.roc_curve(label, score)
+        fpr, tpr, _ = skm.roc_curve(label, score, drop_intermediate=False)
         return float(np.max(tpr[fpr <= max_fpr + 1e-12]))
 
+    pd_at.batched = _batched_detection_at_fpr(max_fpr)
     return pd_at
 
 
@@ -88,7 +125,7 @@ def expected_calibration_error(label: np.ndarray, score: np.ndarray) -> float:
 
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "auc": lambda label, score: float(skm.roc_auc_score(label, score)),
+    "auc": roc_auc,
     "acc": balanced_accuracy,
     "ap": lambda label, score: float(skm.average_precision_score(label, score)),
     "eer": equal_error_rate,
@@ -101,6 +138,10 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "cllr": cllr,
     "ece": expected_calibration_error,
 }
+
+
+roc_auc.batched = _batched_auc
+balanced_accuracy.batched = _batched_balanced_accuracy
 
 
 def parse_metric_names(spec: str) -> list[str]:
@@ -123,15 +164,23 @@ def bootstrap_interval(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile interval of ``metric`` over resamples drawn within each class (so every
-    resample has both classes); a fixed seed makes it reproducible."""
+    resample has both classes); a fixed seed makes it reproducible. A metric with a
+    ``batched`` form computes every resample at once (the same values)."""
     if not 0 < level < 1:
         raise ValueError(f"confidence level must be in (0, 1), got {level}")
     rng = np.random.default_rng(seed)
     real, fake = np.flatnonzero(label == 0), np.flatnonzero(label == 1)
-    values = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = np.concatenate([rng.choice(real, real.size), rng.choice(fake, fake.size)])
-        values[b] = metric(label[idx], score[idx])
+    draws = [(rng.choice(real, real.size), rng.choice(fake, fake.size)) for _ in range(n_boot)]
+    batched = getattr(metric, "batched", None)
+    if batched is not None and n_boot:
+        reals = np.stack([r for r, _ in draws])
+        fakes = np.stack([f for _, f in draws])
+        values = batched(score[reals], score[fakes])
+    else:
+        values = np.empty(n_boot)
+        for b, (r, f) in enumerate(draws):
+            idx = np.concatenate([r, f])
+            values[b] = metric(label[idx], score[idx])
     alpha = (1 - level) / 2
     low, high = np.nanquantile(values, [alpha, 1 - alpha])
     return float(low), float(high)

@@ -9,7 +9,6 @@ default) of known-class validation images is accepted.
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp, softmax
 
 from clipdet.constants import ATTRIBUTION_TASK
 
@@ -20,11 +19,15 @@ UNKNOWN_SCORE_SUFFIX = "_unknown_score"
 
 def max_softmax_unknown_score(logits: np.ndarray) -> np.ndarray:
     """1 - max softmax probability (Hendrycks & Gimpel, 2017): 0 when one class takes all."""
+    from scipy.special import softmax  # (scipy loads when an attribution model is used)
+
     return 1.0 - softmax(logits, axis=1).max(axis=1)
 
 
 def energy_unknown_score(logits: np.ndarray) -> np.ndarray:
     """Energy -logsumexp(logits) (Liu et al., 2020): low when some class has a large logit."""
+    from scipy.special import logsumexp
+
     return -logsumexp(logits, axis=1)
 
 
@@ -155,6 +158,8 @@ def attribution_columns(name: str, spec: AttributionSpec, logits: np.ndarray) ->
     unknown_score = np.full(len(logits), np.nan)
     label = np.full(len(logits), "", dtype=object)
     if ok.any():
+        from scipy.special import softmax
+
         probs[ok] = softmax(logits[ok], axis=1)
         confidence[ok] = probs[ok].max(axis=1)
         unknown_score[ok] = spec.rule.unknown_score(logits[ok])

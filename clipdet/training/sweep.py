@@ -26,6 +26,8 @@ from clipdet.training.features import LabelledImages, feature_config, read_label
 
 logger = logging.getLogger(__name__)
 
+# Heads fitted on up to this many images use the exact solver (an n x n Gram matrix).
+EXACT_SOLVER_ROWS = 3000
 # The figures of each row, computed on the out-of-fold LLRs, with bootstrap intervals.
 FIGURES = {"auc": "auc", "bacc": "acc", "tpr_at_fpr1": "pd_fpr1"}
 COLUMNS = [
@@ -149,7 +151,9 @@ def _warn_skipped(backbone, images: LabelledImages, errors, usable) -> None:
 
 def _out_of_fold_llrs(X, y, usable, folds: int, C) -> np.ndarray:
     """Each usable image's LLR from a head (the trainer's: C cross-validated within the
-    training folds, calibrated) fitted on the other folds; stratified, seeded folds."""
+    training folds, calibrated; solved exactly up to ``EXACT_SOLVER_ROWS`` training images,
+    which gives liblinear's figures to 1e-3 in a fraction of the time) fitted on the other
+    folds; stratified, seeded folds."""
     oof = np.full(len(y), np.nan)
     rows = np.flatnonzero(usable)
     counts = np.bincount(y[rows], minlength=2)
@@ -163,11 +167,17 @@ def _out_of_fold_llrs(X, y, usable, folds: int, C) -> np.ndarray:
     heads_logger.setLevel(logging.WARNING)  # each fold's C grid is not news
     try:
         for train, test in splits:
-            head = LinearSVMHead(C=C).fit(X[rows[train]], y[rows[train]])
+            head = LinearSVMHead(C=C, solver=_solver(len(train))).fit(
+                X[rows[train]], y[rows[train]]
+            )
             oof[rows[test]] = head.decision_function(X[rows[test]])
     finally:
         heads_logger.setLevel(level)
     return oof
+
+
+def _solver(rows: int) -> str:
+    return "exact" if rows <= EXACT_SOLVER_ROWS else "liblinear"
 
 
 def _figures(y, llr, ci: float, n_boot: int) -> dict:
