@@ -1,6 +1,6 @@
 """The README's attribution example, end to end through the command-line front ends: generated
 images whose classes differ in colour, blur, noise and texture (tests/test_attribution.py), a
-tiny random-weight ViT (tests/conftest.py), split.py -> train.py (energy and msp rules) ->
+tiny random-weight ViT (tests/helpers.py), split.py -> train.py (energy and msp rules) ->
 main.py -> compute_metrics.py --task attribution. It shows the protocol and its tables, not
 accuracy on real generators.
 
@@ -18,7 +18,7 @@ from common import REPO
 
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import TINY_BACKBONE, TINY_CONFIG, TINY_MODEL  # noqa: E402
+from helpers import TINY_BACKBONE, TINY_CONFIG, TINY_MODEL  # noqa: E402
 from test_attribution import HELD_OUT, KNOWN, write_list  # noqa: E402
 
 import compute_metrics  # noqa: E402

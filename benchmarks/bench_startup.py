@@ -51,8 +51,10 @@ def main() -> None:
         median = statistics.median(values)
         print(f"  {name:38s} {median:6.2f} ({min(values):.2f}-{max(values):.2f})  "
               f"{median - floor:+.2f} over the floor")  # fmt: skip
-    print(f"  modules a scoring run does not load: {', '.join(HEAVY)}; loaded: "
-          f"{', '.join(loaded_heavy(CASES['clipdet scoring path'])) or 'none'}")
+    print(
+        f"  modules a scoring run does not load: {', '.join(HEAVY)}; loaded: "
+        f"{', '.join(loaded_heavy(CASES['clipdet scoring path'])) or 'none'}"
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def whole_sweep(work: Path, layers: str) -> float:
 
     import open_clip
     import torch
-    from conftest import TINY_CONFIG, TINY_MODEL
+    from helpers import TINY_CONFIG, TINY_MODEL
 
     from clipdet.cli import main as clipdet
 

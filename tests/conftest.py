@@ -1,36 +1,32 @@
-"""Shared fixtures: a tiny random-weight open_clip ViT registered with open_clip and clipdet, its
-checkpoint, detector folders in the reference layout, and small generated images."""
+"""Fixtures: the tiny random-weight open_clip ViT and timm ViT (registered, as checkpoints),
+detector folders in the reference layout, generated images, loopback HTTP and S3 servers, a
+local Ray instance and headless Chromium. Plain helpers are in helpers.py."""
 
 import http.server
 import json
 import os
-import shutil
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import open_clip
-import pandas as pd
 import pytest
 import timm
 import torch
-import yaml
-from PIL import Image, ImageFilter
+from helpers import (
+    CHROMIUM,
+    TIMM_MODEL,
+    TINY_BACKBONE,
+    TINY_CONFIG,
+    TINY_MODEL,
+    WORKER_ENV,
+    clip_config,
+    clip_head_state,
+    make_image,
+    resnet_state,
+    write_model_folder,
+)
 
 from clipdet.models.registry import register_backbone
-
-TINY_MODEL = "clipdet-test-tiny-vit"
-TINY_BACKBONE = "tinyvit"
-TINY_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32, "head_width": 32},
-    "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1},
-}
-TINY_WIDTH = TINY_CONFIG["vision_cfg"]["width"]
-
-
-TIMM_MODEL = "test_vit"  # timm's own test ViT: 160 px, 6 blocks, 64-d, a class token
 
 
 @pytest.fixture(scope="session")
@@ -56,45 +52,6 @@ def tiny_clip_checkpoint(tmp_path_factory) -> Path:
     path = folder / "open_clip_pytorch_model.bin"
     torch.save(model.state_dict(), path)
     return path
-
-
-def write_model_folder(weights_dir: Path, name: str, config: dict, state: dict) -> Path:
-    folder = weights_dir / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    torch.save({"model": state}, folder / config.get("weights_file", "weights.pth"))
-    return folder
-
-
-def clip_head_state(seed: int, dim: int = TINY_WIDTH, prefix: str = "") -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        f"{prefix}fc.weight": torch.randn(1, dim, generator=g) * 3,
-        f"{prefix}fc.bias": torch.randn(1, generator=g),
-    }
-
-
-def clip_config(name: str, next_to_last: bool = True) -> dict:
-    arch = "opencliplinearnext_" if next_to_last else "opencliplinear_"
-    return {
-        "arch": arch + TINY_BACKBONE,
-        "model_name": name,
-        "norm_type": "clip",
-        "patch_size": "Clip224",
-        "weights_file": "weights.pth",
-    }
-
-
-def resnet_state(seed: int) -> dict:
-    torch.manual_seed(seed)
-    from torchvision.models import resnet50
-
-    model = resnet50(num_classes=1)
-    for m in model.modules():  # non-trivial BatchNorm statistics
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.state_dict()
 
 
 @pytest.fixture(scope="session")
@@ -123,17 +80,6 @@ def weights_dir(tmp_path_factory, tiny_clip_checkpoint) -> Path:
         resnet_state(4),
     )
     return root
-
-
-def make_image(path: Path, size=(48, 40), seed: int = 0, mode: str = "RGB", **save_kwargs) -> Path:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-    image = Image.fromarray(pixels)
-    if mode != "RGB":
-        image = image.convert(mode)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, **save_kwargs)
-    return path
 
 
 @pytest.fixture
@@ -186,9 +132,6 @@ def s3_server():
             os.environ[key] = value
 
 
-REPO = Path(__file__).resolve().parent.parent
-
-
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` are collected everywhere and skipped where there is no GPU."""
     if torch.cuda.is_available():
@@ -197,79 +140,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
-
-
-def main_command(checkpoint: Path, *args: str) -> list[str]:
-    """argv running main.py as a script in a fresh interpreter, with the tiny backbone
-    registered first (it exists only once registered)."""
-    import sys
-
-    config_json = checkpoint.parent / f"{TINY_MODEL}.json"
-    launcher = (
-        "import runpy, sys, open_clip; from clipdet.models.registry import register_backbone; "
-        f"open_clip.add_model_config({str(config_json)!r}); "
-        f"register_backbone({TINY_BACKBONE!r}, {TINY_MODEL!r}); "
-        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-    )
-    return [
-        sys.executable,
-        "-c",
-        launcher,
-        str(REPO / "main.py"),
-        *args,
-        "--backbone_weights",
-        str(checkpoint),
-        "--device",
-        "cpu",
-    ]
-
-
-@contextmanager
-def ctrl_c_after(monkeypatch, module, rows: int):
-    """Within the block, ``module.iter_scores`` (as a run calls it) stops with Ctrl-C once it
-    has yielded ``rows`` results; the real one is back after the block."""
-    real = module.iter_scores
-
-    def stopping(*args, **kwargs):
-        for count, result in enumerate(real(*args, **kwargs)):
-            if count == rows:
-                raise KeyboardInterrupt
-            yield result
-
-    monkeypatch.setattr(module, "iter_scores", stopping)
-    try:
-        yield
-    finally:
-        monkeypatch.setattr(module, "iter_scores", real)
-
-
-def local_run_args(checkpoint: Path, weights_dir: Path | None = None, models: str | None = None):
-    """Flags every in-process CLI run shares: the tiny backbone's checkpoint, CPU, no worker
-    processes, quiet; plus the weights folder and models when given."""
-    args = [] if weights_dir is None else ["-w", str(weights_dir)]
-    args += [] if models is None else ["-m", models]
-    return [*args, "--backbone_weights", str(checkpoint), "-d", "cpu", "--num_workers", "0", "-q"]
-
-
-def train_args(csv: Path, weights_dir: Path, name: str, checkpoint: Path, arch: str) -> list[str]:
-    """train.py flags for a head on the tiny backbone."""
-    return ["-i", str(csv), "-n", name, "--arch", arch, *local_run_args(checkpoint, weights_dir)]
-
-
-def count_forward_passes(monkeypatch) -> list[int]:
-    """Images through a ViT's patch embedding (its only Conv2d), one entry per backbone pass.
-    Counted below the module boundary so that every kind of pass is seen: plain forward,
-    block-feature passes (forward_layers) and passes stopped early."""
-    calls = []
-    original = torch.nn.Module.__call__
-
-    def spy(self, *args, **kwargs):
-        if isinstance(self, torch.nn.Conv2d):
-            calls.append(args[0].shape[0])
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.Module, "__call__", spy)
-    return calls
 
 
 @pytest.fixture
@@ -294,9 +164,6 @@ def http_root(tmp_path):
     server.server_close()
 
 
-WORKER_ENV = {"HF_HUB_OFFLINE": "1", "CLIPDET_WEIGHTS_BASE_URL": "http://127.0.0.1:9"}
-
-
 @pytest.fixture(scope="module")
 def ray_instance(s3_server):  # noqa: ARG001 -- its settings must exist before Ray starts
     """A local Ray instance for this module; workers see the loopback S3 server's settings."""
@@ -310,41 +177,6 @@ def ray_instance(s3_server):  # noqa: ARG001 -- its settings must exist before R
     )
     yield
     ray.shutdown()
-
-
-def make_pair_image(path, kind: str, seed: int):
-    """Real: smooth, warm, low noise. Synthetic: cooler and with strong high-frequency noise."""
-    rng = np.random.default_rng(seed)
-    h, w = rng.integers(60, 120, 2)
-    y, x = np.mgrid[0:h, 0:w] / 100.0
-    base = np.stack([0.6 + 0.2 * np.sin(3 * x + seed), 0.4 + 0.2 * y, 0.3 + 0 * x], -1)
-    if kind == "real":
-        pixels = base + rng.normal(0, 0.01, base.shape)
-    else:
-        pixels = base[..., ::-1] + rng.normal(0, 0.15, base.shape)
-    image = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
-    if kind == "real":
-        image = image.filter(ImageFilter.GaussianBlur(1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
-
-
-def make_list(folder, name, n_per_class, seed0, extra_rows=()):
-    rows = []
-    for i in range(n_per_class):
-        for kind in ("real", "fake"):
-            rel = f"{name}/{kind}_{i}.png"
-            make_pair_image(folder / rel, kind, seed0 + 2 * i + (kind == "fake"))
-            rows.append((rel, "real" if kind == "real" else "gen_x"))
-    rows.extend(extra_rows)
-    csv = folder / f"{name}.csv"
-    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(csv, index=False)
-    return csv
-
-
-# Debian's chromium, driven by Playwright (the report's browser tests; make test installs it)
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")

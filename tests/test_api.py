@@ -3,7 +3,7 @@ calibration, provenance, videos, the Ray engine's options) and equals `clipdet s
 
 import pandas as pd
 import pytest
-from conftest import ctrl_c_after, local_run_args, make_image
+from helpers import ctrl_c_after, local_run_args, make_image
 
 import main as cli
 from clipdet.api import calibrate, score_images

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import (
+from helpers import (
     TINY_BACKBONE,
     TINY_CONFIG,
     TINY_MODEL,

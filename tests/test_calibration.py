@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import local_run_args, write_model_folder
+from helpers import local_run_args, write_model_folder
 from PIL import Image
 from scipy.stats import binomtest
 

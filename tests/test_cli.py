@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, TINY_BACKBONE, TINY_MODEL, local_run_args, make_image
+from helpers import REPO, TINY_BACKBONE, TINY_MODEL, local_run_args, make_image
 
 import main as main_script
 from clipdet import __version__
@@ -115,7 +115,7 @@ def test_clipdet_score_writes_what_main_py_writes(
 
 
 def test_models_lists_known_and_local_models_with_their_state(tmp_path, capsys):
-    from conftest import clip_config, clip_head_state, write_model_folder
+    from helpers import clip_config, clip_head_state, write_model_folder
 
     write_model_folder(tmp_path, "mine", clip_config("mine"), clip_head_state(1))
     (tmp_path / "broken").mkdir()

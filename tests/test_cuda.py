@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import local_run_args, make_image
+from helpers import local_run_args, make_image
 
 import main as cli
 from clipdet.api import score_images

@@ -223,7 +223,7 @@ def test_shipped_synthwildx_list_has_the_papers_2000_images():
 def test_a_run_with_every_image_missing_names_the_download_command(
     tmp_path, weights_dir, tiny_clip_checkpoint, capsys
 ):
-    from conftest import local_run_args
+    from helpers import local_run_args
 
     import compute_metrics as metrics_cli
     import main as main_cli
@@ -296,7 +296,7 @@ def test_reproduce_runs_end_to_end_on_loopback_datasets(
 ):
     import shutil
 
-    from conftest import TINY_BACKBONE
+    from helpers import TINY_BACKBONE
 
     import reproduce
 

@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 FIRST_PARTY = ("clipdet", "networks")

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, local_run_args, main_command, make_image
+from helpers import REPO, local_run_args, main_command, make_image
 
 import main as cli
 from clipdet.pipeline.inputs import collect_images

@@ -5,7 +5,7 @@ import open_clip
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_MODEL, local_run_args, make_image
+from helpers import TINY_MODEL, local_run_args, make_image
 
 import main as cli
 from clipdet.api import score_images

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import make_image
+from helpers import make_image
 from PIL import Image
 
 from clipdet.pipeline import images

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, local_run_args, main_command, make_image
+from helpers import REPO, local_run_args, main_command, make_image
 from PIL import Image
 
 import main as cli

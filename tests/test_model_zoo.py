@@ -15,7 +15,7 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import (
+from helpers import (
     TINY_BACKBONE,
     TINY_CONFIG,
     TINY_MODEL,
@@ -106,7 +106,7 @@ def write_zoo(root) -> tuple[dict, dict]:
     on the tiny CLIP tower (its published layout: ``weight``, ``bias`` at the top level), a
     normalised-feature head on the same tower and crop, and a ResNet detector. Returns the
     B-Free states and UnivFD's head."""
-    from conftest import resnet_state
+    from helpers import resnet_state
 
     states = {"bfree_small": bfree_state(1, SMALL), "bfree_504": bfree_state(2, 504)}
     for name, size in (("bfree_small", SMALL), ("bfree_504", 504)):

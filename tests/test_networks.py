@@ -4,7 +4,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from conftest import TINY_BACKBONE, TINY_CONFIG, TINY_MODEL, TINY_WIDTH, make_image
+from helpers import TINY_BACKBONE, TINY_CONFIG, TINY_MODEL, TINY_WIDTH, make_image
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.models import resnet50
@@ -162,7 +162,7 @@ def test_unknown_arch_and_backbone_are_clear_errors():
 
 
 def test_wrong_head_shape_is_a_clear_error(weights_dir, tiny_clip_checkpoint, tmp_path):
-    from conftest import clip_config, clip_head_state, write_model_folder
+    from helpers import clip_config, clip_head_state, write_model_folder
 
     write_model_folder(tmp_path, "bad", clip_config("bad"), clip_head_state(0, dim=TINY_WIDTH + 1))
     with pytest.raises(ValueError, match=r"fc.weight has shape \(1, 65\)"):

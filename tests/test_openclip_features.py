@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import TINY_MODEL
+from helpers import TINY_MODEL
 
 from clipdet.models.backbones import create_openclip_features, resolve_checkpoint
 from clipdet.models.registry import register_backbone

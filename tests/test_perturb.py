@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import local_run_args, make_image
+from helpers import local_run_args, make_image
 from PIL import Image
 
 import compute_metrics as metrics_cli

@@ -14,7 +14,7 @@ import timm
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import (
+from helpers import (
     TIMM_MODEL,
     TINY_MODEL,
     count_forward_passes,
@@ -353,7 +353,7 @@ def test_an_interrupted_probe_run_resumes_to_the_same_file(
 
 
 def test_an_attribution_model_on_a_probes_features(tmp_path, backbones):
-    from conftest import make_pair_image
+    from helpers import make_pair_image
 
     rows = []
     for i in range(6):

@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import local_run_args
+from helpers import local_run_args
 
 import main as cli
 

@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ctrl_c_after, local_run_args
+from helpers import ctrl_c_after, local_run_args
 from PIL import Image
 
 import compute_metrics as metrics_cli

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
-from conftest import TINY_BACKBONE, local_run_args, main_command, make_image, train_args
+from helpers import TINY_BACKBONE, local_run_args, main_command, make_image, train_args
 
 import main as cli
 import train as train_cli

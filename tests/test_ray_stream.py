@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import local_run_args, main_command, make_image
+from helpers import local_run_args, main_command, make_image
 
 import main as cli
 from clipdet.files import read_scores_folder, read_table

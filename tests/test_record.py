@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ctrl_c_after, make_image
+from helpers import ctrl_c_after, make_image
 
 from clipdet.api import score_images
 from clipdet.pipeline import columns as kinds

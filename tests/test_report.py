@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import local_run_args, make_image
+from helpers import local_run_args, make_image
 
 import main as cli
 import report as report_cli

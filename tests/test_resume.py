@@ -4,7 +4,7 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import ctrl_c_after, local_run_args, make_image
+from helpers import ctrl_c_after, local_run_args, make_image
 
 import main as cli
 from clipdet.pipeline import scoring as run_module  # the local route scores with it

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
+from helpers import make_image
 from torchvision.models import resnet50
 
 from clipdet.api import score_images

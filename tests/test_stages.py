@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import open_clip.constants as oc
 import pytest
-from conftest import REPO, TINY_BACKBONE, TINY_MODEL, make_image
+from helpers import REPO, TINY_BACKBONE, TINY_MODEL, make_image
 
 from clipdet import constants
 from clipdet.options import RunOptions

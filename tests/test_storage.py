@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import local_run_args, make_image
+from helpers import local_run_args, make_image
 
 import compute_metrics as metrics_cli
 import main as cli

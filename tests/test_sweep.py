@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TIMM_MODEL, TINY_MODEL, count_forward_passes, make_list
+from helpers import TIMM_MODEL, TINY_MODEL, count_forward_passes, make_list
 
 from clipdet.cli import main as clipdet
 from clipdet.pipeline.infer import FeatureInfer

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import (
+from helpers import (
     TINY_BACKBONE,
     TINY_WIDTH,
     count_forward_passes,

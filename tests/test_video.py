@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ctrl_c_after, local_run_args
+from helpers import ctrl_c_after, local_run_args
 from PIL import Image
 from videos import pattern, write_video
 
@@ -516,7 +516,7 @@ def test_a_batch_of_videos_runs_at_most_batch_size_frames_per_pass(
 ):
     """--batch_size is images per forward pass: 2 videos of 5 frames and an image in one
     batch of 3 go through the backbone 3 at a time, and score as one at a time does."""
-    from conftest import count_forward_passes
+    from helpers import count_forward_passes
 
     names = ["ab.mkv", "a.png", "ba.mkv"]
     one = _scores(stills, names, ["tiny_a"], weights_dir, tiny_clip_checkpoint,
@@ -580,7 +580,7 @@ def test_without_pyav_each_video_row_says_how_to_install_it(
 def test_a_killed_video_run_resumes_to_the_same_files(tmp_path, weights_dir, tiny_clip_checkpoint):
     """SIGKILL in the middle of a run of 24 videos (its own process); --resume gives the output
     and the frames file of an uninterrupted run."""
-    from conftest import REPO, main_command
+    from helpers import REPO, main_command
     from test_everyday import _wait_for_rows
 
     names = []

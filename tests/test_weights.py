@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_MODEL
+from helpers import TINY_MODEL
 
 from clipdet.models import weights as W
 from clipdet.models.registry import KnownDetector, get_backbone, known_detectors
@@ -253,7 +253,7 @@ def test_a_training_checkpoint_with_optimizer_state_loads_as_the_bare_weights(
 ):
     """Corvi2023's official file holds {'model', 'optimizer' (Adam state), 'total_steps'}:
     it loads with weights_only=True and scores as its bare 'model' weights do."""
-    from conftest import make_image, resnet_state
+    from helpers import make_image, resnet_state
 
     from clipdet.api import score_images
 
