@@ -38,14 +38,14 @@ def read_list(in_csv: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
     return table, [storage.join(root, name) for name in table[FILENAME_COLUMN]]
 
 
-def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder."""
-    return write_bytes_atomic(text.encode("utf-8"), path)
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+def write_csv_atomic(path: str | os.PathLike, table: pd.DataFrame) -> Path:
     """Write ``table`` to ``path`` through a temporary file in the same folder."""
-    return write_text_atomic(table.to_csv(index=False, lineterminator="\n"), path)
+    return write_text_atomic(path, table.to_csv(index=False, lineterminator="\n"))
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:

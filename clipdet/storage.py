@@ -70,7 +70,7 @@ def write_bytes(location: str | os.PathLike, data: bytes) -> None:
     rename, an object with one upload (object stores never show half an object)."""
     location = str(location)
     if not is_url(location):
-        write_bytes_atomic(data, location)
+        write_bytes_atomic(location, data)
         return
     fs, path = _filesystem(location)
     fs.pipe_file(path, data)
@@ -88,7 +88,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically, creating its folder."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -249,19 +249,18 @@ def test_main_writes_attribution_columns_and_resumes(tmp_path, data, tiny_clip_c
     # an interrupted run: half the rows in the partial file, then --resume
     models = load_models(["attr"], root / "w", backbone_weights=tiny_clip_checkpoint)
     paths = [str(root / f) for f in test["filename"]]
+    from clipdet.options import RunOptions
+    from clipdet.pipeline.run import options_signature
     from clipdet.pipeline.scoring import iter_scores
 
-    writer = PartialWriter(
-        partial_path(out), run_signature(paths, models) | {"perturb": [None, 0]}, False
-    )
+    signature = run_signature(paths, models) | options_signature(RunOptions())
+    writer = PartialWriter(partial_path(out), signature, False)
     for result in iter_scores(models, paths[:12]):
         writer.write(test["filename"][result.index], result)
     writer.close()
     row = json.loads(partial_path(out).read_text().splitlines()[1])
     assert set(row["logits"]) == {"attr"} and len(row["logits"]["attr"]) == 3
-    done = load_partial(
-        partial_path(out), run_signature(paths, models) | {"perturb": [None, 0]}, models
-    )
+    done = load_partial(partial_path(out), signature, models)
     assert sorted(done) == list(range(12))
     out.unlink()
     assert main_cli.main([*argv, "--resume"]) == 0

@@ -90,7 +90,7 @@ def test_a_batch_out_of_gpu_memory_marks_its_rows_and_the_run_goes_on(
 ):
     """Simulated with the error CUDA raises (torch.OutOfMemoryError, a RuntimeError), thrown
     by the backbone for the second batch only."""
-    from clipdet.pipeline import infer
+    from clipdet.pipeline import backbone_pass as infer
 
     original, calls = infer._forward, []
 

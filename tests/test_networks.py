@@ -12,7 +12,7 @@ from torchvision.models import resnet50
 from clipdet.models.backbones import build_visual_tower, create_openclip_features
 from clipdet.models.factory import BackboneCache, create_detector
 from clipdet.models.registry import BackboneSpec, get_backbone
-from networks import ResNetNoDownFeatures, parse_arch
+from networks import ResNetNoDownFeatures
 
 
 def reference_clip_llr(checkpoint, head: dict, image: Image.Image, next_to_last=True) -> float:
@@ -146,17 +146,28 @@ def test_full_resolution_input_keeps_image_size(weights_dir, tmp_path):
     [
         ("opencliplinearnext_clipL14commonpool", ("openclip", "clipL14commonpool", True)),
         ("opencliplinear_clipB16laion2B", ("openclip", "clipB16laion2B", False)),
-        ("res50nodown", ("resnet", None, False)),
+        ("res50nodown", ("resnet", None, None)),
     ],
 )
-def test_parse_arch(arch, expected):
-    spec = parse_arch(arch)
-    assert (spec.family, spec.backbone, spec.next_to_last) == expected
+def test_each_arch_finds_its_family(arch, expected):
+    from clipdet.models.families import find_family
+
+    family, spec = find_family(arch)
+    backbone = getattr(spec, "backbone", None)
+    assert (family.name, backbone, getattr(spec, "next_to_last", None)) == expected
 
 
-def test_unknown_arch_and_backbone_are_clear_errors():
+def test_unknown_arch_and_backbone_are_clear_errors(weights_dir, tmp_path):
+    from helpers import write_model_folder
+
+    from clipdet.models.factory import create_detector
+    from clipdet.models.families import find_family
+
     with pytest.raises(ValueError, match="unknown arch 'vgg16'.*res50nodown"):
-        parse_arch("vgg16")
+        find_family("vgg16")
+    write_model_folder(tmp_path, "vgg", {"arch": "vgg16", "weights_file": "weights.pth"}, {})
+    with pytest.raises(ValueError, match="unknown arch 'vgg16'; valid choices: .*opencliplinear"):
+        create_detector("vgg", tmp_path)  # what a user with a wrong config reads
     with pytest.raises(ValueError, match="unknown CLIP backbone 'nope'.*clipL14commonpool"):
         get_backbone("nope")
 

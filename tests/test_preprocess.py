@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipdet.models.preprocess import is_full_resolution, make_transform, transform_key
+from clipdet.models.preprocess import PreprocessCfg, make_transform, transform_key
 
 
 def _image(w, h, seed=0):
@@ -47,8 +47,16 @@ def test_transform_keys_group_identical_preprocessing(weights_dir, tiny_clip_che
     assert keys[0] == keys[1] == keys[2] != keys[3]  # three CLIP heads: one preprocessing
     every = {transform_key(p, n) for p in (None, "Clip224", 64, 32) for n in ("clip", "resnet")}
     assert len(every) == 8  # any difference in size or normalisation is another key
-    assert is_full_resolution(transform_key(None, "resnet"))
-    assert not is_full_resolution(transform_key(64, "resnet"))
+
+    # what the pipeline reads of a preprocessing is declared, not parsed from its key
+    full, crop = PreprocessCfg.reference(None, "resnet"), PreprocessCfg.reference(64, "resnet")
+    assert full.full_resolution and full.size is None and full.key == "full_resnet"
+    assert not crop.full_resolution and crop.size == 64 and crop.key == "crop64_resnet"
+    clip = PreprocessCfg.reference("Clip224", "clip")
+    assert clip.is_clip224 and clip.size == 224 and clip.norm_type == "clip"
+    grids = PreprocessCfg.reference("FiveCrops504p14", "clip")
+    assert (grids.size, grids.patch, grids.key) == (504, 14, "fivecrops504p14_clip")
+    assert not grids.is_clip224 and not grids.full_resolution
 
 
 @pytest.mark.parametrize(

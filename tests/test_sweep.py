@@ -9,7 +9,7 @@ import yaml
 from helpers import TIMM_MODEL, TINY_MODEL, count_forward_passes, make_list
 
 from clipdet.cli import main as clipdet
-from clipdet.pipeline.infer import FeatureInfer
+from clipdet.pipeline.backbone_pass import FeatureInfer
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ def _attribution(args) -> int:
 
         for name, matrix in result.confusion.items():
             stem = Path(args.plot) / f"confusion_{safe_name(name)}"  # names may hold dots
-            write_csv_atomic(matrix.reset_index(), f"{stem}.csv")
+            write_csv_atomic(f"{stem}.csv", matrix.reset_index())
             plot_confusion(matrix, f"{stem}.png", f"Attribution by {name}")
         print(f"wrote {len(result.confusion)} confusion matrices to {args.plot}", file=sys.stderr)
     return 0

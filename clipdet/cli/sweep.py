@@ -85,7 +85,7 @@ def run(args) -> int:
         report = sweep(args.in_csv, backbones, layers, args.folds, options, C=args.C,
                        ci=args.ci, n_boot=args.n_boot)  # fmt: skip
         table = report.table
-        write_csv_atomic(table, out)
+        write_csv_atomic(out, table)
         plot = plot_sweep(table, [str(layer) for layer in layers], out.with_suffix(".png"))
         print(format_table(table))
         print(f"table: {out}; plot: {plot}; features cached in {cache}", file=sys.stderr)

@@ -237,7 +237,7 @@ class Calibration:
         from clipdet.storage import write_bytes_atomic
 
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        return write_bytes_atomic(text.encode("utf-8"), path)
+        return write_bytes_atomic(path, text.encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":

@@ -66,10 +66,10 @@ def launder_list(
     table = pd.DataFrame(rows)
     failed = table[table[ERROR_COLUMN] != ""]
     if len(failed):  # kept out of the list so that they do not poison the metrics
-        write_csv_atomic(failed, out_dir / FAILED_NAME)
+        write_csv_atomic(out_dir / FAILED_NAME, failed)
         logger.warning(
             "%d images could not be laundered: see %s", len(failed), out_dir / FAILED_NAME
         )
     return write_csv_atomic(
-        table[table[ERROR_COLUMN] == ""].drop(columns=ERROR_COLUMN), out_dir / LIST_NAME
+        out_dir / LIST_NAME, table[table[ERROR_COLUMN] == ""].drop(columns=ERROR_COLUMN)
     )

@@ -10,10 +10,10 @@ from clipdet.constants import ATTRIBUTION_TASK, DETECTION_TASK
 from clipdet.models.attribution import AttributionSpec
 from clipdet.models.backbones import create_frozen_features
 from clipdet.models.families import BuildContext, find_family
-from clipdet.models.preprocess import ImageTransform, Preprocessing
-from clipdet.models.registry import OPEN_CLIP, BackboneSpec, get_backbone
+from clipdet.models.preprocess import ImageTransform, PreprocessCfg, Preprocessing
+from clipdet.models.registry import BackboneSpec, get_backbone
 from clipdet.models.weights import load_model_config, load_state_dict, resolve_weights_file
-from networks import EMBED, Detector, FrozenFeatures
+from networks import Detector, FrozenFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +24,21 @@ class LoadedModel:
 
     name: str
     detector: Detector
-    transform_key: str
-    transform: ImageTransform
+    preprocess: PreprocessCfg  # what its input is, declared
+    transform: ImageTransform  # made from ``preprocess``
     config: dict
     weights_path: Path
     attribution: AttributionSpec | None = None  # set for attribution models
-    input_size: int | None = None  # the side of the input its preprocessing makes
+
+    @property
+    def transform_key(self) -> str:
+        """The key under which models share a preprocessing (and its decoded tensors)."""
+        return self.preprocess.key
+
+    @property
+    def input_size(self) -> int | None:
+        """The side of the input its preprocessing makes (None: the whole image)."""
+        return self.preprocess.size
 
     @property
     def task(self) -> str:
@@ -70,7 +79,8 @@ class BackboneCache:
         is e.g. ``ViT-L-14|commonpool_xl_s13b_b90k|next_to_last`` or ``...|block12``."""
         module = self.module(spec)
         layer = module.check_layer(layer)
-        return FrozenLayer(f"{module.cache_key}|{_layer_word(spec, layer)}", module, layer)
+        word = f"block{layer}" if isinstance(layer, int) else layer
+        return FrozenLayer(f"{module.cache_key}|{word}", module, layer)
 
     def module(self, spec: BackboneSpec) -> FrozenFeatures:
         key = self.module_key(spec)
@@ -81,8 +91,7 @@ class BackboneCache:
         return self._modules[key]
 
     def module_key(self, spec: BackboneSpec) -> str:
-        library = "" if spec.library == OPEN_CLIP else f"{spec.library}:"  # (older keys kept)
-        return f"{library}{spec.model}|{self._weights_identity(spec)}"
+        return f"{spec.library}:{spec.model}|{self._weights_identity(spec)}"
 
     def _weights_file(self, spec: BackboneSpec) -> str | os.PathLike | None:
         return spec.file or self.backbone_weights
@@ -99,14 +108,6 @@ class BackboneCache:
         return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def _layer_word(spec: BackboneSpec, layer: str | int) -> str:
-    """The layer's name in an identity; open_clip's embedding keeps its older name
-    ("projected"), so that feature caches written before stay valid."""
-    if isinstance(layer, int):
-        return f"block{layer}"
-    return "projected" if layer == EMBED and spec.library == OPEN_CLIP else layer
-
-
 def create_detector(
     name: str,
     weights_dir: str | os.PathLike = "weights",
@@ -120,7 +121,7 @@ def create_detector(
     family, spec = find_family(config["arch"])
     is_detector = config.get("task", DETECTION_TASK) == DETECTION_TASK
     attribution = None if is_detector else AttributionSpec.from_config(config)
-    if attribution is not None and not family.attribution:
+    if attribution is not None and not family.shared_frozen_backbone:
         raise ValueError(
             f"model {name!r}: attribution models need a frozen-backbone arch "
             "(opencliplinear*, probe)"
@@ -142,12 +143,11 @@ def create_detector(
     return LoadedModel(
         name=name,
         detector=detector.eval(),
-        transform_key=preprocessing.key,
+        preprocess=preprocessing.cfg,
         transform=preprocessing.transform,
         config=config,
         weights_path=Path(weights_path),
         attribution=attribution,
-        input_size=preprocessing.input_size,
     )
 
 
@@ -159,7 +159,9 @@ def create_frozen_network(
     its preprocessing and an untrained head: what training computes features with, the same
     network and transform that scoring the trained model runs."""
     family, spec = find_family(config["arch"])
-    if not family.attribution:  # the families whose heads sit on a shared frozen backbone
+    if (
+        not family.shared_frozen_backbone
+    ):  # the families whose heads sit on a shared frozen backbone
         raise ValueError(
             "heads are trained on frozen CLIP features or a probe's backbone: arch must be "
             f"opencliplinearnext_<backbone>, opencliplinear_<backbone> or probe, got "

@@ -28,31 +28,94 @@ from clipdet.constants import (
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 # `patch_size: FiveCrops504p14`: five 504-px grids of 14-px patches from the whole image (B-Free)
-FIVE_CROPS = re.compile(r"^FiveCrops(\d+)p(\d+)$")
+FIVE_CROPS_SPEC = re.compile(r"^FiveCrops(\d+)p(\d+)$")
+
+
+# The kinds of preprocessing (``PreprocessCfg.kind``)
+CLIP224_KIND = "clip224"  # bicubic resize of the shorter side to 224, centre crop (the CLIP heads)
+CROP = "crop"  # a centre crop of ``size`` pixels, no resize
+FULL = "full"  # the whole image at its own size (full-resolution networks)
+FIVE_CROPS = "five_crops"  # five ``size``-px grids of ``patch``-px patches (B-Free)
+LIBRARY = "library"  # a library's own eval transform (probes), named by a digest of its config
+
+
+@dataclass(frozen=True)
+class PreprocessCfg:
+    """A preprocessing, declared (as open_clip's ``PreprocessCfg``): what the pipeline needs to
+    know of it (the key under which models share it, the side of the input it makes, whether
+    it keeps the whole image, whether the GPU's JPEG path can make it) comes from these
+    fields, never from the key's text. ``norm_type``: the normalisation of the reference's
+    kinds; ``size`` the input's side (None: the image's own); ``patch`` the five-crop grids'
+    patch; ``name`` a library kind's key."""
+
+    kind: str
+    norm_type: str | None = None
+    size: int | None = None
+    patch: int | None = None
+    name: str | None = None
+
+    @classmethod
+    def reference(cls, patch_size: Any, norm_type: str) -> "PreprocessCfg":
+        """The preprocessing of a reference config's ``patch_size`` and ``norm_type``."""
+        _check_norm_type(norm_type)
+        if patch_size is None:
+            return cls(FULL, norm_type)
+        if patch_size == CLIP224:
+            return cls(CLIP224_KIND, norm_type, CLIP_INPUT_SIZE)
+        if isinstance(patch_size, int) and not isinstance(patch_size, bool) and patch_size > 0:
+            return cls(CROP, norm_type, patch_size)
+        if isinstance(patch_size, str) and (grid := _five_crops(patch_size)):
+            return cls(FIVE_CROPS, norm_type, grid[0], grid[1])
+        raise ValueError(
+            f"unsupported patch_size {patch_size!r}; use null (full image), {CLIP224!r}, a "
+            "positive integer (centre crop) or FiveCrops<size>p<patch> (patch grids)"
+        )
+
+    @property
+    def key(self) -> str:
+        """A hashable name, e.g. ``Clip224_clip`` or ``full_resnet`` (feature caches and
+        shared passes are keyed by it)."""
+        return {
+            FULL: lambda: f"full_{self.norm_type}",
+            CLIP224_KIND: lambda: f"{CLIP224}_{self.norm_type}",
+            CROP: lambda: f"crop{self.size}_{self.norm_type}",
+            FIVE_CROPS: lambda: f"fivecrops{self.size}p{self.patch}_{self.norm_type}",
+            LIBRARY: lambda: self.name,
+        }[self.kind]()
+
+    @property
+    def full_resolution(self) -> bool:
+        """The whole image at its own size (such tensors cannot be stacked freely)."""
+        return self.kind == FULL
+
+    @property
+    def is_clip224(self) -> bool:
+        """The CLIP 224-px pipeline, which ``--decode fast`` and ``--decode gpu`` make."""
+        return self.kind == CLIP224_KIND
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """A model's preprocessing: the transform, the key under which models share it, and the
-    side in pixels of the input it makes (None: the whole image at its own size). An image
-    smaller than that is upscaled (or padded) to it."""
+    """A model's preprocessing: its declared config and the transform made from it. An image
+    smaller than the input is upscaled (or padded) to it."""
 
-    key: str
+    cfg: PreprocessCfg
     transform: ImageTransform
-    input_size: int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.cfg.key
+
+    @property
+    def input_size(self) -> int | None:
+        """The side in pixels of the input it makes (None: the whole image)."""
+        return self.cfg.size
 
 
 def reference_preprocessing(patch_size: Any, norm_type: str) -> Preprocessing:
     """The reference code's preprocessing of a config's ``patch_size`` and ``norm_type``."""
-    key = transform_key(patch_size, norm_type)
-    size = None
-    if patch_size == CLIP224:
-        size = CLIP_INPUT_SIZE
-    elif isinstance(patch_size, int):
-        size = patch_size
-    elif isinstance(patch_size, str) and (grid := _five_crops(patch_size)):
-        size = grid[0]
-    return Preprocessing(key, make_transform(patch_size, norm_type), size)
+    cfg = PreprocessCfg.reference(patch_size, norm_type)
+    return Preprocessing(cfg, make_transform(patch_size, norm_type))
 
 
 def library_preprocessing(library: str, config: dict, transform: ImageTransform) -> Preprocessing:
@@ -64,10 +127,10 @@ def library_preprocessing(library: str, config: dict, transform: ImageTransform)
     size = config.get("size") if library == "open_clip" else tuple(config["input_size"])[-2:]
     size = min(size) if isinstance(size, (tuple, list)) else size
     if _is_clip224(library, config):
-        return Preprocessing(transform_key(CLIP224, CLIP_NORM), transform, size)
+        return Preprocessing(PreprocessCfg(CLIP224_KIND, CLIP_NORM, size), transform)
     text = json.dumps({"library": library, **config}, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
-    return Preprocessing(f"{library}_{digest}", transform, size)
+    return Preprocessing(PreprocessCfg(LIBRARY, size=size, name=f"{library}_{digest}"), transform)
 
 
 def _is_clip224(library: str, config: dict) -> bool:
@@ -105,35 +168,18 @@ def five_crops_spec(size: int, patch: int) -> str:
 
 
 def transform_key(patch_size: Any, norm_type: str) -> str:
-    """A hashable name for a preprocessing, e.g. ``Clip224_clip`` or ``full_resnet``."""
-    _check_norm_type(norm_type)
-    if patch_size is None:
-        return f"full_{norm_type}"
-    if patch_size == CLIP224:
-        return f"{CLIP224}_{norm_type}"
-    if isinstance(patch_size, int) and not isinstance(patch_size, bool) and patch_size > 0:
-        return f"crop{patch_size}_{norm_type}"
-    if isinstance(patch_size, str) and (grid := _five_crops(patch_size)):
-        return f"fivecrops{grid[0]}p{grid[1]}_{norm_type}"
-    raise ValueError(
-        f"unsupported patch_size {patch_size!r}; use null (full image), {CLIP224!r}, a "
-        "positive integer (centre crop) or FiveCrops<size>p<patch> (patch grids)"
-    )
+    """The key of a reference preprocessing (``PreprocessCfg.reference(...).key``)."""
+    return PreprocessCfg.reference(patch_size, norm_type).key
 
 
 def _five_crops(spec: str) -> tuple[int, int] | None:
-    match = FIVE_CROPS.match(spec)
+    match = FIVE_CROPS_SPEC.match(spec)
     if match is None:
         return None
     size, patch = int(match[1]), int(match[2])
     if patch < 1 or size < patch or size % patch:
         raise ValueError(f"{spec!r}: the grid size must be a whole number of patches")
     return size, patch
-
-
-def is_full_resolution(key: str) -> bool:
-    """True for transforms that keep the image size (such tensors cannot be stacked freely)."""
-    return key.startswith("full_")
 
 
 def make_transform(patch_size: Any, norm_type: str) -> ImageTransform:

@@ -92,7 +92,7 @@ class MapWriter:
                 "mean": float(np.load(npy).astype(np.float64).mean()),
             })  # fmt: skip
         columns = [FILENAME_COLUMN, "model", "map", "overlay", "mean"]
-        return write_csv_atomic(pd.DataFrame(rows, columns=columns), self.folder / MANIFEST)
+        return write_csv_atomic(self.folder / MANIFEST, pd.DataFrame(rows, columns=columns))
 
 
 def read_manifest(folder: str | Path) -> pd.DataFrame:

@@ -9,9 +9,14 @@ import torch
 
 from clipdet.models.factory import BackboneCache, create_frozen_network
 from clipdet.models.preprocess import ImageTransform
+from clipdet.pipeline.backbone_pass import (
+    BatchFeatures,
+    FeatureGroup,
+    FeatureInfer,
+    register_in_cache,
+)
 from clipdet.pipeline.engine import run_local
 from clipdet.pipeline.feature_cache import FeatureCache
-from clipdet.pipeline.infer import BatchFeatures, FeatureGroup, FeatureInfer, register_in_cache
 from clipdet.pipeline.prepare import Preparer
 
 logger = logging.getLogger(__name__)
@@ -25,7 +30,7 @@ def frozen_feature_group(
     transform: the features a head trained on them reads when the model is scored."""
     detector, preprocessing = create_frozen_network(config, backbone_cache)
     group = FeatureGroup.frozen(
-        detector.backbone, detector.backbone_key, preprocessing.key, detector.layer
+        detector.backbone, detector.backbone_key, preprocessing.cfg, detector.layer
     )
     return group, preprocessing.transform
 
@@ -37,7 +42,7 @@ def make_preparer(groups, transforms, cache: FeatureCache | None, perturbation=N
         logger.warning("feature cache not used: images are perturbed in memory")
         cache = None
     cached = register_in_cache(groups, cache)
-    needs = {g.key: g.transform_key for g in groups}
+    needs = {g.key: g.preprocess for g in groups}
     return Preparer(dict(transforms), needs, cached, cache, perturbation)
 
 

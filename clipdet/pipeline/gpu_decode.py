@@ -14,7 +14,7 @@ import warnings
 import torch
 from PIL import Image
 
-from clipdet.constants import CLIP224, CLIP_INPUT_SIZE, NORMALIZATION
+from clipdet.constants import CLIP_INPUT_SIZE, NORMALIZATION
 from clipdet.pipeline.images import MAX_IMAGE_PIXELS, ImageLoadError, describe_error
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -54,12 +54,6 @@ def clip224(image: torch.Tensor, norm_type: str) -> torch.Tensor:
     return F.normalize(image.float() / 255, mean=list(mean), std=list(std))
 
 
-def norm_of(transform_key: str) -> str | None:
-    """The normalisation of a Clip224 transform key (None for other transforms)."""
-    prefix = f"{CLIP224}_"
-    return transform_key.removeprefix(prefix) if transform_key.startswith(prefix) else None
-
-
 def decode_items(items, device: torch.device) -> None:
     """Decode the encoded JPEGs of ``items`` on ``device`` (one batched call, image by image
     if it fails) and fill their tensors for every wanted Clip224 transform; a JPEG that does
@@ -82,5 +76,5 @@ def decode_items(items, device: torch.device) -> None:
         if isinstance(image, Exception):
             item.error = f"ImageLoadError: cannot decode image ({describe_error(image)})"
         else:
-            item.tensors = {key: clip224(image, norm_of(key)) for key in item.wanted}
+            item.tensors = {cfg.key: clip224(image, cfg.norm_type) for cfg in item.wanted}
         item.encoded = None

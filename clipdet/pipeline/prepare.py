@@ -14,6 +14,7 @@ import torch
 
 from clipdet import storage
 from clipdet.files import sha256_of
+from clipdet.models.preprocess import PreprocessCfg
 from clipdet.pipeline.extensions import FileSource, RowExtension, VideoSource
 from clipdet.pipeline.feature_cache import FeatureCache
 from clipdet.pipeline.gpu_decode import encoded_jpeg
@@ -32,7 +33,7 @@ class PreparedItem:
     error: str  # empty when fine
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (--profile)
     encoded: torch.Tensor | None = None  # --decode gpu: the JPEG's bytes, decoded by infer
-    wanted: tuple[str, ...] = ()  # the transforms the infer stage applies to ``encoded``
+    wanted: tuple[PreprocessCfg, ...] = ()  # what the infer stage makes of ``encoded``
     extras: dict = field(default_factory=dict)  # row extension name -> its value
     video: VideoSample | None = None  # a video: its frames' times (tensors are [frames, ...])
 
@@ -55,20 +56,20 @@ class CachedGroup:
 class Preparer:
     """Decode, perturb and preprocess one image for every transform that a model still needs.
 
-    ``transforms``: transform key -> callable PIL image -> tensor; ``needs``: the transform
-    key of every feature group; ``cached``: the cacheable groups (with ``cache``);
+    ``transforms``: transform key -> callable PIL image -> tensor; ``needs``: the
+    preprocessing of every feature group; ``cached``: the cacheable groups (with ``cache``);
     ``perturbation``: called as ``perturbation(image, row_index)`` before preprocessing."""
 
     def __init__(
         self,
         transforms: dict,
-        needs: dict[str, str],
+        needs: dict[str, PreprocessCfg],
         cached: tuple[CachedGroup, ...] = (),
         cache: FeatureCache | None = None,
         perturbation=None,
     ):
         self.transforms = transforms
-        self.needs = needs  # group key -> transform key
+        self.needs = needs  # group key -> its preprocessing
         self.cached_groups = cached if cache is not None else ()
         self.cache = cache
         self.perturbation = perturbation
@@ -116,7 +117,7 @@ class Preparer:
                 data = data if data is not None else _read_or_none(path)
                 item.encoded = encoded_jpeg(data, path) if data is not None else None
                 if item.encoded is not None:
-                    item.wanted = tuple(sorted(wanted))
+                    item.wanted = tuple(sorted(wanted, key=lambda cfg: cfg.key))
                     return item
             if wanted or on_pixels:
                 start = time.perf_counter()
@@ -128,7 +129,7 @@ class Preparer:
                         _keep(item, ext, ext.prepare_image(source))
                 if self.perturbation is not None:
                     image = self.perturbation(image, index).image
-                item.tensors = {key: self.transforms[key](image) for key in wanted}
+                item.tensors = {cfg.key: self.transforms[cfg.key](image) for cfg in wanted}
                 if self.timed:
                     item.timings = {
                         "read+decode": decoded - start,
@@ -156,7 +157,7 @@ class Preparer:
     ) -> PreparedItem:
         """A video's sampled frames, each through every transform (stacked: [frames, ...]);
         frames are decoded one at a time. Videos skip the feature cache and --decode gpu."""
-        wanted = sorted(set(self.needs.values()))
+        wanted = sorted({cfg.key for cfg in self.needs.values()})
         stacks: dict[str, list[torch.Tensor]] = {key: [] for key in wanted}
         times, size = [], None
         start = time.perf_counter()

@@ -48,7 +48,7 @@ class Route:
     models: list
     options: RunOptions
     paths: list[str]
-    scores: Callable[[list[int]], Iterator[ImageResult]]
+    score_rows: Callable[[list[int]], Iterator[ImageResult]]
     block_rows: int | None = None  # None: the local partial file; 0: default-size blocks
     profile: object | None = None
     map_writer: object | None = None
@@ -69,11 +69,11 @@ def _local_route(names, weights_dir, options: RunOptions, paths, engine: EngineO
 
         profile = Profile(options.device)
 
-    def scores(rows):
+    def score_rows(rows):
         found = iter_scores(models, paths, options, rows, map_writer is not None, profile)
         return map_writer.wrap(found, paths) if map_writer else found
 
-    return Route(models, options, paths, scores, engine.block_rows, profile, map_writer)
+    return Route(models, options, paths, score_rows, engine.block_rows, profile, map_writer)
 
 
 def _ray_driver(names, weights_dir, options: RunOptions, engine: EngineOptions):
@@ -100,11 +100,11 @@ def _ray_route(names, weights_dir, options: RunOptions, paths, engine: EngineOpt
 
     cluster, options, models, preparer = _ray_driver(names, weights_dir, options, engine)
 
-    def scores(rows):
+    def score_rows(rows):
         results = cluster.iter_scores(preparer, models, weights_dir, paths, rows, options)
         return with_progress(results, len(rows), options.progress)
 
-    return Route(models, options, paths, scores, engine.block_rows or 0)
+    return Route(models, options, paths, score_rows, engine.block_rows or 0)
 
 
 ROUTES = {"local": _local_route, "ray": _ray_route}
@@ -167,7 +167,7 @@ def score_list(
     done, writer = open_partial(out_path, route.paths, route.models, route.options, resume,
                                 route.block_rows, fusion)  # fmt: skip
     outcome = run_scoring(route.models, filenames, route.paths, route.options, fusion, done,
-                          writer, route.scores, route.profile)  # fmt: skip
+                          writer, route.score_rows, route.profile)  # fmt: skip
     if route.map_writer is not None:
         route.map_writer.write_manifest(filenames)
     return outcome

@@ -74,9 +74,7 @@ def open_partial(
 def options_signature(options: RunOptions) -> dict:
     """The options that change what a row holds, as a resumed run must repeat them: the
     perturbation, a decoding other than exact and what each row extension records."""
-    signature = {"perturb": [options.perturb, options.perturb_seed]}
-    if options.decode != "exact":  # (absent for exact runs: older partial files stay valid)
-        signature["decode"] = options.decode
+    signature = {"perturb": [options.perturb, options.perturb_seed], "decode": options.decode}
     for ext in run_extensions(options):
         signature |= ext.signature()
     return signature
@@ -90,10 +88,10 @@ def run_scoring(
     fusion: str | None,
     done: dict | None = None,
     writer: PartialWriter | None = None,
-    scores: Callable[[list[int]], Iterator[ImageResult]] | None = None,
+    score_rows: Callable[[list[int]], Iterator[ImageResult]] | None = None,
     profile=None,
 ) -> RunOutcome:
-    """Score every row of ``paths`` not in ``done`` (options resolved) with ``scores`` (rows
+    """Score every row of ``paths`` not in ``done`` (options resolved) with ``score_rows`` (rows
     -> results in any order; default: the local engine); each result goes to ``writer``
     (flushed every batch). Ctrl-C stops the run, not the program: the table comes back with
     unscored rows marked ``NOT_SCORED``; so does an unexpected error (``failure``). Either way
@@ -107,9 +105,9 @@ def run_scoring(
     if done:
         logger.info("resuming: %d of %d images already scored", len(done), len(paths))
     interrupted, failure = False, None
-    scores = scores or (lambda rows: iter_scores(models, paths, options, rows))
+    score_rows = score_rows or (lambda rows: iter_scores(models, paths, options, rows))
     try:
-        for count, result in enumerate(scores(todo), start=1):
+        for count, result in enumerate(score_rows(todo), start=1):
             results.set(result.index, result)
             if writer:
                 started = time.perf_counter()

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
-from clipdet.constants import CLIP224, CLIP_INPUT_SIZE
+from clipdet.constants import CLIP_INPUT_SIZE
 from clipdet.models.factory import BackboneCache, LoadedModel, create_detector
 from clipdet.options import RunOptions
 from clipdet.pipeline.engine import run_local
@@ -117,7 +117,7 @@ def scoring_stages(
         raise ValueError(
             f"unknown decode mode {options.decode!r}; valid choices: {', '.join(DECODE_MODES)}"
         )
-    if options.decode != "exact" and not all(key.startswith(CLIP224) for key in transforms):
+    if options.decode != "exact" and not all(m.preprocess.is_clip224 for m in models):
         logger.warning("--decode %s applies when every model reads a 224-px input; decoding "
                        "whole images on the CPU", options.decode)  # fmt: skip
     elif options.decode == "fast":

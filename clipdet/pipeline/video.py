@@ -1,8 +1,9 @@
 """Reading videos: frames sampled over a video's duration and decoded one at a time, so that
 memory holds the sampled frames, never the video.
 
-Videos (mp4, mov, m4v, webm, mkv, avi) are decoded with PyAV (FFmpeg's libraries in its wheel;
-the optional ``video`` extra). Animated GIF, WebP and PNG files are images unless the run asks
+Videos (by extension, ``video_sampling.VIDEO_EXTENSIONS``, or a file no image decoder reads
+that PyAV does) are decoded with PyAV (FFmpeg's libraries in its wheel; the optional ``video``
+extra). Animated GIF, WebP and PNG files are images unless the run asks
 for ``--animated video``; their frames are then read with Pillow, which decodes the animated
 WebPs that FFmpeg reads as 0x0.
 
@@ -19,117 +20,36 @@ targets (a clip shorter than N frames) is kept once.
 import io
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageSequence
 
 from clipdet import storage
 from clipdet.pipeline.images import MAX_IMAGE_PIXELS, ImageLoadError, read_image_bytes
+from clipdet.pipeline.video_sampling import (  # noqa: F401 -- read from here by the pipeline
+    ANIMATED_EXTENSIONS,
+    ANIMATED_MODES,
+    DEFAULT_FRAMES,
+    DEFAULT_TIMEOUT_S,
+    MAX_FRAMES,
+    VIDEO_EXTENSIONS,
+    FrameSampling,
+    SampledFrame,
+    VideoHeader,
+    VideoSample,
+    file_suffix,
+)
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (
-    ".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".m2ts", ".mts", ".ts",
-    ".3gp", ".wmv", ".flv", ".ogv", ".vob", ".mxf",
-)  # fmt: skip
-ANIMATED_EXTENSIONS = (".gif", ".webp", ".png", ".apng")
-ANIMATED_MODES = ("image", "video")  # an animated image: its first frame, or a video
-DEFAULT_FRAMES = 16
-DEFAULT_TIMEOUT_S = 120.0
-MAX_FRAMES = 1024  # --video_fps on a long video samples no more than this
 SEEK_AHEAD_S = 2.0  # decode forward to a target closer than this; seek to farther ones
 
 
 class VideoLoadError(ImageLoadError):
     """A video that cannot be read; the message says why."""
-
-
-@dataclass(frozen=True)
-class FrameSampling:
-    """Which frames a video gives: ``frames`` spread over its duration, or one every
-    1/``fps`` seconds, or the frames shown at given ``times`` (seconds; the report's strips);
-    ``timeout_s`` bounds one video's decoding; ``animated`` says whether animated images are
-    images (their first frame) or videos."""
-
-    frames: int = DEFAULT_FRAMES
-    fps: float | None = None
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    animated: str = "image"
-    times: tuple[float, ...] | None = None
-
-    def __post_init__(self):
-        if self.frames < 1:
-            raise ValueError(f"--video_frames must be >= 1, got {self.frames}")
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"--video_fps must be > 0, got {self.fps}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"--video_timeout must be > 0, got {self.timeout_s}")
-        if self.animated not in ANIMATED_MODES:
-            raise ValueError(
-                f"unknown --animated {self.animated!r}; valid choices: {', '.join(ANIMATED_MODES)}"
-            )
-
-    @classmethod
-    def of(cls, options) -> "FrameSampling":
-        """The sampling a run's options (``clipdet.options.RunOptions``) ask for."""
-        return cls(options.video_frames, options.video_fps, options.video_timeout,
-                   options.animated)  # fmt: skip
-
-    def targets(self, duration: float) -> list[float]:
-        """The times (seconds from the start) whose frames are sampled."""
-        if self.times is not None:
-            return sorted(self.times)
-        if not duration > 0:  # unknown or a single frame: the first one
-            return [0.0]
-        if self.fps is not None:
-            count = min(MAX_FRAMES, max(1, math.ceil(duration * self.fps - 0.5)))
-            return [(k + 0.5) / self.fps for k in range(count)]
-        return [duration * (k + 0.5) / self.frames for k in range(self.frames)]
-
-    def is_video(self, path: str) -> bool:
-        """Whether ``path`` is read as a video by its extension (a file of another extension
-        that no image decoder reads is tried as a video too: ``prepare.Preparer``)."""
-        suffix = _suffix(path)
-        return suffix in VIDEO_EXTENSIONS or (
-            self.animated == "video" and suffix in ANIMATED_EXTENSIONS
-        )
-
-
-def _suffix(path: str) -> str:
-    """The extension, lower case: of a URL's path (its query left out), of a local file's name
-    (a WebDataset sample's ``shard.tar#key.mp4`` gives ".mp4")."""
-    name = str(path)
-    if storage.is_url(name):
-        name = name.split("?", 1)[0]
-    return os.path.splitext(name)[1].lower()
-
-
-@dataclass
-class VideoHeader:
-    """What a video's container says: its duration (seconds) and the container's and
-    stream's tags (encoder, handler names)."""
-
-    duration: float
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class VideoSample:
-    """What the prepare stage sampled of a video: each frame's time and the duration."""
-
-    times: tuple[float, ...]
-    duration: float
-
-
-@dataclass
-class SampledFrame:
-    time: float  # seconds from the video's start
-    image: Image.Image  # RGB, upright as players show it
 
 
 def open_video(
@@ -138,7 +58,7 @@ def open_video(
     """A reader of ``path`` (a local file or a URL; ``data``: its bytes, already read);
     ``container``: read with PyAV whatever its extension (a file found to be a video by its
     content)."""
-    if _suffix(path) in ANIMATED_EXTENSIONS and not container:
+    if file_suffix(path) in ANIMATED_EXTENSIONS and not container:
         return AnimatedImageReader(path, data, sampling)
     return PyAVReader(path, data, sampling)
 

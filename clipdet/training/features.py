@@ -14,9 +14,9 @@ from clipdet.models.families.probe import ARCH as PROBE_ARCH
 from clipdet.models.preprocess import ImageTransform
 from clipdet.models.registry import known_backbones, parse_backbone
 from clipdet.options import RunOptions
+from clipdet.pipeline.backbone_pass import FeatureGroup
 from clipdet.pipeline.feature_cache import FeatureCache
 from clipdet.pipeline.features import extract_features, frozen_feature_group
-from clipdet.pipeline.infer import FeatureGroup
 from networks import EMBED
 
 logger = logging.getLogger(__name__)

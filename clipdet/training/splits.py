@@ -64,7 +64,7 @@ def split_open_set(
     relocated = table.copy()
     relocated[FILENAME_COLUMN] = [os.path.relpath(path, out_dir.resolve()) for path in paths]
     for name in SPLITS:
-        write_csv_atomic(relocated[split == name], out_dir / f"{name}.csv")
+        write_csv_atomic(out_dir / f"{name}.csv", relocated[split == name])
     counts = pd.crosstab(table[TYPE_COLUMN], split).reindex(columns=list(SPLITS), fill_value=0)
     logger.info("images per typ and split:\n%s", counts.to_string())
     return counts

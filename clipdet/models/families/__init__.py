@@ -35,10 +35,10 @@ class Family:
     ``build(spec, context)`` -> a ``networks.Detector`` (or ``Attributor``) without its weights;
     ``preprocessing(spec, config, detector)`` -> the ``models.preprocess.Preprocessing`` the
     network reads (the reference's from ``patch_size`` and ``norm_type``, or its library's
-    own); ``convert_state_dict`` maps the published checkpoint onto
-    the reference layout (``fc.*`` for the head, the rest for the backbone); ``attribution``:
-    whether its heads sit on a shared frozen backbone, so that ``clipdet train`` can fit
-    detection and attribution heads on it; ``config_keys``: the keys its configs must hold."""
+    own); ``convert_state_dict`` maps the published checkpoint onto the reference layout
+    (``fc.*`` for the head, the rest for the backbone); ``shared_frozen_backbone``: whether its
+    heads sit on a shared frozen backbone, so that ``clipdet train`` can fit detection and
+    attribution heads on it; ``config_keys``: the keys its configs must hold."""
 
     name: str
     pattern: str
@@ -46,7 +46,7 @@ class Family:
     build: Callable[[Any, BuildContext], Any]
     preprocessing: Callable[[Any, dict, Any], Any]
     convert_state_dict: Callable[[dict], dict] = lambda state: state  # noqa: E731
-    attribution: bool = False
+    shared_frozen_backbone: bool = False
     config_keys: tuple[str, ...] = ()  # what its configs must hold beyond arch, weights_file
 
 

@@ -3,16 +3,32 @@ tower (next-to-last or projected features, L2-normalised; with a ``block`` key, 
 that transformer block) and a linear head; the paper's CLIP detectors and the heads ``clipdet
 train`` writes on them, attribution models included."""
 
+from dataclasses import dataclass
+
 from clipdet.models.families import BuildContext, Family, config_preprocessing, register_family
-from networks import Attributor, Detector, parse_arch
+from networks import EMBED, NEXT_TO_LAST, Attributor, Detector
+
+# arch prefix -> whether the head reads the features before the visual projection
+PREFIXES = {"opencliplinearnext_": True, "opencliplinear_": False}
 
 
-def _parse(arch: str):
-    try:
-        spec = parse_arch(arch)
-    except ValueError:
-        return None
-    return spec if spec.family == "openclip" else None
+@dataclass(frozen=True)
+class OpenClipArch:
+    """An ``opencliplinear*`` arch: the registry name of its CLIP backbone and its layer."""
+
+    backbone: str
+    next_to_last: bool
+
+    @property
+    def layer(self) -> str:
+        return NEXT_TO_LAST if self.next_to_last else EMBED
+
+
+def parse_arch(arch: str) -> OpenClipArch | None:
+    for prefix, next_to_last in PREFIXES.items():
+        if arch.startswith(prefix) and len(arch) > len(prefix):
+            return OpenClipArch(arch.removeprefix(prefix), next_to_last)
+    return None
 
 
 def _build(spec, context: BuildContext):
@@ -32,10 +48,10 @@ register_family(
     Family(
         name="openclip",
         pattern="opencliplinearnext_<backbone> / opencliplinear_<backbone>",
-        parse=_parse,
+        parse=parse_arch,
         build=_build,
         preprocessing=config_preprocessing,
-        attribution=True,
+        shared_frozen_backbone=True,
         config_keys=("norm_type", "patch_size"),
     )
 )

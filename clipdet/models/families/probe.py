@@ -54,7 +54,7 @@ register_family(
         parse=lambda arch: arch if arch == ARCH else None,
         build=_build,
         preprocessing=_preprocessing,
-        attribution=True,
+        shared_frozen_backbone=True,
         config_keys=("backbone",),
     )
 )

@@ -4,7 +4,9 @@ layer, read at full resolution (tiled beyond a size) with a linear head."""
 from pathlib import Path
 
 from clipdet.models.families import BuildContext, Family, config_preprocessing, register_family
-from networks import RESNET_ARCHS, Detector, ResNetNoDownFeatures
+from networks import Detector, ResNetNoDownFeatures
+
+RESNET_ARCHS = ("res50nodown",)
 
 
 def _build(spec, context: BuildContext):
