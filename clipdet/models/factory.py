@@ -11,9 +11,9 @@ from clipdet.models.attribution import AttributionSpec
 from clipdet.models.backbones import create_frozen_features
 from clipdet.models.families import BuildContext, find_family
 from clipdet.models.preprocess import ImageTransform, PreprocessCfg, Preprocessing
-from clipdet.models.registry import BackboneSpec, get_backbone
+from clipdet.models.registry import OPEN_CLIP, BackboneSpec, get_backbone
 from clipdet.models.weights import load_model_config, load_state_dict, resolve_weights_file
-from networks import Detector, FrozenFeatures
+from networks import EMBED, Detector, FrozenFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,7 @@ class BackboneCache:
         is e.g. ``ViT-L-14|commonpool_xl_s13b_b90k|next_to_last`` or ``...|block12``."""
         module = self.module(spec)
         layer = module.check_layer(layer)
-        word = f"block{layer}" if isinstance(layer, int) else layer
-        return FrozenLayer(f"{module.cache_key}|{word}", module, layer)
+        return FrozenLayer(f"{module.cache_key}|{_layer_word(spec, layer)}", module, layer)
 
     def module(self, spec: BackboneSpec) -> FrozenFeatures:
         key = self.module_key(spec)
@@ -91,7 +90,9 @@ class BackboneCache:
         return self._modules[key]
 
     def module_key(self, spec: BackboneSpec) -> str:
-        return f"{spec.library}:{spec.model}|{self._weights_identity(spec)}"
+        # open_clip's keys have no library prefix: calibration files record these identities
+        library = "" if spec.library == OPEN_CLIP else f"{spec.library}:"
+        return f"{library}{spec.model}|{self._weights_identity(spec)}"
 
     def _weights_file(self, spec: BackboneSpec) -> str | os.PathLike | None:
         return spec.file or self.backbone_weights
@@ -106,6 +107,14 @@ class BackboneCache:
         except OSError:
             return f"file:{path}"
         return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _layer_word(spec: BackboneSpec, layer: str | int) -> str:
+    """The layer's name in an identity; open_clip's embedding is "projected" (calibration
+    files and feature caches record these identities)."""
+    if isinstance(layer, int):
+        return f"block{layer}"
+    return "projected" if layer == EMBED and spec.library == OPEN_CLIP else layer
 
 
 def create_detector(

@@ -103,7 +103,6 @@ class BatchFeatures:
     errors: dict[int, str]  # index -> message (decode errors and model failures)
     features: dict[str, tuple[list[int], torch.Tensor]]
     maps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # index -> model -> map
-    extras: dict[int, dict] = field(default_factory=dict)  # index -> row extensions' values
 
 
 class FeatureInfer:
@@ -174,8 +173,7 @@ class FeatureInfer:
             order = [item.index for item in ok if item.index in rows[g.key]]
             if order:
                 features[g.key] = (order, torch.stack([rows[g.key][i] for i in order]))
-        extras = {item.index: item.extras for item in batch if item.extras}
-        return BatchFeatures([item.index for item in batch], errors, features, maps, extras)
+        return BatchFeatures([item.index for item in batch], errors, features, maps)
 
 
 def _forward_with_maps(group, heads, x, chunk, maps) -> dict[str, torch.Tensor]:

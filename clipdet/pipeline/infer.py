@@ -70,6 +70,10 @@ class ScoreInfer:
         found = self.features(expand_videos(batch) if videos else batch)
         with self.features.timed("heads"):
             results = self._heads(found)
+        extras = {item.index: item.extras for item in batch if item.extras and not item.video}
+        for result in results:  # an image's row extensions, as its prepare stage left them
+            if result.index in extras:
+                result.extras = dict(extras[result.index])
         if not videos:
             return results
         by_index = {r.index: r for r in results}
@@ -128,8 +132,6 @@ class ScoreInfer:
                 results[index].scores[column] = llr
         for index, maps in found.maps.items():
             results[index].maps = maps
-        for index, extras in found.extras.items():
-            results[index].extras = dict(extras)
         for model in self.attributors:
             for index, logits in apply_head(model, found.features.get(self.group_of[model.name])):
                 results[index].logits[model.name] = logits
