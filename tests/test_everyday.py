@@ -167,6 +167,9 @@ def test_ctrl_c_writes_what_is_done_and_says_how_to_resume(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, like a job in a shell
+        # Ctrl-C as a terminal's foreground job gets it: a shell ignores SIGINT in the jobs it
+        # starts in the background (`&` without job control), and Python then keeps ignoring it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_for_rows(tmp_path / "r.csv.partial.jsonl", 3, proc)
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group

@@ -218,10 +218,10 @@ def test_resume_after_the_driver_is_killed_gives_the_uninterrupted_file(
     ray_instance, tmp_path, models_dir, tiny_clip_checkpoint, caplog
 ):
     """A driver in its own process on this Ray instance is killed (SIGKILL) once its first
-    block of 4 rows is written (of 8 blocks, ~0.3 s per image); --resume scores only the
+    block of 4 rows is written (of 8 blocks, ~0.2 s per image); --resume scores only the
     blocks not written."""
     for i in range(32):
-        make_image(tmp_path / "images" / f"i{i}.png", size=(128, 128), seed=i)
+        make_image(tmp_path / "images" / f"i{i}.png", size=(96, 96), seed=i)
     csv = tmp_path / "list.csv"
     pd.DataFrame({"filename": [f"images/i{i}.png" for i in range(32)]}).to_csv(csv, index=False)
     out = tmp_path / "scores.csv"
