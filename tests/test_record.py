@@ -130,3 +130,56 @@ def test_a_scores_file_from_elsewhere_has_its_columns_kinds_by_name():
     assert "notes" not in found  # text nobody declared: not a score
     assert columns_of_kind(table, kinds.SCORE) == ["mine", "theirs"]
     assert columns_of_kind(table, kinds.SCORE, kinds.FUSION) == ["mine", "theirs", "fusion"]
+
+
+class FrameCount(RowExtension):
+    """A toy family that only videos have: how many frames their row folded."""
+
+    name = "frame_count"
+
+    @classmethod
+    def from_options(cls, options, paths=None):
+        return cls()
+
+    def columns(self):
+        return (Column("frame_count", kinds.VIDEO),)
+
+    def fold_frames(self, value, frames):
+        return len(frames.times)
+
+    def table_columns(self, values, n_rows, fusion=None):
+        counts = np.full(n_rows, np.nan)
+        for index, count in values.items():
+            counts[index] = count
+        return {"frame_count": counts}
+
+
+@pytest.mark.slow
+def test_an_extension_registered_at_run_time_folds_videos_on_ray_too(
+    ray_instance, weights_dir, tiny_clip_checkpoint, tmp_path
+):
+    """The infer actors register the driver's extensions: a video's frames fold on Ray as in
+    this process."""
+    import sys
+
+    from ray import cloudpickle  # (Ray's own copy ships the tasks' arguments)
+    from videos import pattern, write_video
+
+    pytest.importorskip("av")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the class travels by value
+    register_extension(FrameCount)
+    try:
+        paths = [make_image(tmp_path / "a.png", seed=1), tmp_path / "clip.mkv"]
+        write_video(paths[1], lambda k: pattern(64, 48, k), 8)
+        options = {"backbone_weights": str(tiny_clip_checkpoint), "device": "cpu",
+                   "num_workers": 0, "video_frames": 4}  # fmt: skip
+        tables = {
+            engine: score_images(paths, ["tiny_a"], weights_dir, engine=engine, **options)
+            for engine in ("local", "ray")
+        }
+    finally:
+        del EXTENSIONS[FrameCount.name]
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    for table in tables.values():
+        assert np.isnan(table["frame_count"][0]) and table["frame_count"][1] == 4
+    np.testing.assert_allclose(tables["ray"]["tiny_a"], tables["local"]["tiny_a"], atol=1e-4)

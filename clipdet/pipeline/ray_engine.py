@@ -23,6 +23,7 @@ import numpy as np
 
 from clipdet.models.registry import Registrations, replay_registrations, runtime_registrations
 from clipdet.options import RunOptions
+from clipdet.pipeline.extensions import EXTENSIONS, register_extension
 from clipdet.pipeline.prepare import Preparer
 from clipdet.pipeline.record import ImageResult
 
@@ -109,6 +110,7 @@ class RayEngine:
                 "names": [m.name for m in models], "weights_dir": str(weights_dir),
                 "options": replace(options, progress=False),
                 "registrations": runtime_registrations(), "threads": threads,
+                "extensions": tuple(EXTENSIONS.values()),  # those registered at run time too
             },
             batch_size=options.batch_size,
             compute=ray.data.ActorPoolStrategy(size=self.workers),
@@ -186,6 +188,7 @@ class InferActor:
         options: RunOptions,
         registrations: Registrations,
         threads: float,
+        extensions: tuple = (),
     ):
         import torch
 
@@ -193,6 +196,8 @@ class InferActor:
 
         with tempfile.TemporaryDirectory() as folder:
             replay_registrations(registrations, folder)
+        for extension in extensions:  # the driver's row extensions, in its order
+            register_extension(extension)
         if torch.device(options.device).type == "cpu":
             torch.set_num_threads(max(1, math.ceil(threads)))
         models = load_models(names, weights_dir, options)
