@@ -164,9 +164,10 @@ def http_root(tmp_path):
     server.server_close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_instance(s3_server):  # noqa: ARG001 -- its settings must exist before Ray starts
-    """A local Ray instance for this module; workers see the loopback S3 server's settings."""
+    """A local Ray instance, started once for the session (each start costs seconds);
+    workers see the loopback S3 server's settings."""
     import ray
 
     ray.init(
