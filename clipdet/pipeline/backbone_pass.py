@@ -117,13 +117,15 @@ class FeatureInfer:
         device,
         cache: FeatureCache | None = None,
         map_heads: dict | None = None,
+        profile=None,
+        max_batch: int | None = None,
     ):
         self.groups = list(groups)
         self.device = torch.device(device)
         self.cache = cache
         self.map_heads = map_heads or {}
-        self.profile = None  # a clipdet.pipeline.profile.Profile times the passes (--profile)
-        self.max_batch = None  # images per forward pass at most (a batch's video frames)
+        self.profile = profile  # a clipdet.pipeline.profile.Profile times the passes (--profile)
+        self.max_batch = max_batch  # images per forward pass at most (a batch's video frames)
 
     def timed(self, stage: str):
         return self.profile.timed(stage) if self.profile is not None else nullcontext()

@@ -17,7 +17,7 @@ from clipdet.pipeline.backbone_pass import (
 )
 from clipdet.pipeline.engine import run_local
 from clipdet.pipeline.feature_cache import FeatureCache
-from clipdet.pipeline.prepare import Preparer
+from clipdet.pipeline.prepare import Preparer, PrepareSettings
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,13 @@ def frozen_feature_group(
     return group, preprocessing.transform
 
 
-def make_preparer(groups, transforms, cache: FeatureCache | None, perturbation=None) -> Preparer:
+def make_preparer(
+    groups,
+    transforms,
+    cache: FeatureCache | None,
+    perturbation=None,
+    settings: PrepareSettings = PrepareSettings(),  # noqa: B008 -- frozen, shared
+) -> Preparer:
     """The prepare stage for ``groups`` (registering them in ``cache``). A ``perturbation``
     changes the pixels, so the cache (keyed by file content) is then not used."""
     if perturbation is not None and cache is not None:
@@ -43,7 +49,7 @@ def make_preparer(groups, transforms, cache: FeatureCache | None, perturbation=N
         cache = None
     cached = register_in_cache(groups, cache)
     needs = {g.key: g.preprocess for g in groups}
-    return Preparer(dict(transforms), needs, cached, cache, perturbation)
+    return Preparer(dict(transforms), needs, cached, cache, perturbation, settings)
 
 
 def iter_batch_features(

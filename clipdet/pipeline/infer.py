@@ -45,6 +45,8 @@ class ScoreInfer:
         cache: FeatureCache | None = None,
         maps: bool = False,
         extensions: Sequence[RowExtension] = (),
+        profile=None,
+        max_batch: int | None = None,
     ):
         self.groups, keys = feature_groups(models)
         self.group_of = {m.name: key for m, key in zip(models, keys, strict=True)}
@@ -53,7 +55,7 @@ class ScoreInfer:
         for m in self.detectors if maps else ():
             if hasattr(m.detector.backbone, "forward_with_maps"):
                 map_heads.setdefault(self.group_of[m.name], []).append((m.name, m.detector.fc))
-        self.features = FeatureInfer(self.groups, device, cache, map_heads)
+        self.features = FeatureInfer(self.groups, device, cache, map_heads, profile, max_batch)
         self.extensions = tuple(extensions)
         # the frames' embeddings an extension folds: the first frozen backbone's features
         self.embedding_key = next((g.key for g in self.groups if g.identity), None)

@@ -53,12 +53,29 @@ class CachedGroup:
     width: int
 
 
+@dataclass(frozen=True)
+class PrepareSettings:
+    """How the prepare stage reads files, resolved once from a run's options: ``timed``
+    records read+decode and preprocess seconds in each item (--profile); ``min_side`` decodes
+    JPEGs at a reduced scale (--decode fast); ``encode`` leaves JPEGs encoded for the infer
+    stage (--decode gpu); ``extensions``: the run's row extensions; ``video``: which files are
+    videos and which of their frames are scored (None: videos are refused undecoded, as
+    training and sweeps take images)."""
+
+    timed: bool = False
+    min_side: int | None = None
+    encode: bool = False
+    extensions: tuple[RowExtension, ...] = ()
+    video: FrameSampling | None = None
+
+
 class Preparer:
     """Decode, perturb and preprocess one image for every transform that a model still needs.
 
     ``transforms``: transform key -> callable PIL image -> tensor; ``needs``: the
     preprocessing of every feature group; ``cached``: the cacheable groups (with ``cache``);
-    ``perturbation``: called as ``perturbation(image, row_index)`` before preprocessing."""
+    ``perturbation``: called as ``perturbation(image, row_index)`` before preprocessing;
+    ``settings``: the rest, as the run's options say."""
 
     def __init__(
         self,
@@ -67,20 +84,16 @@ class Preparer:
         cached: tuple[CachedGroup, ...] = (),
         cache: FeatureCache | None = None,
         perturbation=None,
+        settings: PrepareSettings = PrepareSettings(),  # noqa: B008 -- frozen, shared
     ):
         self.transforms = transforms
         self.needs = needs  # group key -> its preprocessing
         self.cached_groups = cached if cache is not None else ()
         self.cache = cache
         self.perturbation = perturbation
-        self.timed = False  # record read+decode and preprocess seconds in each item
-        self.min_side = None  # --decode fast: JPEGs decoded at a reduced scale (load_rgb)
-        self.encode = False  # --decode gpu: JPEGs left encoded for the infer stage
-        # the run's row extensions (clipdet.pipeline.extensions): what each computes per file
-        self.extensions: tuple[RowExtension, ...] = ()
-        # which files are videos and which of their frames are scored; None: videos are refused
-        # undecoded (training and sweeps take images)
-        self.video: FrameSampling | None = None
+        self.settings = settings
+        self.timed, self.min_side, self.encode = settings.timed, settings.min_side, settings.encode
+        self.extensions, self.video = settings.extensions, settings.video
 
     def __call__(self, index: int, path: str, data: bytes | None = None) -> PreparedItem:
         """``data``: the image's bytes when the caller has them (a tar member), else read

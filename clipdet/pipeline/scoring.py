@@ -17,7 +17,7 @@ from clipdet.pipeline.extensions import run_extensions
 from clipdet.pipeline.feature_cache import FeatureCache
 from clipdet.pipeline.features import make_preparer
 from clipdet.pipeline.infer import ScoreInfer
-from clipdet.pipeline.prepare import Preparer
+from clipdet.pipeline.prepare import Preparer, PrepareSettings
 from clipdet.pipeline.record import ImageResult, ResultTable, TableLayout
 from clipdet.pipeline.video import FrameSampling
 
@@ -100,35 +100,40 @@ def scoring_stages(
     the time goes. The run's row extensions (``run_extensions``) compute their columns."""
     from clipdet.pipeline.perturb import Perturbation
 
+    if options.decode not in DECODE_MODES:
+        raise ValueError(
+            f"unknown decode mode {options.decode!r}; valid choices: {', '.join(DECODE_MODES)}"
+        )
     perturbation = Perturbation(options.perturb, options.perturb_seed) if options.perturb else None
     cache = FeatureCache(options.feature_cache) if options.feature_cache else None
     if cache is not None and options.decode != "exact":
         logger.warning("feature cache not used: --decode fast features are not the exact ones")
         cache = None
+    if cache is not None and perturbation is not None:
+        logger.warning("feature cache not used: images are perturbed in memory")
+        cache = None
     extensions = run_extensions(options, paths)
-    infer = ScoreInfer(models, options.device, maps=maps, extensions=extensions)
+    settings = _prepare_settings(models, options, extensions, perturbation, profile is not None)
+    infer = ScoreInfer(
+        models, options.device, cache, maps, extensions, profile, max_batch=options.batch_size
+    )  # a batch's video frames: several passes
     transforms = {m.transform_key: m.transform for m in models}
-    preparer = make_preparer(infer.groups, transforms, cache, perturbation)
-    infer.features.cache = preparer.cache
-    infer.features.profile = profile
-    infer.features.max_batch = options.batch_size  # a batch's video frames: several passes
-    preparer.timed = profile is not None
-    if options.decode not in DECODE_MODES:
-        raise ValueError(
-            f"unknown decode mode {options.decode!r}; valid choices: {', '.join(DECODE_MODES)}"
-        )
+    preparer = make_preparer(infer.groups, transforms, cache, perturbation, settings)
+    return preparer, infer
+
+
+def _prepare_settings(models, options: RunOptions, extensions, perturbation, timed: bool):
+    """How the prepare stage reads files for these options (``decode`` checked)."""
+    min_side, encode = None, False
     if options.decode != "exact" and not all(m.preprocess.is_clip224 for m in models):
         logger.warning("--decode %s applies when every model reads a 224-px input; decoding "
                        "whole images on the CPU", options.decode)  # fmt: skip
     elif options.decode == "fast":
-        preparer.min_side = FAST_DECODE_SIDE
+        min_side = FAST_DECODE_SIDE
     elif options.decode == "gpu":
-        preparer.encode = perturbation is None  # a perturbation works on PIL images
-    preparer.extensions = extensions
-    if any(ext.reads_pixels for ext in extensions):
-        preparer.encode = False  # an extension reads the decoded pixels
-    preparer.video = FrameSampling.of(options)
-    return preparer, infer
+        # a perturbation works on PIL images, and an extension may read the decoded pixels
+        encode = perturbation is None and not any(ext.reads_pixels for ext in extensions)
+    return PrepareSettings(timed, min_side, encode, extensions, FrameSampling.of(options))
 
 
 def iter_scores(
