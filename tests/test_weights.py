@@ -51,8 +51,9 @@ def test_missing_known_model_is_downloaded_verified_and_config_written(
     weights_dir = tmp_path / "weights"
 
     config = load_model_config("clipdet_latent10k", weights_dir)
-    assert config["arch"] == "opencliplinearnext_clipL14commonpool"
-    assert yaml.safe_load((weights_dir / "clipdet_latent10k" / "config.yaml").read_text()) == config
+    assert config.arch == "opencliplinearnext_clipL14commonpool" and config.task == "detection"
+    written = yaml.safe_load((weights_dir / "clipdet_latent10k" / "config.yaml").read_text())
+    assert written == config.keys and config.weights_file == written["weights_file"]
     path = resolve_weights_file("clipdet_latent10k", config, weights_dir)
     assert path.read_bytes() == data
     assert hits == ["/clipdet_latent10k/weights.pth"]
@@ -308,3 +309,17 @@ def test_an_interrupted_weights_download_resumes_where_it_stopped(tmp_path, http
         response.request.headers.get("Range")) or original(response, *a))  # fmt: skip
     path = resolve_weights_file("clipdet_latent10k", config, tmp_path)
     assert ranges == ["bytes=1000-"] and path.read_bytes() == data and not part.exists()
+
+
+def test_a_model_config_is_typed_and_names_the_key_a_family_lacks():
+    from clipdet.models.model_config import ModelConfig
+
+    config = ModelConfig.from_mapping({"arch": "probe", "weights_file": "w.pth", "layer": 3}, "m")
+    assert (config.arch, config.model_name, config.weights_file, config.task) == (
+        "probe", "m", "w.pth", "detection",
+    )  # fmt: skip
+    assert config.get("layer") == 3 and config.get("block") is None
+    with pytest.raises(ValueError, match=r"model 'm': config.yaml lacks 'backbone' \(arch probe\)"):
+        config.require("backbone")
+    with pytest.raises(ValueError, match="model 'x': config.yaml lacks 'arch'"):
+        ModelConfig.from_mapping({"weights_file": "w.pth"}, "x")

@@ -181,7 +181,7 @@ def model_fingerprint(model) -> dict:
     sha256 of its weights file and its frozen backbone (tag, or file name and size)."""
     detector = model.detector
     return {
-        "arch": model.config.get("arch"),
+        "arch": model.config.arch,
         "weights_sha256": sha256_of(model.weights_path),
         "backbone": portable_backbone(detector.backbone_key) if detector.frozen_backbone else None,
         "input_size": model.input_size,

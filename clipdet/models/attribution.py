@@ -102,7 +102,7 @@ class AttributionSpec:
     rule: OpenSetRule
 
     @classmethod
-    def from_config(cls, config: dict) -> "AttributionSpec":
+    def from_config(cls, config) -> "AttributionSpec":  # a ModelConfig
         name = config.get("model_name", "?")
         if config.get("task") != TASK:
             raise ValueError(f"model {name!r}: unknown task {config.get('task')!r}; valid: {TASK}")

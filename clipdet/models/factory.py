@@ -3,6 +3,7 @@
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from clipdet.constants import ATTRIBUTION_TASK, DETECTION_TASK
 from clipdet.models.attribution import AttributionSpec
 from clipdet.models.backbones import create_frozen_features
 from clipdet.models.families import BuildContext, find_family
+from clipdet.models.model_config import ModelConfig
 from clipdet.models.preprocess import ImageTransform, PreprocessCfg, Preprocessing
 from clipdet.models.registry import OPEN_CLIP, BackboneSpec, get_backbone
 from clipdet.models.weights import load_model_config, load_state_dict, resolve_weights_file
@@ -26,7 +28,7 @@ class LoadedModel:
     detector: Detector
     preprocess: PreprocessCfg  # what its input is, declared
     transform: ImageTransform  # made from ``preprocess``
-    config: dict
+    config: ModelConfig
     weights_path: Path
     attribution: AttributionSpec | None = None  # set for attribution models
 
@@ -127,8 +129,8 @@ def create_detector(
     and maps the weights file onto it. The weights of a known detector are downloaded on first
     use. Returns the model with its transform, in eval mode."""
     config = load_model_config(name, weights_dir, lambda arch: find_family(arch)[0].config_keys)
-    family, spec = find_family(config["arch"])
-    is_detector = config.get("task", DETECTION_TASK) == DETECTION_TASK
+    family, spec = find_family(config.arch)
+    is_detector = config.task == DETECTION_TASK
     attribution = None if is_detector else AttributionSpec.from_config(config)
     if attribution is not None and not family.shared_frozen_backbone:
         raise ValueError(
@@ -148,7 +150,7 @@ def create_detector(
         detector.load_reference_state_dict(state)
     except ValueError as e:
         raise ValueError(f"model {name!r} ({weights_path}): {e}") from e
-    logger.info("model %s: arch %s, preprocessing %s", name, config["arch"], preprocessing.key)
+    logger.info("model %s: arch %s, preprocessing %s", name, config.arch, preprocessing.key)
     return LoadedModel(
         name=name,
         detector=detector.eval(),
@@ -161,23 +163,24 @@ def create_detector(
 
 
 def create_frozen_network(
-    config: dict, backbone_cache: BackboneCache | None = None
+    config: ModelConfig | Mapping, backbone_cache: BackboneCache | None = None
 ) -> tuple[Detector, Preprocessing]:
     """The network of a frozen-backbone model ``config`` (``opencliplinear*`` with its
-    ``norm_type`` and ``patch_size``, or ``probe`` with its ``backbone`` and ``layer``) with
-    its preprocessing and an untrained head: what training computes features with, the same
-    network and transform that scoring the trained model runs."""
-    family, spec = find_family(config["arch"])
+    ``norm_type`` and ``patch_size``, or ``probe`` with its ``backbone`` and ``layer``; a
+    mapping as training writes it) with its preprocessing and an untrained head: what training
+    computes features with, the same network and transform that scoring the trained model
+    runs."""
+    if not isinstance(config, ModelConfig):
+        config = ModelConfig.from_mapping(config)
+    family, spec = find_family(config.arch)
     if (
         not family.shared_frozen_backbone
     ):  # the families whose heads sit on a shared frozen backbone
         raise ValueError(
             "heads are trained on frozen CLIP features or a probe's backbone: arch must be "
             f"opencliplinearnext_<backbone>, opencliplinear_<backbone> or probe, got "
-            f"{config['arch']!r}"
+            f"{config.arch!r}"
         )
-    context = BuildContext(
-        config.get("model_name", "new model"), config, None, backbone_cache or BackboneCache()
-    )
+    context = BuildContext(config.model_name, config, None, backbone_cache or BackboneCache())
     detector = family.build(spec, context)
     return detector.eval(), family.preprocessing(spec, config, detector)

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from clipdet.constants import CONFIG_FILENAME
+from clipdet.models.model_config import ModelConfig
 from clipdet.models.registry import KnownDetector, known_detectors
 from clipdet.storage import write_atomic
 
@@ -47,7 +48,7 @@ def load_model_config(
     name: str,
     weights_dir: str | os.PathLike,
     keys_of_arch: Callable[[str], Iterable[str]] | None = None,
-) -> dict:
+) -> ModelConfig:
     """Read ``<weights_dir>/<name>/config.yaml``, written first for a known detector if missing;
     it must hold ``REQUIRED_CONFIG_KEYS`` and the keys ``keys_of_arch(arch)`` names (those its
     architecture family reads)."""
@@ -73,13 +74,12 @@ def load_model_config(
     missing = sorted(key for key in required if key not in config)
     if missing:
         raise ValueError(f"{config_path} lacks the keys {', '.join(missing)}")
-    config.setdefault("model_name", name)
-    return config
+    return ModelConfig.from_mapping(config, name)
 
 
-def resolve_weights_file(name: str, config: dict, weights_dir: str | os.PathLike) -> Path:
+def resolve_weights_file(name: str, config: ModelConfig, weights_dir: str | os.PathLike) -> Path:
     """Path of the model's weights, downloading a known detector's official file if missing."""
-    path = Path(weights_dir) / name / config["weights_file"]
+    path = Path(weights_dir) / name / config.weights_file
     if path.is_file():
         return path
     known = known_detectors().get(name)
@@ -88,7 +88,7 @@ def resolve_weights_file(name: str, config: dict, weights_dir: str | os.PathLike
     if known.archive:
         _download_archive(known, path)
     else:
-        download_file(_weights_url(known, config["weights_file"]), path, known.checksum)
+        download_file(_weights_url(known, config.weights_file), path, known.checksum)
     if known.licence:
         logger.warning("%s is not Apache-2.0: %s", name, known.licence)
     return path

@@ -41,7 +41,7 @@ def models_signature(models) -> dict:
         weights = Path(m.weights_path)
         stat = weights.stat()
         fingerprints[m.name] = {
-            "config": m.config.get("arch"),
+            "config": m.config.arch,
             "weights": f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}",
             "backbone": m.detector.backbone_key,
         }

@@ -23,7 +23,7 @@ class BuildContext:
     detector)."""
 
     name: str
-    config: dict
+    config: Any  # a clipdet.models.model_config.ModelConfig
     weights_path: Path | None
     backbone_cache: Any
     attribution: Any = None
@@ -72,21 +72,11 @@ def find_family(arch: str) -> tuple[Family, Any]:
     raise ValueError(f"unknown arch {arch!r}; valid choices: {valid}")
 
 
-def config_value(config: dict, key: str):
-    """A config key its family needs, with a clear error naming the model when absent."""
-    if key not in config:
-        name = config.get("model_name", "?")
-        raise ValueError(f"model {name!r}: config.yaml lacks {key!r} (arch {config['arch']})")
-    return config[key]
-
-
-def config_preprocessing(spec, config: dict, detector):
+def config_preprocessing(spec, config, detector):
     """The reference's preprocessing, from the config's ``patch_size`` and ``norm_type``."""
     from clipdet.models.preprocess import reference_preprocessing
 
-    return reference_preprocessing(
-        config_value(config, "patch_size"), config_value(config, "norm_type")
-    )
+    return reference_preprocessing(config.require("patch_size"), config.require("norm_type"))
 
 
 # The families clipdet ships; each module registers itself.

@@ -9,7 +9,7 @@ config key ``timm_kwargs`` is passed to ``timm.create_model`` (e.g. a smaller Vi
 import re
 from dataclasses import dataclass
 
-from clipdet.models.families import BuildContext, Family, config_value, register_family
+from clipdet.models.families import BuildContext, Family, register_family
 from clipdet.models.preprocess import five_crops_spec, reference_preprocessing
 from networks import Detector, FiveCropViT
 
@@ -60,7 +60,7 @@ register_family(
         build=_build,
         preprocessing=lambda spec, config, detector: reference_preprocessing(
             five_crops_spec(spec.input_size, detector.backbone.patch_size),
-            config_value(config, "norm_type"),
+            config.require("norm_type"),
         ),
         convert_state_dict=_convert,
         config_keys=("norm_type",),

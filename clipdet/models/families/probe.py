@@ -7,7 +7,7 @@ L2-normalised, then ``fc``. The preprocessing is the library's own eval transfor
 model, not the reference's 224-px crop. Heads on one backbone share its pass, whatever their
 layers, with every other head that reads the same preprocessing."""
 
-from clipdet.models.families import BuildContext, Family, config_value, register_family
+from clipdet.models.families import BuildContext, Family, register_family
 from clipdet.models.registry import parse_backbone
 from networks import EMBED, Attributor, Detector
 
@@ -27,7 +27,7 @@ def parse_layer(value) -> str | int:
 
 
 def _build(arch: str, context: BuildContext):
-    backbone = parse_backbone(config_value(context.config, "backbone"))
+    backbone = parse_backbone(context.config.require("backbone"))
     layer = parse_layer(context.config.get("layer", EMBED))
     try:
         frozen = context.backbone_cache.layer(backbone, layer)
@@ -44,7 +44,7 @@ def _build(arch: str, context: BuildContext):
 def _preprocessing(arch: str, config: dict, detector):
     from clipdet.models.backbones import backbone_preprocessing
 
-    return backbone_preprocessing(parse_backbone(config["backbone"]), detector.backbone)
+    return backbone_preprocessing(parse_backbone(config.require("backbone")), detector.backbone)
 
 
 register_family(

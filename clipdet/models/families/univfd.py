@@ -4,7 +4,7 @@ frozen CLIP tower, *not* normalised, and a linear layer; its published head is
 resizing (``patch_size: 224``), as UnivFD's ``validate.py`` does. It shares the backbone's
 pass with any other head on the same CLIP model."""
 
-from clipdet.models.families import BuildContext, Family, config_value, register_family
+from clipdet.models.families import BuildContext, Family, register_family
 from clipdet.models.preprocess import reference_preprocessing
 from networks import EMBED, Detector
 
@@ -40,7 +40,7 @@ register_family(
         parse=_parse,
         build=_build,
         preprocessing=lambda spec, config, detector: reference_preprocessing(
-            config.get("patch_size", UNIVFD_CROP), config_value(config, "norm_type")
+            config.get("patch_size", UNIVFD_CROP), config.require("norm_type")
         ),
         convert_state_dict=_convert,
         config_keys=("norm_type",),
