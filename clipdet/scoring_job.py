@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from clipdet import storage
 from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS, VERDICT_COLUMN
 from clipdet.options import RunOptions
 from clipdet.pipeline.routes import EngineOptions, finish_profile, open_route, score_list
@@ -99,8 +100,6 @@ def run_score_job(
 
     def write() -> None:
         if request.out is not None:
-            from clipdet import storage
-
             storage.write_bytes(request.out, render_output(table, names, fmt, request.threshold))
 
     profile = finish_profile(route, write)
@@ -111,7 +110,6 @@ def run_score_job(
         videos = outcome.results.extension_values(VideoSummary.name)
         job.frames = frame_table(videos, filenames, names, request.fusion)
     if request.frames_out:
-        from clipdet import storage
         from clipdet.files import table_bytes, table_format
 
         data = table_bytes(job.frames, table_format(request.frames_out))

@@ -12,7 +12,12 @@ from clipdet.api import score_images
 from clipdet.pipeline import columns as kinds
 from clipdet.pipeline import scoring
 from clipdet.pipeline.columns import Column
-from clipdet.pipeline.extensions import EXTENSIONS, RowExtension, register_extension
+from clipdet.pipeline.extensions import (
+    EXTENSIONS,
+    RowExtension,
+    register_extension,
+    values_array,
+)
 from clipdet.pipeline.record import ImageResult, TableLayout, column_kinds, columns_of_kind
 from clipdet.pipeline.resume import partial_path
 
@@ -38,10 +43,7 @@ class FileSize(RowExtension):
         return len(source.data)
 
     def table_columns(self, values, n_rows, fusion=None):
-        sizes = np.full(n_rows, np.nan)
-        for index, size in values.items():
-            sizes[index] = size
-        return {"file_size": sizes}
+        return {"file_size": values_array(values, n_rows)}
 
 
 @pytest.fixture
@@ -148,10 +150,7 @@ class FrameCount(RowExtension):
         return len(frames.times)
 
     def table_columns(self, values, n_rows, fusion=None):
-        counts = np.full(n_rows, np.nan)
-        for index, count in values.items():
-            counts[index] = count
-        return {"frame_count": counts}
+        return {"frame_count": values_array(values, n_rows)}
 
 
 @pytest.mark.slow

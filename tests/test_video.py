@@ -18,6 +18,7 @@ from clipdet.api import score_images
 from clipdet.pipeline import video as video_module
 from clipdet.pipeline.extensions.video_summary import temporal_statistic
 from clipdet.pipeline.video import FrameSampling, open_video
+from clipdet.pipeline.video_sampling import MAX_FRAMES
 
 pytest.importorskip("av")  # the [video] extra; requirements-dev.txt installs it
 
@@ -41,7 +42,7 @@ def nearest_pattern(image: Image.Image, candidates: list[np.ndarray]) -> int:
 def test_uniform_targets_and_fps_targets():
     assert FrameSampling(frames=4).targets(8.0) == [1.0, 3.0, 5.0, 7.0]
     assert FrameSampling(fps=2).targets(2.0) == [0.25, 0.75, 1.25, 1.75]
-    assert len(FrameSampling(fps=1000).targets(600.0)) == video_module.MAX_FRAMES
+    assert len(FrameSampling(fps=1000).targets(600.0)) == MAX_FRAMES
     assert FrameSampling().targets(0.0) == [0.0]  # unknown duration: the first frame
     with pytest.raises(ValueError, match="--video_frames"):
         FrameSampling(frames=0)

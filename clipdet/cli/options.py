@@ -161,7 +161,7 @@ def add_compute_options(parser, speed: bool = True):
 
 def add_video_options(parser, frames_out: bool = True):
     """How videos are read (``RunOptions.video_*``, ``animated``; see docs/video.md)."""
-    from clipdet.pipeline.video import ANIMATED_MODES, DEFAULT_FRAMES, DEFAULT_TIMEOUT_S
+    from clipdet.pipeline.video_sampling import ANIMATED_MODES, DEFAULT_FRAMES, DEFAULT_TIMEOUT_S
 
     group = parser.add_argument_group("video", "mp4, mov, m4v, webm, mkv and avi files are "
                                       "scored one row per video (see docs/video.md)")  # fmt: skip

@@ -109,7 +109,7 @@ def frame_curves(frames: pd.DataFrame | None, detectors: list[str]) -> dict[str,
 def video_rows(table: pd.DataFrame, rows: list[dict], jobs: list, curves: dict) -> None:
     """Give each video row its facts and frame curve (``row["video"]``), and its job the times
     of up to ``STRIP_FRAMES`` of its scored frames (the strip's)."""
-    from clipdet.pipeline.video import FrameSampling
+    from clipdet.pipeline.video_sampling import FrameSampling
 
     if FRAMES_COLUMN not in table.columns:
         return

@@ -35,6 +35,15 @@ def frozen_feature_group(
     return group, preprocessing.transform
 
 
+def usable_cache(cache: FeatureCache | None, perturbation) -> FeatureCache | None:
+    """``cache``, unless a ``perturbation`` changes the pixels: features are cached by file
+    content, so perturbed images' features must not be stored or read."""
+    if perturbation is not None and cache is not None:
+        logger.warning("feature cache not used: images are perturbed in memory")
+        return None
+    return cache
+
+
 def make_preparer(
     groups,
     transforms,
@@ -42,11 +51,9 @@ def make_preparer(
     perturbation=None,
     settings: PrepareSettings = PrepareSettings(),  # noqa: B008 -- frozen, shared
 ) -> Preparer:
-    """The prepare stage for ``groups`` (registering them in ``cache``). A ``perturbation``
-    changes the pixels, so the cache (keyed by file content) is then not used."""
-    if perturbation is not None and cache is not None:
-        logger.warning("feature cache not used: images are perturbed in memory")
-        cache = None
+    """The prepare stage for ``groups`` (registering them in ``cache``, unless perturbed:
+    ``usable_cache``)."""
+    cache = usable_cache(cache, perturbation)
     cached = register_in_cache(groups, cache)
     needs = {g.key: g.preprocess for g in groups}
     return Preparer(dict(transforms), needs, cached, cache, perturbation, settings)

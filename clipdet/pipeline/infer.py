@@ -72,10 +72,9 @@ class ScoreInfer:
         found = self.features(expand_videos(batch) if videos else batch)
         with self.features.timed("heads"):
             results = self._heads(found)
-        extras = {item.index: item.extras for item in batch if item.extras and not item.video}
+        extras = {item.index: item.extras for item in batch}  # (a video's rows are its frames')
         for result in results:  # an image's row extensions, as its prepare stage left them
-            if result.index in extras:
-                result.extras = dict(extras[result.index])
+            result.extras = extras.get(result.index, result.extras)
         if not videos:
             return results
         by_index = {r.index: r for r in results}

@@ -5,7 +5,7 @@ import glob
 import os
 from pathlib import Path
 
-from clipdet.pipeline.video import VIDEO_EXTENSIONS
+from clipdet.pipeline.video_sampling import VIDEO_EXTENSIONS
 from clipdet.storage import is_url
 
 IMAGE_EXTENSIONS = frozenset(

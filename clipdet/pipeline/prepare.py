@@ -19,7 +19,8 @@ from clipdet.pipeline.extensions import FileSource, RowExtension, VideoSource
 from clipdet.pipeline.feature_cache import FeatureCache
 from clipdet.pipeline.gpu_decode import encoded_jpeg
 from clipdet.pipeline.images import ImageLoadError, describe_error, load_rgb, read_image_bytes
-from clipdet.pipeline.video import FrameSampling, VideoLoadError, VideoSample, open_video
+from clipdet.pipeline.video import VideoLoadError, open_video
+from clipdet.pipeline.video_sampling import FrameSampling, VideoSample
 
 VIDEO_REFUSED = "a video: training takes images (extract the video's frames)"
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from clipdet.options import RunOptions
-from clipdet.pipeline.record import ImageResult
+from clipdet.pipeline.record import ImageResult, TableLayout
 from clipdet.pipeline.run import RunOutcome, open_partial, run_scoring
 
 
@@ -164,10 +164,11 @@ def score_list(
     ``out_path`` as they come (a partial file or resumable blocks; nothing when None) and
     skipping, with ``resume``, what an earlier run recorded. Raises before any work for a
     refused resume."""
+    layout = TableLayout.of(route.models, route.options, route.paths)  # the run's columns
     done, writer = open_partial(out_path, route.paths, route.models, route.options, resume,
-                                route.block_rows, fusion)  # fmt: skip
+                                route.block_rows, layout.header(fusion))  # fmt: skip
     outcome = run_scoring(route.models, filenames, route.paths, route.options, fusion, done,
-                          writer, route.score_rows, route.profile)  # fmt: skip
+                          writer, route.score_rows, route.profile, layout)  # fmt: skip
     if route.map_writer is not None:
         route.map_writer.write_manifest(filenames)
     return outcome

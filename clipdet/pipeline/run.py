@@ -47,16 +47,15 @@ def open_partial(
     options: RunOptions,
     resume: bool,
     block_rows: int | None = None,
-    fusion: str | None = None,
+    columns: list | None = None,
 ):
     """(rows already scored, writer) for a run to ``out_path`` (None: no partial file). The
     local engine appends to a partial JSON-lines file; the Ray engine (``block_rows`` given,
     0 for the default) and outputs at a URL write fixed blocks of rows (see blocks.py). Both
-    record the run's declared columns (with ``fusion``) in their header."""
+    record the run's declared ``columns`` (``TableLayout.header``) in their header."""
     if out_path is None:
         return {}, None
     signature = run_signature(paths, models) | options_signature(options)
-    columns = TableLayout.of(models, options, paths).header(fusion)
     if block_rows is not None or storage.is_url(out_path):
         rows = block_rows or BLOCK_ROWS
         return open_blocks(str(out_path), signature, models, len(paths), resume, rows, columns)
@@ -90,14 +89,16 @@ def run_scoring(
     writer: PartialWriter | None = None,
     score_rows: Callable[[list[int]], Iterator[ImageResult]] | None = None,
     profile=None,
+    layout: TableLayout | None = None,
 ) -> RunOutcome:
     """Score every row of ``paths`` not in ``done`` (options resolved) with ``score_rows`` (rows
     -> results in any order; default: the local engine); each result goes to ``writer``
     (flushed every batch). Ctrl-C stops the run, not the program: the table comes back with
     unscored rows marked ``NOT_SCORED``; so does an unexpected error (``failure``). Either way
-    the partial file is kept for a resume."""
+    the partial file is kept for a resume. ``layout``: the run's columns (default: as its
+    models, options and paths make them)."""
     done = done or {}
-    layout = TableLayout.of(models, options, paths)
+    layout = layout or TableLayout.of(models, options, paths)
     results = ResultTable(layout, len(paths), error=NOT_SCORED)
     for index, result in done.items():
         results.set(index, result)

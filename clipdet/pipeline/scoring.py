@@ -15,11 +15,11 @@ from clipdet.options import RunOptions
 from clipdet.pipeline.engine import run_local
 from clipdet.pipeline.extensions import run_extensions
 from clipdet.pipeline.feature_cache import FeatureCache
-from clipdet.pipeline.features import make_preparer
+from clipdet.pipeline.features import make_preparer, usable_cache
 from clipdet.pipeline.infer import ScoreInfer
 from clipdet.pipeline.prepare import Preparer, PrepareSettings
 from clipdet.pipeline.record import ImageResult, ResultTable, TableLayout
-from clipdet.pipeline.video import FrameSampling
+from clipdet.pipeline.video_sampling import FrameSampling
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +109,7 @@ def scoring_stages(
     if cache is not None and options.decode != "exact":
         logger.warning("feature cache not used: --decode fast features are not the exact ones")
         cache = None
-    if cache is not None and perturbation is not None:
-        logger.warning("feature cache not used: images are perturbed in memory")
-        cache = None
+    cache = usable_cache(cache, perturbation)
     extensions = run_extensions(options, paths)
     settings = _prepare_settings(models, options, extensions, perturbation, profile is not None)
     infer = ScoreInfer(

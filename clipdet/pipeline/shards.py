@@ -14,7 +14,7 @@ import numpy as np
 
 from clipdet import storage
 from clipdet.constants import FILENAME_COLUMN
-from clipdet.pipeline.video import VIDEO_EXTENSIONS
+from clipdet.pipeline.video_sampling import VIDEO_EXTENSIONS
 
 ROW_BITS = 32  # a result's index: shard << ROW_BITS | row
 LIST_SUFFIXES = (".csv", ".parquet")

@@ -29,17 +29,11 @@ from PIL import Image, ImageSequence
 
 from clipdet import storage
 from clipdet.pipeline.images import MAX_IMAGE_PIXELS, ImageLoadError, read_image_bytes
-from clipdet.pipeline.video_sampling import (  # noqa: F401 -- read from here by the pipeline
+from clipdet.pipeline.video_sampling import (
     ANIMATED_EXTENSIONS,
-    ANIMATED_MODES,
-    DEFAULT_FRAMES,
-    DEFAULT_TIMEOUT_S,
-    MAX_FRAMES,
-    VIDEO_EXTENSIONS,
     FrameSampling,
     SampledFrame,
     VideoHeader,
-    VideoSample,
     file_suffix,
 )
 

@@ -26,6 +26,7 @@ from clipdet.pipeline.extensions.base import (  # noqa: F401 -- the protocol, fr
     Frames,
     RowExtension,
     VideoSource,
+    values_array,
 )
 from clipdet.pipeline.extensions.image_facts import ImageFacts
 from clipdet.pipeline.extensions.provenance import ProvenanceEvidence
@@ -49,10 +50,15 @@ def run_extensions(options, paths: Sequence[str] | None = None) -> tuple[RowExte
     return tuple(ext for ext in found if ext is not None)
 
 
+_READERS: dict[type, RowExtension] = {}  # one bare instance per class, made once
+
+
 def readers() -> dict[str, RowExtension]:
     """An instance of every registered extension, for reading stored values and naming
-    columns (``ExtensionClass()``), in registration order."""
-    return {name: cls() for name, cls in EXTENSIONS.items()}
+    columns (``ExtensionClass()``, made once: records are written row by row), in
+    registration order."""
+    return {name: _READERS.get(cls) or _READERS.setdefault(cls, cls())
+            for name, cls in EXTENSIONS.items()}  # fmt: skip
 
 
 def known_columns() -> dict[str, str]:

@@ -88,3 +88,12 @@ class RowExtension:
     def from_json(self, stored: Any, n_detectors: int) -> Any:
         """The value ``to_json`` wrote; ValueError (or KeyError, TypeError) when malformed."""
         return stored
+
+
+def values_array(values: dict[int, Any], n_rows: int, width: int | None = None) -> np.ndarray:
+    """Rows' values as floats, NaN for the rows without one: [n_rows], or [n_rows, width]
+    for values of ``width`` numbers (what ``table_columns`` of numeric columns starts from)."""
+    array = np.full((n_rows,) if width is None else (n_rows, width), np.nan)
+    for index, value in values.items():
+        array[index] = value
+    return array

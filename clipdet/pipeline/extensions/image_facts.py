@@ -6,7 +6,7 @@ import numpy as np
 
 from clipdet.constants import IMAGE_FACT_COLUMNS
 from clipdet.pipeline.columns import FACT, Column
-from clipdet.pipeline.extensions.base import FileSource, RowExtension, VideoSource
+from clipdet.pipeline.extensions.base import FileSource, RowExtension, VideoSource, values_array
 
 
 class ImageFacts(RowExtension):
@@ -34,9 +34,7 @@ class ImageFacts(RowExtension):
         return float(source.size[0]), float(source.size[1]), float("nan")
 
     def table_columns(self, values: dict, n_rows: int, fusion=None) -> dict:
-        facts = np.full((n_rows, len(IMAGE_FACT_COLUMNS)), np.nan)
-        for index, value in values.items():
-            facts[index] = value
+        facts = values_array(values, n_rows, len(IMAGE_FACT_COLUMNS))
         return dict(zip(IMAGE_FACT_COLUMNS, facts.T, strict=True))
 
     def to_json(self, value) -> list:

@@ -61,7 +61,7 @@ class VideoSummary(RowExtension):
     def from_options(cls, options, paths=None):
         """On when one of ``paths`` is a video (always for a stream, whose files are not
         known ahead)."""
-        from clipdet.pipeline.video import FrameSampling
+        from clipdet.pipeline.video_sampling import FrameSampling
 
         sampling = FrameSampling.of(options)
         return cls() if paths is None or any(sampling.is_video(str(p)) for p in paths) else None
