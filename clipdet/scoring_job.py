@@ -120,7 +120,7 @@ def run_score_job(
         inputs = ReportInputs(outcome.table, list(paths), labels, request.engine.maps,
                               request.threshold, command=request.command,
                               fusion=request.fusion, calibration=calibration,
-                              frames=job.frames)  # fmt: skip
+                              frames=job.frames, weights_dir=request.weights_dir)  # fmt: skip
         write_report(inputs, request.report)
     return job
 

@@ -151,7 +151,8 @@ def test_three_verdicts_and_their_reasons_in_every_output(tmp_path, calibrated, 
     summary = capsys.readouterr().err
     assert "inconclusive" in summary and "calibrated at FPR 0.05 on 60 real images" in summary
     table = pd.read_csv(outputs["csv"], keep_default_na=False)
-    assert list(table.columns[-3:]) == ["verdict", "verdict_reason", "error"]
+    assert list(table.columns[-5:]) == ["verdict", "verdict_reason", "verdict_tiny_a",
+                                        "verdict_tiny_b", "error"]  # fmt: skip
     reasons = dict(zip(table["filename"], table["verdict_reason"], strict=True))
     verdicts = dict(zip(table["filename"], table["verdict"], strict=True))
     assert (verdicts["small.png"], reasons["small.png"]) == ("inconclusive", "smaller_than_input")
@@ -162,12 +163,15 @@ def test_three_verdicts_and_their_reasons_in_every_output(tmp_path, calibrated, 
     high, low = point.threshold, calibration.real_threshold()
     for name, score, verdict, reason in zip(table["filename"], fusion, table["verdict"],
                                             table["verdict_reason"], strict=True):  # fmt: skip
-        if reason in ("smaller_than_input", "low_jpeg_quality"):
+        if reason in ("smaller_than_input", "low_jpeg_quality", "unlike the calibration images"):
             continue
         expected = "synthetic" if score > high else "real" if score < low else "inconclusive"
         assert verdict == expected, name
     parquet = pd.read_parquet(outputs["parquet"])
     assert parquet["verdict"].tolist() == table["verdict"].tolist()
+    decided = tmp_path / "decided.csv"  # the same verdicts from the scores file alone
+    assert run("decide", "-s", outputs["parquet"], "-c", cal_file, "-o", decided) == 0
+    assert pd.read_csv(decided, keep_default_na=False).equals(table)
     lines = [json.loads(line) for line in outputs["jsonl"].read_text().splitlines()]
     assert [r["verdict_reason"] for r in lines] == table["verdict_reason"].tolist()
     images = sorted((test.parent).glob("*.png"))[:2]
@@ -185,7 +189,7 @@ def test_three_verdicts_and_their_reasons_in_every_output(tmp_path, calibrated, 
     assert run("metrics", "-i", test, "-o", outputs["csv"], "--calibration", cal_file,
                "--save_tab", saved) == 0  # fmt: skip
     printed = capsys.readouterr().out
-    for name in ("tpr@0.05", "fpr@0.05", "inconclusive@0.05", "tpr@0.02"):
+    for name in ("tpr@0.05", "fpr@0.05", "inconclusive@0.05", "coverage@0.05", "tpr@0.02"):
         assert name in printed
     assert "width" not in printed  # image facts are not detectors
     long = pd.read_csv(saved)  # one row per (table, column, typ)
@@ -193,6 +197,10 @@ def test_three_verdicts_and_their_reasons_in_every_output(tmp_path, calibrated, 
     gen = table[table["filename"].str.startswith(("f", "small", "q30"))]
     expected = np.mean(gen["verdict"] == "inconclusive")
     assert found.set_index("typ").loc["gen", "value"] == pytest.approx(expected)
+    decided = long[(long["metric"] == "coverage@0.05") & (long["model"] == "fusion")]
+    scored = gen[gen["verdict"] != ""]
+    expected = np.mean(scored["verdict"].isin(["synthetic", "real"]))
+    assert decided.set_index("typ").loc["gen", "value"] == pytest.approx(expected)
 
 
 def test_a_calibration_is_refused_for_changed_weights_or_models(
@@ -257,3 +265,42 @@ def test_a_scores_file_is_read_instead_of_scoring_again(tmp_path, calibrated, mo
     missing = tmp_path / "more.csv"
     pd.DataFrame({"filename": ["0.png", "nope.png"]}).to_csv(missing, index=False)
     assert run("calibrate", "--real", missing, "--scores", scores, "-o", again, *common) == 2
+
+
+def shapes(path, seed: int, size=(256, 240)):
+    """A picture of another family: flat-coloured rectangles on a dark ground, no gradient."""
+    rng = np.random.default_rng(seed)
+    pixels = np.full((size[1], size[0], 3), 20, dtype=np.uint8)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, size[0] - 40), rng.integers(0, size[1] - 40)
+        w, h = rng.integers(20, 120, 2)
+        pixels[y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 256, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path.name
+
+
+def test_images_unlike_the_calibration_set_are_inconclusive(tmp_path, calibrated, capsys):
+    """Held-out pictures of the calibrated family keep their verdicts (at least 90 %); pictures
+    of a visibly different family are inconclusive, 'unlike the calibration images'; the share
+    decided (coverage) is printed."""
+    cal_file, _, common = calibrated
+    domain = Calibration.load(cal_file).domain
+    assert domain["model"] == "tiny_a" and domain["n_images"] == 80 and domain["cutoff"] > 0
+    rows = [(photo(tmp_path / "h" / f"r{i}.png", "real", 900 + i), "real") for i in range(20)]
+    rows += [(photo(tmp_path / "h" / f"f{i}.png", "fake", 950 + i), "gen") for i in range(10)]
+    rows += [(shapes(tmp_path / "h" / f"s{i}.png", i), "other") for i in range(10)]
+    test = tmp_path / "h" / "list.csv"
+    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(test, index=False)
+    out = tmp_path / "v.csv"
+    capsys.readouterr()
+    assert run("score", "-i", test, "-o", out, "--calibration", cal_file, *common) == 0
+    assert "coverage" in capsys.readouterr().err
+    table = pd.read_csv(out, keep_default_na=False)
+    unlike = table["verdict_reason"] == "unlike the calibration images"
+    assert (table.loc[unlike, "verdict"] == "inconclusive").all()
+    family = table["filename"].str.startswith(("r", "f"))
+    assert unlike[~family].all()
+    assert (~unlike[family]).mean() >= 0.9
+    distance = table["calibration_distance"].to_numpy(float)
+    assert np.array_equal(unlike, distance > domain["cutoff"])

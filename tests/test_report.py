@@ -199,8 +199,16 @@ def test_the_page_in_headless_chromium(report_run, browser, tmp_path, monkeypatc
     monkeypatch.setattr(html_report, "PAGE_ROWS", 4)
     big = tmp_path / "big.html"
     argv = ["--scores", str(run_dir / "scores.csv"), "--in_csv", str(csv), "-o", str(big)]
-    assert report_cli.main([*argv, "--maps", str(run_dir / "maps")]) == 0
+    cards = tmp_path / "own"  # a card for one of the two detectors: its name links to it
+    (cards / "res_tiny").mkdir(parents=True)
+    (cards / "res_tiny" / "card.md").write_text("# res_tiny\n\n- **Trained on**: <noise>\n")
+    assert report_cli.main([*argv, "--maps", str(run_dir / "maps"), "-w", str(cards)]) == 0
     page, errors, requests = open_page(browser, big)
+    assert page.eval_on_selector_all("#summary a", "a => a.map(n => n.textContent)") == ["res_tiny"]
+    assert not page.is_visible("#card-res_tiny pre")
+    page.click("#summary a")
+    assert page.is_visible("#card-res_tiny pre")
+    assert "**Trained on**: <noise>" in page.inner_text("#card-res_tiny pre")
     assert len(card_names(page)) == 4  # pages of 4
     page.click("#next")
     assert len(card_names(page)) == 3

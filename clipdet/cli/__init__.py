@@ -7,6 +7,7 @@
     clipdet models    the known detectors and backbones, and their download state
     clipdet sweep     linear probes on several backbones and layers, compared
     clipdet calibrate thresholds set on your own real photos at a false-positive rate
+    clipdet decide    calibrated verdicts for a scores file (clipdet's or another tool's)
 
 Each subcommand module has ``add_parser(subparsers=None)`` (a sub-parser, or the standalone
 parser of its script) and ``run(args) -> int``; nothing heavy is imported before the arguments
@@ -19,6 +20,7 @@ import sys
 from clipdet import __version__
 from clipdet.cli import (
     calibrate,
+    decide,
     download,
     launder,
     metrics,
@@ -32,7 +34,8 @@ from clipdet.cli import (
 )
 
 COMMANDS = (
-    score, metrics, train, sweep, calibrate, report, launder, split, download, reproduce, models,
+    score, metrics, train, sweep, calibrate, decide, report, launder, split, download,
+    reproduce, models,
 )  # fmt: skip
 
 

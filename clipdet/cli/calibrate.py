@@ -8,8 +8,12 @@ For each model and the fusion: the threshold whose false-positive rate on the re
 most the target (exactly), the observed rate and its exact 95 % (Clopper-Pearson) bound, a
 warning when the list is too small for the target (fewer than 3 / fpr images), and with
 --fake the true-positive rate at that threshold with its interval and the lower threshold
-under which a verdict is 'real'. --scores reads a scores file of these models instead of
-scoring again. The file refuses to apply to models whose weights changed since.
+under which a verdict is 'real'. The file also describes the images in one detector's
+features (where the calibration holds: `clipdet score` calls an image unlike all of them
+inconclusive); --no_domain leaves it out. --scores reads a scores file instead of scoring
+again: of these models, or another tool's columns (--models names them; they are kept as
+external detectors, applied with `clipdet decide`). The file refuses to apply to models whose
+weights changed since.
 """
 
 import sys
@@ -51,6 +55,11 @@ def add_parser(subparsers=None):
         help="JPEGs below this quality (from their quantisation tables) are inconclusive "
         "(default 65)",
     )  # fmt: skip
+    p.add_argument(
+        "--no_domain", action="store_true",
+        help="do not describe where the calibration holds (no 'unlike the calibration "
+        "images' verdicts)",
+    )  # fmt: skip
     add_model_options(p, models=",".join(DEFAULT_MODELS))
     add_compute_options(p, speed=False)
     add_quiet(p)
@@ -75,7 +84,7 @@ def run(args) -> int:
             miss_rate=DEFAULT_MISS_RATE if args.miss_rate is None else args.miss_rate,
             min_jpeg_quality=(DEFAULT_MIN_JPEG_QUALITY if args.min_jpeg_quality is None
                               else args.min_jpeg_quality),
-            options=RunOptions.from_args(args),
+            options=RunOptions.from_args(args), domain=not args.no_domain,
         )  # fmt: skip
         path = calibration.save(args.out)
     except (OSError, ValueError, RuntimeError) as e:
@@ -103,4 +112,15 @@ def format_calibration(calibration) -> str:
                 f"{calibration.real_threshold(name, p.target_fpr):>+10.3f}{flag}"
             )
     lines.append(f"* verdicts read {calibration.decision}; {calibration.describe()}")
+    decided = [f"{kind} {record['coverage']:.2f}" for kind, record in calibration.lists.items()
+               if record.get("coverage") is not None]  # fmt: skip
+    if decided:
+        lines.append("coverage (share decided) on the calibration lists: " + ", ".join(decided))
+    if calibration.domain:
+        d = calibration.domain
+        lines.append(
+            f"where it holds: {d['n_images']} images in {d['model']}'s features; an image "
+            f"farther than {d['cutoff']:.3f} from all of them is inconclusive ({d['quantile']:.0%} "
+            "of held-out calibration images lie within it)"
+        )
     return "\n".join(lines)

@@ -7,6 +7,11 @@ licences that are not permissive.
 
     clipdet models [--weights_dir weights]
     clipdet models --backbones
+    clipdet models --card BFREE_dino2reg4[,UnivFD]
+
+With --card: each named model's card (what it was trained on, the generators it covers, its
+licence, published figures and known blind spots): `<weights_dir>/<name>/card.md` for a model
+of your own, else the card clipdet ships (configs/cards/).
 """
 
 import sys
@@ -32,7 +37,29 @@ def add_parser(subparsers=None):
     p.add_argument(
         "--backbones", action="store_true", help="list the backbone aliases for linear probes"
     )
+    p.add_argument(
+        "--card", default=None, metavar="NAME[,NAME]",
+        help="print the model card of each named model ('all': every known detector)",
+    )  # fmt: skip
     return p
+
+
+def print_cards(names: str, weights_dir) -> int:
+    """Each named model's card on stdout; a model without one says so in one line (stderr)
+    and makes the exit status 1."""
+    from clipdet.models.registry import known_detectors, model_card
+
+    wanted = list(known_detectors()) if names == "all" else [n for n in names.split(",") if n]
+    status = 0
+    for i, name in enumerate(wanted):
+        card = model_card(name, weights_dir)
+        if card is None:
+            print(f"error: {name} has no model card (configs/cards/{name}.md or "
+                  f"{weights_dir}/{name}/card.md)", file=sys.stderr)  # fmt: skip
+            status = 1
+            continue
+        print(("\n" if i else "") + card.rstrip())
+    return status
 
 
 def backbone_table() -> list[dict]:
@@ -89,6 +116,8 @@ def model_table(weights_dir) -> list[dict]:
 
 
 def run(args) -> int:
+    if args.card:
+        return print_cards(args.card, args.weights_dir)
     if args.backbones:
         print_rows(backbone_table(), ("name", "backbone", "description"))
         return 0

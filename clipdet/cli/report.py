@@ -15,6 +15,7 @@ from clipdet.cli.options import (
     setup_logging,
     shown_command,
 )
+from clipdet.constants import default_weights_dir
 
 
 def add_parser(subparsers=None):
@@ -34,6 +35,11 @@ def add_parser(subparsers=None):
     )  # fmt: skip
     p.add_argument("--out", "-o", default="report.html", help="the HTML file to write")
     p.add_argument("--threshold", type=float, default=0.0, help="verdict threshold")
+    p.add_argument(
+        "--weights_dir", "-w", default=default_weights_dir(),
+        help="where your own models' cards are (<name>/card.md); shipped models' cards are "
+        "always linked",
+    )  # fmt: skip
     p.add_argument(
         "--calibration", default=None, metavar="FILE",
         help="a `clipdet calibrate` file: synthetic / real / inconclusive verdicts at its "
@@ -78,6 +84,7 @@ def run(args) -> int:
             command=shown_command(args, args.argv),
             calibration=calibration,
             frames=read_table(args.frames, [FILENAME_COLUMN]) if args.frames else None,
+            weights_dir=args.weights_dir,
         )
         out = write_report(inputs, args.out)
     except (OSError, ValueError) as e:

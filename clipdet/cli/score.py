@@ -266,12 +266,9 @@ def _summary(table, results, out_path, threshold, calibration=None) -> None:
         else f", {int((score > threshold).sum())} flagged as synthetic (score > {threshold:g})"
     )
     if calibration is not None:  # the table holds its verdicts
-        from clipdet.constants import INCONCLUSIVE, REAL, SYNTHETIC, VERDICT_COLUMN
+        from clipdet.evaluation.calibration import verdict_summary
 
-        verdict = table[VERDICT_COLUMN]
-        counts = {v: int((verdict == v).sum()) for v in (SYNTHETIC, REAL, INCONCLUSIVE)}
-        flagged = ": " + ", ".join(f"{n} {v}" for v, n in counts.items())
-        flagged += f" ({calibration.describe()})"
+        flagged = f": {verdict_summary(table)} ({calibration.describe()})"
     where = f" -> {out_path}" if out_path else ""
     print(
         f"{len(table) - len(failed)} scored, {len(failed)} failed{flagged}{where}",

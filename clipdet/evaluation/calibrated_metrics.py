@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from clipdet.constants import FILENAME_COLUMN, INCONCLUSIVE, REAL, SYNTHETIC, TYPE_COLUMN
-from clipdet.evaluation.calibration import Calibration, decision_score
+from clipdet.evaluation.calibration import Calibration, coverage, decision_score
 
 
 def calibrated_rates(
@@ -15,7 +15,8 @@ def calibrated_rates(
     generators, ``AVG``): ``tpr@<fpr>``, the share of each generator's images called synthetic
     (rows: every calibrated column at its own threshold; the decision column by its verdicts,
     image rules included); ``fpr@<fpr>``, the same share among the real images; and
-    ``inconclusive@<fpr>``, the share of each typ whose verdict is inconclusive."""
+    ``inconclusive@<fpr>``, the share of each typ whose verdict is inconclusive; and
+    ``coverage@<fpr>``, the share of each typ's scored images that a verdict decides."""
     calibration.check_columns(scores)
     table = labels[[FILENAME_COLUMN, TYPE_COLUMN]].astype(str).merge(scores, on=FILENAME_COLUMN)
     types = sorted(t for t in table[TYPE_COLUMN].unique() if t != REAL)
@@ -35,10 +36,13 @@ def calibrated_rates(
                 tpr.loc[name, typ] = called[typs == typ].mean()
             fpr.loc[name, REAL] = called[typs == REAL].mean() if (typs == REAL).any() else np.nan
         tpr["AVG"] = tpr[types].mean(axis=1) if types else np.nan
-        shares = {typ: float(np.mean(verdict[typs == typ] == INCONCLUSIVE))
-                  for typ in [REAL, *types] if (typs == typ).any()}  # fmt: skip
-        inconclusive = pd.DataFrame([shares], index=pd.Index([calibration.decision], name="column"))
-        for label, frame in (("tpr", tpr), ("fpr", fpr), ("inconclusive", inconclusive)):
+        present = [typ for typ in [REAL, *types] if (typs == typ).any()]
+        shares = {typ: float(np.mean(verdict[typs == typ] == INCONCLUSIVE)) for typ in present}
+        inconclusive = pd.DataFrame([shares], index=pd.Index([calibration.decision]))
+        decided = pd.DataFrame([{typ: coverage(verdict[typs == typ]) for typ in present}],
+                               index=pd.Index([calibration.decision]))  # fmt: skip
+        for label, frame in (("tpr", tpr), ("fpr", fpr), ("inconclusive", inconclusive),
+                             ("coverage", decided)):  # fmt: skip
             frame.index.name = f"{label}@{target:g}"
             tables[frame.index.name] = frame
     return tables

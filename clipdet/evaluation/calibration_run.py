@@ -24,6 +24,7 @@ from clipdet.evaluation.calibration import (
     OperatingPoint,
     ScoreCalibration,
     clopper_pearson,
+    coverage,
     decision_column,
     decision_score,
     fpr_threshold,
@@ -32,10 +33,14 @@ from clipdet.evaluation.calibration import (
 )
 from clipdet.files import read_list, read_table, sha256_of
 from clipdet.options import RunOptions
+from clipdet.pipeline.domain import MIN_IMAGES, DomainDescription
+from clipdet.pipeline.extensions.calibration_domain import DomainFeatures
 from clipdet.pipeline.record import split_models
-from clipdet.pipeline.scoring import load_models, score_table
+from clipdet.pipeline.scoring import load_models, score_results, score_table
 
 logger = logging.getLogger(__name__)
+
+EXTERNAL_FINGERPRINT = {"arch": None, "external": True}
 
 
 def calibrate(
@@ -50,19 +55,28 @@ def calibrate(
     miss_rate: float = DEFAULT_MISS_RATE,
     min_jpeg_quality: float = DEFAULT_MIN_JPEG_QUALITY,
     options: RunOptions | None = None,
+    domain: bool = True,
 ) -> Calibration:
     """The calibration of ``models`` (and their ``fusion``) at each false-positive rate of
     ``fprs`` on the real images of ``real_csv``; with ``fake_csv`` also their true-positive
     rates and the lower threshold at ``miss_rate``. ``scores``: a scores file (from `clipdet
-    score` with these models) holding every listed image, read instead of scoring again."""
+    score` with these models, or another tool's score columns: external detectors) holding
+    every listed image, read instead of scoring again. With ``domain`` (and scoring), the file
+    also describes the images in the features of ``domain_model`` (where the calibration
+    holds: clipdet.pipeline.domain)."""
     options = replace(options or RunOptions(), calibration=None).resolved()
-    loaded = load_models(models, weights_dir, options)
+    external = external_columns(models, weights_dir) if scores is not None else []
+    loaded = load_models([n for n in models if n not in external], weights_dir, options)
     detectors, _ = split_models(loaded)
-    if not detectors:
+    names = [n for n in models if n in external or n in {m.name for m in detectors}]
+    if not names:
         raise ValueError("calibration needs at least one detection model")
-    names = [m.name for m in detectors]
-    real = _scores_of(real_csv, loaded, fusion, scores, options)
-    fake = None if fake_csv is None else _scores_of(fake_csv, loaded, fusion, scores, options)
+    model = domain_model(detectors) if domain and scores is None else None
+    real, real_features = _scores_of(real_csv, loaded, names, fusion, scores, options, model)
+    fake, fake_features = (
+        (None, None) if fake_csv is None
+        else _scores_of(fake_csv, loaded, names, fusion, scores, options, model)
+    )  # fmt: skip
     decision, columns = calibrate_scores(real, fake, names, fprs, fusion, miss_rate)
     sides = [m.input_size for m in detectors if m.input_size]
     calibration = Calibration(
@@ -70,13 +84,30 @@ def calibrate(
         detectors=names,
         fusion=(fusion or "none") if decision == FUSION_COLUMN else None,
         columns=columns,
-        models={m.name: model_fingerprint(m) for m in detectors},
+        models={m.name: model_fingerprint(m) for m in detectors}
+        | {name: EXTERNAL_FINGERPRINT for name in external},
         min_side=max(sides) if sides else None,
         min_jpeg_quality=float(min_jpeg_quality),
         lists={"real": _list_record(real_csv, len(real))}
         | ({"fake": _list_record(fake_csv, len(fake))} if fake is not None else {}),
         date=stamp(),
     )
+    if model is not None:
+        features = [f for f in (real_features, fake_features) if f is not None]
+        features = np.concatenate(features) if features else np.zeros((0, 1))
+        if len(features) < MIN_IMAGES:
+            logger.warning(
+                "%d images scored: too few (under %d) to say where the calibration holds; it "
+                "is applied everywhere", len(features), MIN_IMAGES,
+            )  # fmt: skip
+        else:
+            calibration.domain = DomainDescription.fit(features, model).to_dict()
+    elif domain:
+        logger.info("no description of where the calibration holds: it needs the images' "
+                    "features, computed when calibrate scores them (without --scores)")  # fmt: skip
+    for kind, table in (("real", real), ("fake", fake)):
+        if table is not None:  # the share of the list a verdict decides (score rules)
+            calibration.lists[kind]["coverage"] = coverage(calibration.verdicts(table)[0])
     for point in calibration.columns[decision].points:
         if warning := small_list_warning(point):
             logger.warning("%s", warning)
@@ -148,8 +179,23 @@ def small_list_warning(point: OperatingPoint) -> str | None:
     )
 
 
-def _scores_of(csv, models, fusion, scores, options: RunOptions) -> pd.DataFrame:
-    """Scores of the images of list ``csv``: from the ``scores`` file, or computed."""
+def external_columns(names: list[str], weights_dir) -> list[str]:
+    """The names of ``names`` that are no clipdet model (neither known nor a folder in
+    ``weights_dir``): another tool's score columns in a scores file (> 0 synthetic), kept as
+    external detectors, whose weights cannot be checked."""
+    from clipdet.models.weights import available_models
+
+    known = set(available_models(weights_dir))
+    external = [name for name in names if name not in known]
+    if external:
+        logger.info("external detectors (score columns, weights not checked): %s",
+                    ", ".join(external))  # fmt: skip
+    return external
+
+
+def _scores_of(csv, models, names, fusion, scores, options: RunOptions, feature_model=None):
+    """Scores of the images of list ``csv``: from the ``scores`` file, or computed; and with
+    ``feature_model`` (when computed) each scored image's features of that model ([n, D])."""
     table, paths = read_list(csv)
     filenames = table[FILENAME_COLUMN].tolist()
     if scores is not None:
@@ -161,12 +207,24 @@ def _scores_of(csv, models, fusion, scores, options: RunOptions) -> pd.DataFrame
                 f"{len(missing)} images of {csv} have no row in {scores} (e.g. {missing[0]}): "
                 "score them with the same models, or leave out --scores"
             )
-        needed = [m.name for m in split_models(models)[0]]
-        absent = [c for c in needed if c not in found.columns]
+        absent = [c for c in names if c not in found.columns]
         if absent:
             raise ValueError(f"{scores} has no column for {', '.join(absent)}")
-        return found.loc[filenames].reset_index()
-    return score_table(models, paths, options, fusion, filenames)
+        return found.loc[filenames].reset_index(), None
+    if feature_model is None:
+        return score_table(models, paths, options, fusion, filenames), None
+    reader = DomainFeatures(feature_model)
+    results = score_results(models, paths, options, [reader])
+    vectors = results.extension_values(reader.name)
+    features = np.stack(list(vectors.values())) if vectors else None
+    return results.to_frame(filenames, fusion), features
+
+
+def domain_model(detectors) -> str:
+    """The detector whose features describe the calibration images: the first that reads a
+    frozen backbone (a foundation model's features), else the first."""
+    frozen = [m for m in detectors if m.detector.frozen_backbone]
+    return (frozen or list(detectors))[0].name
 
 
 def _list_record(csv, n: int) -> dict:

@@ -66,6 +66,7 @@ class ReportInputs:
     fusion: str | None = None
     calibration: object | None = None  # a calibration.Calibration: its three verdicts
     frames: pd.DataFrame | None = None  # a run's --frames_out table: video frames' scores
+    weights_dir: str | os.PathLike | None = None  # model cards of your own models (card.md)
 
 
 def detector_columns(table: pd.DataFrame) -> list[str]:
@@ -270,6 +271,8 @@ def _summary(inputs: ReportInputs, rows: list[dict], detectors: list[str]) -> di
         "real": sum(row["verdict"] == REAL for row in rows),
         "threshold": _decision_threshold(inputs),
         "calibration": inputs.calibration.describe() if inputs.calibration else None,
+        "coverage": _coverage(rows) if inputs.calibration else None,
+        "model_cards": _model_cards(detectors, inputs.weights_dir),
         "models": detectors + [a["model"] for a in (rows[0]["attribution"] if rows else [])],
         "fusion": inputs.fusion or (FUSION_COLUMN if FUSION_COLUMN in inputs.table else "none"),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -282,6 +285,22 @@ def _summary(inputs: ReportInputs, rows: list[dict], detectors: list[str]) -> di
             provenance_counts(rows) if PROVENANCE_COLUMN in inputs.table.columns else None
         ),
     }
+
+
+def _coverage(rows: list[dict]) -> float | None:
+    from clipdet.evaluation.calibration import coverage
+
+    return finite_number(coverage([row["verdict"] for row in rows]))
+
+
+def _model_cards(detectors: list[str], weights_dir) -> dict[str, str]:
+    """Each detector's card (`clipdet models --card`), where it has one."""
+    from clipdet.constants import default_weights_dir
+    from clipdet.models.registry import model_card
+
+    folder = weights_dir or default_weights_dir()
+    cards = {name: model_card(name, folder) for name in detectors}
+    return {name: card for name, card in cards.items() if card}
 
 
 def _decision_threshold(inputs: ReportInputs) -> float:

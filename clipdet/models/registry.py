@@ -200,3 +200,18 @@ def replay_registrations(registrations: Registrations, folder: str | Path) -> No
                 open_clip.add_model_config(path)
     for spec in registrations.backbones:
         _extra_backbones[spec.name] = spec
+
+
+CARD_FILENAME = "card.md"
+
+
+def model_card(name: str, weights_dir: str | os.PathLike | None = None) -> str | None:
+    """A model's card (what it was trained on, the generators it covers, its licence,
+    published figures, blind spots): ``<weights_dir>/<name>/card.md`` (a model of your own),
+    else the card shipped in ``configs/cards/<name>.md``; None when it has none."""
+    places = [Path(weights_dir) / name / CARD_FILENAME] if weights_dir is not None else []
+    places.append(CONFIGS_DIR / "cards" / f"{name}.md")
+    for place in places:
+        if place.is_file():
+            return place.read_text(encoding="utf-8")
+    return None

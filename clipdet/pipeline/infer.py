@@ -75,13 +75,32 @@ class ScoreInfer:
         extras = {item.index: item.extras for item in batch}  # (a video's rows are its frames')
         for result in results:  # an image's row extensions, as its prepare stage left them
             result.extras = extras.get(result.index, result.extras)
-        if not videos:
-            return results
-        by_index = {r.index: r for r in results}
-        embeddings = self._embeddings(found)
-        for item in videos:
-            by_index[item.index] = self._video_result(item, by_index, embeddings)
-        return [by_index[item.index] for item in batch]
+        if videos:
+            by_index = {r.index: r for r in results}
+            embeddings = self._embeddings(found)
+            for item in videos:
+                by_index[item.index] = self._video_result(item, by_index, embeddings)
+            results = [by_index[item.index] for item in batch]
+        self._fold_embeddings(results, found)
+        return results
+
+    def _fold_embeddings(self, results: list[ImageResult], found: BatchFeatures) -> None:
+        """Hand each extension that reads a model's features each row's (a video's: the mean
+        over its frames)."""
+        for ext in self.extensions:
+            key = self.group_of.get(ext.embedding_model) if ext.reads_embedding else None
+            if key not in found.features:
+                continue
+            rows, values = found.features[key]
+            vectors: dict = {}
+            for row, vector in zip(rows, values.float().cpu().numpy(), strict=True):
+                vectors.setdefault(row[0] if isinstance(row, tuple) else row, []).append(vector)
+            for result in results:
+                vector = vectors.get(result.index)
+                vector = None if vector is None else np.mean(vector, axis=0)
+                value = ext.fold_embedding(result.extras.get(ext.name), vector)
+                if value is not None:
+                    result.extras = {**result.extras, ext.name: value}
 
     def _embeddings(self, found: BatchFeatures) -> dict:
         """Row (a video frame's ``(row, k)``) -> its features in the embedding group: the

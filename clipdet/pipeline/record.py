@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from clipdet.constants import (
+    DETECTOR_VERDICT_PREFIX,
     ERROR_COLUMN,
     FILENAME_COLUMN,
     FUSION_COLUMN,
@@ -172,6 +173,8 @@ def column_kinds(table: pd.DataFrame) -> dict[str, str]:
             found[column] = known[column]
         elif column in attribution:
             found[column] = kinds.ATTRIBUTION
+        elif column.startswith(DETECTOR_VERDICT_PREFIX):
+            found[column] = kinds.VERDICT
         elif pd.api.types.is_numeric_dtype(table[column]):
             found[column] = kinds.SCORE
     return found

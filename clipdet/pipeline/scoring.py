@@ -93,11 +93,13 @@ def scoring_stages(
     maps: bool = False,
     profile=None,
     paths: Sequence[str] | None = None,
+    extra_extensions: Sequence = (),
 ) -> tuple[Preparer, ScoreInfer]:
     """The prepare and infer stages of a run of ``models`` (options resolved) on ``paths``
     (None: not known ahead); with ``maps`` the results carry the evidence map of every
     full-resolution detector; a ``profile`` (clipdet.pipeline.profile.Profile) records where
-    the time goes. The run's row extensions (``run_extensions``) compute their columns."""
+    the time goes. The run's row extensions (``run_extensions``, then ``extra_extensions``)
+    compute their values."""
     from clipdet.pipeline.perturb import Perturbation
 
     if options.decode not in DECODE_MODES:
@@ -110,7 +112,7 @@ def scoring_stages(
         logger.warning("feature cache not used: --decode fast features are not the exact ones")
         cache = None
     cache = usable_cache(cache, perturbation)
-    extensions = run_extensions(options, paths)
+    extensions = (*run_extensions(options, paths), *extra_extensions)
     settings = _prepare_settings(models, options, extensions, perturbation, profile is not None)
     infer = ScoreInfer(
         models, options.device, cache, maps, extensions, profile, max_batch=options.batch_size
@@ -141,6 +143,7 @@ def iter_scores(
     rows: Sequence[int] | None = None,
     maps: bool = False,
     profile=None,
+    extra_extensions: Sequence = (),
     **fields,
 ) -> Iterator[ImageResult]:
     """Score ``rows`` of ``paths`` (default: all) with every model on the local engine,
@@ -150,7 +153,7 @@ def iter_scores(
     Models on one backbone share its forward pass."""
     options = _options(options, fields)
     paths = list(paths)
-    preparer, infer = scoring_stages(models, options, maps, profile, paths)
+    preparer, infer = scoring_stages(models, options, maps, profile, paths, extra_extensions)
     for results in run_local(
         preparer, infer, paths, rows, device=options.device,
         batch_size=options.batch_size, num_workers=options.num_workers,
@@ -169,7 +172,21 @@ def score_table(
 ) -> pd.DataFrame:
     """The output table of loaded ``models`` on ``paths`` (local engine), one row per path,
     named ``filenames`` (default: the paths)."""
-    results = ResultTable(TableLayout.of(models, options, paths), len(paths))
-    for result in iter_scores(models, paths, options):
-        results.set(result.index, result)
+    results = score_results(models, paths, options)
     return results.to_frame(filenames if filenames is not None else paths, fusion)
+
+
+def score_results(
+    models: Sequence[LoadedModel],
+    paths: Sequence[str],
+    options: RunOptions,
+    extra_extensions: Sequence = (),
+) -> ResultTable:
+    """Every record of ``models`` on ``paths`` (local engine), with the values of the run's
+    row extensions and of ``extra_extensions`` (``results.extension_values(name)``)."""
+    layout = TableLayout.of(models, options, paths)
+    layout = replace(layout, extensions=(*layout.extensions, *extra_extensions))
+    results = ResultTable(layout, len(paths))
+    for result in iter_scores(models, paths, options, extra_extensions=extra_extensions):
+        results.set(result.index, result)
+    return results

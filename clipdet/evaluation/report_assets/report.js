@@ -24,7 +24,8 @@
   const dl = document.getElementById("summary");
   [["images", summary.images], ["scored", summary.scored], ["failed", summary.failed]].concat(
    summary.calibration ? [["verdicts", summary.flagged + " synthetic, " + summary.real + " real, " +
-     summary.inconclusive + " inconclusive"], ["calibration", summary.calibration]] :
+     summary.inconclusive + " inconclusive" + (summary.coverage === null ? "" :
+       " (coverage " + summary.coverage.toFixed(2) + ")")], ["calibration", summary.calibration]] :
    [["flagged synthetic", summary.flagged + " (score > " + summary.threshold + ")"]]).concat([
    ["models", summary.models.join(", ")], ["fusion", summary.fusion],
    ["run date", summary.date], ["clipdet", summary.version]]).concat(
@@ -37,6 +38,35 @@
     dl.appendChild(box);
   });
   document.getElementById("command").textContent = summary.command;
+
+  // each detector's card (trained on, covers, licence, figures, blind spots), linked from "models"
+  const cardNames = Object.keys(summary.model_cards || {});
+  if (cardNames.length) {
+    const section = document.getElementById("model-cards");
+    section.hidden = false;
+    cardNames.forEach(function (name) {
+      const details = el("details", "model-card");
+      details.id = "card-" + name;
+      details.appendChild(el("summary", null, name));
+      details.appendChild(el("pre", null, summary.model_cards[name]));
+      section.appendChild(details);
+    });
+    const models = dl.querySelectorAll("dd")[[...dl.querySelectorAll("dt")].findIndex(function (dt) {
+      return dt.textContent === "models"; })];
+    models.textContent = "";
+    summary.models.forEach(function (name, i) {
+      if (i) models.appendChild(document.createTextNode(", "));
+      if (summary.model_cards[name]) {
+        const link = el("a", null, name);
+        link.href = "#card-" + name;
+        link.title = name + "'s model card";
+        link.addEventListener("click", function () { document.getElementById("card-" + name).open = true; });
+        models.appendChild(link);
+      } else {
+        models.appendChild(document.createTextNode(name));
+      }
+    });
+  }
 
   // Metrics (labelled lists)
   if (data.metrics) {

@@ -7,6 +7,8 @@ An extension is one module that says, for its family of columns:
   decoding worker, so the extension pickles and any engine runs it), and what it still reads
   of a file whose pixels failed (``prepare_failed``);
 - how a video's frames fold into its row (``fold_frames``);
+- what it reads of the features a detector's head reads (``fold_embedding``, with
+  ``reads_embedding``; in the infer stage);
 - its columns with their kind (``columns``) and their values in a table (``table_columns``);
 - its JSON form in partial files and blocks (``to_json`` / ``from_json``);
 - what a resumed run must repeat (``signature``).
@@ -16,6 +18,7 @@ inside them. Registered in the order their columns appear, before ``error``:
 
     provenance   --provenance: the evidence tokens and the generator they name
     facts        --calibration: width, height and JPEG quality read from the file's header
+    domain       --calibration with a domain: the distance to the nearest calibration image
     video        a video's summary: frames, duration_s, temporal, frame_max
 """
 
@@ -28,6 +31,7 @@ from clipdet.pipeline.extensions.base import (  # noqa: F401 -- the protocol, fr
     VideoSource,
     values_array,
 )
+from clipdet.pipeline.extensions.calibration_domain import CalibrationDomain
 from clipdet.pipeline.extensions.image_facts import ImageFacts
 from clipdet.pipeline.extensions.provenance import ProvenanceEvidence
 from clipdet.pipeline.extensions.video_summary import VideoSummary
@@ -66,5 +70,10 @@ def known_columns() -> dict[str, str]:
     return {c.name: c.kind for ext in readers().values() for c in ext.columns()}
 
 
-for _builtin in (ProvenanceEvidence, ImageFacts, VideoSummary):  # their column order
+for _builtin in (
+    ProvenanceEvidence,
+    ImageFacts,
+    CalibrationDomain,
+    VideoSummary,
+):  # their column order
     register_extension(_builtin)

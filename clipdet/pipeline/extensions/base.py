@@ -52,6 +52,8 @@ class RowExtension:
     name: ClassVar[str]  # its key in a record's extras and JSON form
     reads_bytes: ClassVar[bool] = False
     reads_pixels: ClassVar[bool] = False  # (a GPU decoding of JPEGs is then not used)
+    reads_embedding: ClassVar[bool] = False  # fold_embedding gets the features of a model
+    embedding_model: str | None = None  # ... this one (a detector of the run)
 
     @classmethod
     def from_options(cls, options, paths: Sequence[str] | None = None) -> "RowExtension | None":
@@ -75,6 +77,12 @@ class RowExtension:
         return None
 
     def fold_frames(self, value: Any, frames: Frames) -> Any:
+        return value
+
+    def fold_embedding(self, value: Any, embedding: np.ndarray | None) -> Any:
+        """With ``reads_embedding``, in the infer stage: the row's value given the features
+        ``embedding_model``'s head reads ([D]; a video's: its frames' mean; None where the
+        model has none for the row)."""
         return value
 
     def table_columns(self, values: dict[int, Any], n_rows: int, fusion: str | None) -> dict:

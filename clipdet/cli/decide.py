@@ -1,0 +1,46 @@
+"""Calibrated verdicts for a scores file, without scoring again: clipdet's own scores or
+another tool's (its columns calibrated as external detectors with `clipdet calibrate --scores`).
+
+    clipdet decide --scores scores.csv --calibration calibration.yaml -o verdicts.csv
+    clipdet decide --scores other_tool.parquet --calibration theirs.yaml -o verdicts.jsonl
+
+The output (CSV, Parquet or JSON lines, by its extension) is the scores file with `verdict`,
+`verdict_reason` and, with several detectors, each one's own `verdict_<model>`, as `clipdet
+score --calibration` writes them; the image rules apply where the file has the columns they
+read (width, height, jpeg_quality, calibration_distance).
+"""
+
+import sys
+
+from clipdet.cli.options import add_quiet, fatal, make_parser, setup_logging
+
+
+def add_parser(subparsers=None):
+    p = make_parser(subparsers, "decide", __doc__, "calibrated verdicts for a scores file", run)
+    p.add_argument("--scores", "-s", required=True, help="a scores file (CSV, Parquet, JSONL)")
+    p.add_argument("--calibration", "-c", required=True, help="a `clipdet calibrate` file")
+    p.add_argument("--out", "-o", required=True, help="the output file (format by extension)")
+    p.add_argument(
+        "--fpr", type=float, default=None,
+        help="which calibrated false-positive rate decides (default: the first)",
+    )  # fmt: skip
+    add_quiet(p)
+    return p
+
+
+def run(args) -> int:
+    setup_logging(args.quiet)
+    from clipdet.constants import FILENAME_COLUMN
+    from clipdet.evaluation.calibration import Calibration, decide_table, verdict_summary
+    from clipdet.files import read_table, write_table
+
+    try:
+        calibration = Calibration.load(args.calibration)
+        table = read_table(args.scores, [FILENAME_COLUMN])
+        out = decide_table(table, calibration, args.fpr)
+        write_table(out, args.out)
+    except (OSError, ValueError) as e:
+        return fatal(e)
+    print(f"{verdict_summary(out)} ({calibration.describe(args.fpr)}) -> {args.out}",
+          file=sys.stderr)  # fmt: skip
+    return 0
