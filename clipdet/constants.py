@@ -27,6 +27,7 @@ JPEG_QUALITY_COLUMN = "jpeg_quality"
 IMAGE_FACT_COLUMNS = (WIDTH_COLUMN, HEIGHT_COLUMN, JPEG_QUALITY_COLUMN)
 VERDICT_COLUMN = "verdict"
 VERDICT_REASON_COLUMN = "verdict_reason"
+VIEW_PREFIX = "llr@"  # llr@<view>: the decision LLR of an in-memory view (--views)
 DETECTOR_VERDICT_PREFIX = "verdict_"  # verdict_<model>: each detector's own calibrated verdict
 # Videos: how many frames were scored, the duration (s), the temporal statistic of the frame
 # features, the largest frame score; in --frames_out, each frame's index and time (s)

@@ -20,6 +20,10 @@ class RunOptions:
     ``calibration`` (a ``clipdet calibrate`` file) records each image's size and JPEG quality
     (read from its header) for the verdict rules; LLRs do not change.
 
+    ``views`` (chains of ``perturb``'s operations separated by ``;``) also scores each image as
+    those in-memory views of its decoded pixels (``llr@<view>`` columns; a verdict that flips
+    under one is inconclusive); LLRs do not change.
+
     Videos (by extension; animated images too with ``animated`` "video") are scored on
     ``video_frames`` frames spread over their duration, or one every 1/``video_fps`` seconds;
     ``video_timeout`` bounds one video's decoding (seconds).
@@ -43,6 +47,7 @@ class RunOptions:
     provenance: bool = False
     c2pa_trust: str | os.PathLike | None = None
     calibration: str | os.PathLike | None = None
+    views: str | None = None
     video_frames: int = 16
     video_fps: float | None = None
     video_timeout: float = 120.0

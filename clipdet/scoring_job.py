@@ -92,7 +92,7 @@ def run_score_job(
     outcome = score_list(route, filenames, request.out, request.fusion, request.resume)
     table = outcome.table
     if calibration is not None:  # every output format holds the three verdicts
-        from clipdet.evaluation.calibration import add_calibrated_verdicts
+        from clipdet.evaluation.verdicts import add_calibrated_verdicts
 
         table = add_calibrated_verdicts(table, calibration)
     names = outcome.results.detector_names

@@ -304,3 +304,68 @@ def test_images_unlike_the_calibration_set_are_inconclusive(tmp_path, calibrated
     assert (~unlike[family]).mean() >= 0.9
     distance = table["calibration_distance"].to_numpy(float)
     assert np.array_equal(unlike, distance > domain["cutoff"])
+
+
+def test_a_verdict_that_flips_under_a_view_is_inconclusive(tmp_path, calibrated):
+    """--views 'blur:2' (a deterministic view): exactly the rows whose verdict differs under
+    --perturb blur:2 are inconclusive, 'flips under blur:2'; the others keep their verdict;
+    llr@blur:2 is the perturbed run's decision LLR."""
+    cal_file, _, common = calibrated
+    calibration = Calibration.load(cal_file)
+    calibration.domain = None  # the view's verdict by the score and image rules alone
+    cal_file = calibration.save(tmp_path / "cal_no_domain.yaml")
+    rows = [(photo(tmp_path / "v" / f"r{i}.png", "real", 700 + i), "real") for i in range(6)]
+    rows += [(photo(tmp_path / "v" / f"f{i}.png", "fake", 750 + i), "gen") for i in range(6)]
+    rows.append((photo(tmp_path / "v" / "small.png", "fake", 7, size=(120, 100)), "gen"))
+    rows.append(("missing.png", "gen"))
+    test = tmp_path / "v" / "list.csv"
+    pd.DataFrame(rows, columns=["filename", "typ"]).to_csv(test, index=False)
+    out = {name: tmp_path / f"{name}.csv" for name in ("plain", "viewed", "perturbed")}
+    flags = {"plain": [], "viewed": ["--views", "blur:2"], "perturbed": ["--perturb", "blur:2"]}
+    for name, path in out.items():
+        assert run("score", "-i", test, "-o", path, "--calibration", cal_file, *flags[name],
+                   *common) == 0  # fmt: skip
+    plain, viewed, perturbed = (pd.read_csv(out[n], keep_default_na=False) for n in out)
+
+    def numbers(column):
+        return pd.to_numeric(column, errors="coerce").to_numpy()
+
+    np.testing.assert_allclose(numbers(viewed["fusion"]), numbers(plain["fusion"]))
+    np.testing.assert_allclose(numbers(viewed["llr@blur:2"]), numbers(perturbed["fusion"]),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    differs = plain["verdict"] != perturbed["verdict"]
+    flipped = viewed["verdict_reason"] == "flips under blur:2"
+    assert 0 < differs.sum() < len(plain) - 2, "the fixture must hold flips and non-flips"
+    assert flipped.tolist() == differs.tolist()
+    assert (viewed.loc[flipped, "verdict"] == "inconclusive").all()
+    kept = ~flipped
+    assert viewed.loc[kept, "verdict"].tolist() == plain.loc[kept, "verdict"].tolist()
+    assert viewed.loc[viewed["filename"] == "missing.png", "verdict_reason"].item() == "not_scored"
+
+
+def test_views_and_the_calibration_domain_resume_to_the_same_file(
+    tmp_path, calibrated, monkeypatch, capsys
+):
+    """A run with views and a calibration's domain, stopped by Ctrl-C and resumed, writes
+    the uninterrupted run's bytes; resuming with other views is refused."""
+    from helpers import ctrl_c_after
+
+    from clipdet.pipeline import scoring as run_module
+    from clipdet.pipeline.resume import partial_path
+
+    cal_file, test, common = calibrated
+    flags = ["-i", test, "--calibration", cal_file, "--views", "blur:2;jpeg:40", "--batch_size",
+             "1", *common]  # fmt: skip
+    assert run("score", "-o", tmp_path / "clean.csv", *flags) == 0
+    out = tmp_path / "r.csv"
+    with ctrl_c_after(monkeypatch, run_module, 3):
+        assert run("score", "-o", out, *flags) == 130
+    assert len(partial_path(out).read_text().splitlines()) == 4  # header + 3 rows
+    capsys.readouterr()
+    other = [*flags[:5], "blur:1", *flags[6:]]
+    assert run("score", "-o", out, *other, "--resume") == 2
+    assert "views" in capsys.readouterr().err
+    assert run("score", "-o", out, *flags, "--resume") == 0
+    assert out.read_bytes() == (tmp_path / "clean.csv").read_bytes()
+    table = pd.read_csv(out)
+    assert {"llr@blur:2", "llr@jpeg:40", "calibration_distance"} <= set(table.columns)

@@ -11,6 +11,7 @@ import pytest
 
 from clipdet.cli import main as clipdet
 from clipdet.evaluation.calibration import Calibration
+from clipdet.evaluation.verdicts import verdicts
 from clipdet.pipeline.domain import DomainDescription
 
 
@@ -87,7 +88,7 @@ def test_one_family_does_not_disagree_with_itself(external_calibration):
         calibration.models[name] = {"arch": "same_arch"}
     high, low = calibration.point("tool_a").threshold, calibration.real_threshold("tool_b")
     table = pd.DataFrame({"tool_a": [high + 3], "tool_b": [low - 3]})
-    _, reason = calibration.verdicts(table)
+    _, reason = verdicts(calibration, table)
     assert not reason[0].startswith("detectors disagree")
 
 

@@ -31,7 +31,8 @@ def add_parser(subparsers=None):
 def run(args) -> int:
     setup_logging(args.quiet)
     from clipdet.constants import FILENAME_COLUMN
-    from clipdet.evaluation.calibration import Calibration, decide_table, verdict_summary
+    from clipdet.evaluation.calibration import Calibration
+    from clipdet.evaluation.verdicts import decide_table, verdict_summary
     from clipdet.files import read_table, write_table
 
     try:

@@ -92,6 +92,12 @@ def add_parser(subparsers=None):
         "false-positive rate, with a verdict_reason column, in every output format",
     )
     io.add_argument(
+        "--views", default=None, metavar="CHAIN[;CHAIN]",
+        help="also score each image as in-memory views, e.g. 'jpeg:75;resize:0.5;social' "
+        "(--perturb's chains, ';'-separated): llr@<view> columns; with --calibration a verdict "
+        "that flips under a view is inconclusive ('flips under jpeg:75')",
+    )  # fmt: skip
+    io.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run to the same --out_csv, skipping rows already scored",
@@ -266,7 +272,7 @@ def _summary(table, results, out_path, threshold, calibration=None) -> None:
         else f", {int((score > threshold).sum())} flagged as synthetic (score > {threshold:g})"
     )
     if calibration is not None:  # the table holds its verdicts
-        from clipdet.evaluation.calibration import verdict_summary
+        from clipdet.evaluation.verdicts import verdict_summary
 
         flagged = f": {verdict_summary(table)} ({calibration.describe()})"
     where = f" -> {out_path}" if out_path else ""

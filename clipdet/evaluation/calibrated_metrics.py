@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from clipdet.constants import FILENAME_COLUMN, INCONCLUSIVE, REAL, SYNTHETIC, TYPE_COLUMN
-from clipdet.evaluation.calibration import Calibration, coverage, decision_score
+from clipdet.evaluation.calibration import Calibration, decision_score
+from clipdet.evaluation.verdicts import coverage, verdicts
 
 
 def calibrated_rates(
@@ -23,7 +24,7 @@ def calibrated_rates(
     typs = table[TYPE_COLUMN].to_numpy()
     tables = {}
     for target in calibration.targets:
-        verdict, _ = calibration.verdicts(table, target)
+        verdict, _ = verdicts(calibration, table, target)
         tpr = pd.DataFrame(index=pd.Index(list(calibration.columns), name="column"))
         fpr = pd.DataFrame(index=tpr.index)
         for name in calibration.columns:

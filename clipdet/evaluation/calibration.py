@@ -7,7 +7,8 @@ false-positive rate, with the exact (Clopper-Pearson) bound of that rate, and th
   default where the LLR itself says real at 19:1 odds (LLR < -log 19, σ(LLR) < 0.05);
 - ``inconclusive`` between them, and for images outside what the detectors read reliably:
   smaller than a detector's input (it would be upscaled), or a JPEG whose quantisation tables
-  say a quality below ``min_jpeg_quality``.
+  say a quality below ``min_jpeg_quality``; where detectors disagree, a view flips the verdict,
+  or the image is unlike every calibration image (the rules: clipdet.evaluation.verdicts).
 
 A threshold is never placed on a score it was fitted on: it lies midway between the last score
 the rule allows and the next, so a recomputed score that moves by a rounding step does not
@@ -27,19 +28,14 @@ from scipy.stats import binomtest
 
 from clipdet import __version__
 from clipdet.constants import (
-    DETECTOR_VERDICT_PREFIX,
-    ERROR_COLUMN,
     FUSION_COLUMN,
-    HEIGHT_COLUMN,
     INCONCLUSIVE,
     JPEG_QUALITY_COLUMN,
     REAL,
     SYNTHETIC,
-    VERDICT_COLUMN,
-    VERDICT_REASON_COLUMN,
     WIDTH_COLUMN,
 )
-from clipdet.pipeline.domain import DISTANCE_COLUMN, UNLIKE
+from clipdet.pipeline.domain import DISTANCE_COLUMN
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +58,6 @@ LOW_QUALITY = "low_jpeg_quality"
 NOT_SCORED = "not_scored"
 VERDICT_OF = {ABOVE: SYNTHETIC, BELOW: REAL, BETWEEN: INCONCLUSIVE, TOO_SMALL: INCONCLUSIVE,
               LOW_QUALITY: INCONCLUSIVE, NOT_SCORED: ""}  # fmt: skip
-DISAGREE = "detectors disagree"  # + " (B-Free synthetic, clipdet_latent10k_plus real)"
 MAX_DECISION = "max"  # no fusion, several detectors: the verdict reads the largest LLR
 
 
@@ -224,74 +219,6 @@ class Calibration:
             logger.warning("the scores have no width/height/jpeg_quality columns (scored "
                            "without --calibration): the image rules are not applied")  # fmt: skip
 
-    def verdicts(self, table: pd.DataFrame, target: float | None = None):
-        """(verdict, verdict_reason) arrays for a scores table."""
-        score = decision_score(table, self.decision, self.detectors)
-        point = self.point(target=target)
-        high, low = point.threshold, self.real_threshold(target=target)
-        reason = np.full(len(table), BETWEEN, dtype=object)  # later rules take precedence
-        reason[score > high] = ABOVE
-        reason[score < low] = BELOW
-        for row, text in self.disagreements(table, target).items():
-            reason[row] = text
-        if self.domain and DISTANCE_COLUMN in table.columns:
-            distance = table[DISTANCE_COLUMN].to_numpy(float)
-            reason[distance > float(self.domain["cutoff"])] = UNLIKE
-        if WIDTH_COLUMN in table.columns and self.min_side:
-            sides = np.minimum(table[WIDTH_COLUMN].to_numpy(float),
-                               table[HEIGHT_COLUMN].to_numpy(float))  # fmt: skip
-            reason[sides < self.min_side] = TOO_SMALL
-        if JPEG_QUALITY_COLUMN in table.columns:
-            reason[table[JPEG_QUALITY_COLUMN].to_numpy(float) < self.min_jpeg_quality] = LOW_QUALITY
-        reason[~np.isfinite(score)] = NOT_SCORED
-        verdict = np.array([VERDICT_OF.get(r, INCONCLUSIVE) for r in reason], dtype=object)
-        return verdict, reason
-
-    def score_verdicts(self, table: pd.DataFrame, column: str, target: float | None = None):
-        """The verdicts of one calibrated score column by its own thresholds (score rules
-        only): synthetic above, real below its lower threshold, inconclusive between, empty
-        where it has no score."""
-        score = decision_score(table, column, self.detectors)
-        high = self.point(column, target).threshold
-        low = self.real_threshold(column, target)
-        verdict = np.full(len(table), INCONCLUSIVE, dtype=object)
-        verdict[score > high] = SYNTHETIC
-        verdict[score < low] = REAL
-        verdict[~np.isfinite(score)] = ""
-        return verdict
-
-    def detector_verdicts(self, table: pd.DataFrame, target: float | None = None) -> dict:
-        """``verdict_<model>`` -> each detector's own verdict (with several detectors)."""
-        if len(self.detectors) < 2:
-            return {}
-        return {DETECTOR_VERDICT_PREFIX + name: self.score_verdicts(table, name, target)
-                for name in self.detectors if name in self.columns}  # fmt: skip
-
-    def family(self, detector: str) -> str:
-        """Detectors of one family (one architecture) are not independent witnesses: their
-        disagreement does not count. An external detector is a family of its own."""
-        return str(self.models.get(detector, {}).get("arch") or f"external:{detector}")
-
-    def disagreements(self, table: pd.DataFrame, target: float | None = None) -> dict:
-        """Row -> ``detectors disagree (A synthetic, B real)`` where detectors of different
-        families give confident opposite verdicts (each by its own thresholds)."""
-        own = {name[len(DETECTOR_VERDICT_PREFIX):]: verdicts
-               for name, verdicts in self.detector_verdicts(table, target).items()}  # fmt: skip
-        if len({self.family(name) for name in own}) < 2:
-            return {}
-        synthetic = np.column_stack([v == SYNTHETIC for v in own.values()])
-        real = np.column_stack([v == REAL for v in own.values()])
-        names = list(own)
-        found = {}
-        for row in np.flatnonzero(synthetic.any(axis=1) & real.any(axis=1)):
-            yes = [n for n, hit in zip(names, synthetic[row], strict=True) if hit]
-            no = [n for n, hit in zip(names, real[row], strict=True) if hit]
-            if any(self.family(a) != self.family(b) for a in yes for b in no):
-                found[int(row)] = (f"{DISAGREE} ("
-                                   + ", ".join([f"{n} synthetic" for n in yes]
-                                               + [f"{n} real" for n in no]) + ")")  # fmt: skip
-        return found
-
     # ---- the file ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
@@ -326,22 +253,6 @@ class Calibration:
             raise CalibrationError(f"{path}: incomplete calibration file ({e})") from e
 
 
-def add_calibrated_verdicts(
-    table: pd.DataFrame, calibration: Calibration, target: float | None = None
-) -> pd.DataFrame:
-    """The table with ``verdict``, ``verdict_reason`` and, with several detectors, each one's
-    own ``verdict_<model>`` (before ``error``)."""
-    verdict, reason = calibration.verdicts(table, target)
-    own = calibration.detector_verdicts(table, target)
-    out = table.drop(columns=[VERDICT_COLUMN, VERDICT_REASON_COLUMN, *own], errors="ignore")
-    at = out.columns.get_loc(ERROR_COLUMN) if ERROR_COLUMN in out.columns else len(out.columns)
-    for offset, (name, values) in enumerate(
-        [(VERDICT_COLUMN, verdict), (VERDICT_REASON_COLUMN, reason), *own.items()]
-    ):
-        out.insert(at + offset, name, values)
-    return out
-
-
 def decision_score(table: pd.DataFrame, decision: str, detectors: list[str]) -> np.ndarray:
     if decision == MAX_DECISION:
         return table[detectors].max(axis=1, skipna=False).to_numpy(float)
@@ -359,34 +270,3 @@ def decision_column(detectors: list[str], has_fusion: bool) -> str:
 
 def stamp() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def coverage(verdicts) -> float:
-    """The share of scored rows that a verdict decides (synthetic or real), NaN if none."""
-    verdicts = np.asarray(verdicts, dtype=object)
-    scored = verdicts != ""
-    return float(np.isin(verdicts[scored], [SYNTHETIC, REAL]).mean()) if scored.any() else math.nan
-
-
-def verdict_summary(table: pd.DataFrame) -> str:
-    """``3 synthetic, 5 real, 2 inconclusive, coverage 0.80; undecided: unlike the calibration
-    images 1, between_thresholds 1`` for a table with calibrated verdicts."""
-    verdict = table[VERDICT_COLUMN].fillna("").to_numpy(object)
-    counts = ", ".join(f"{int((verdict == v).sum())} {v}" for v in (SYNTHETIC, REAL, INCONCLUSIVE))
-    line = f"{counts}, coverage {coverage(verdict):.2f}"
-    undecided = table.loc[verdict == INCONCLUSIVE, VERDICT_REASON_COLUMN].astype(str)
-    # "detectors disagree (A synthetic, B real)" and "flips under X" counted by their rule
-    rules = undecided.str.replace(r" \(.*\)$", "", regex=True).value_counts()
-    if len(rules):
-        line += "; undecided: " + ", ".join(f"{rule} {n}" for rule, n in rules.items())
-    return line
-
-
-def decide_table(
-    table: pd.DataFrame, calibration: Calibration, target: float | None = None
-) -> pd.DataFrame:
-    """A scores table (clipdet's or another tool's) with its calibrated verdicts: refused
-    when it lacks the calibrated columns; the image rules apply where it has their columns."""
-    calibration.check_columns(table)
-    calibration.point(target=target)  # refuses a rate that was not calibrated
-    return add_calibrated_verdicts(table, calibration, target)

@@ -24,13 +24,13 @@ from clipdet.evaluation.calibration import (
     OperatingPoint,
     ScoreCalibration,
     clopper_pearson,
-    coverage,
     decision_column,
     decision_score,
     fpr_threshold,
     miss_threshold,
     stamp,
 )
+from clipdet.evaluation.verdicts import coverage, verdicts
 from clipdet.files import read_list, read_table, sha256_of
 from clipdet.options import RunOptions
 from clipdet.pipeline.domain import MIN_IMAGES, DomainDescription
@@ -107,7 +107,7 @@ def calibrate(
                     "features, computed when calibrate scores them (without --scores)")  # fmt: skip
     for kind, table in (("real", real), ("fake", fake)):
         if table is not None:  # the share of the list a verdict decides (score rules)
-            calibration.lists[kind]["coverage"] = coverage(calibration.verdicts(table)[0])
+            calibration.lists[kind]["coverage"] = coverage(verdicts(calibration, table)[0])
     for point in calibration.columns[decision].points:
         if warning := small_list_warning(point):
             logger.warning("%s", warning)

@@ -97,7 +97,7 @@ def _maps_by_row(inputs: ReportInputs) -> dict[str, list[dict]]:
 
 def _rows(inputs: ReportInputs, detectors: list[str]) -> list[dict]:
     if inputs.calibration is not None:
-        from clipdet.evaluation.calibration import add_calibrated_verdicts
+        from clipdet.evaluation.verdicts import add_calibrated_verdicts
 
         table = add_calibrated_verdicts(inputs.table, inputs.calibration)
     else:
@@ -288,7 +288,7 @@ def _summary(inputs: ReportInputs, rows: list[dict], detectors: list[str]) -> di
 
 
 def _coverage(rows: list[dict]) -> float | None:
-    from clipdet.evaluation.calibration import coverage
+    from clipdet.evaluation.verdicts import coverage
 
     return finite_number(coverage([row["verdict"] for row in rows]))
 

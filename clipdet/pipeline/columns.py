@@ -12,12 +12,13 @@ VERDICT = "verdict"  # a decision and its reason
 FACT = "fact"  # what was read of the image itself (size, JPEG quality)
 PROVENANCE = "provenance"  # evidence read from the file (C2PA, metadata, watermarks)
 VIDEO = "video"  # a video's summary (frames, duration, temporal statistic)
+VIEW = "view"  # the decision LLR of an in-memory view of the image (--views)
 GROUP = "group"  # copies of one picture
 SOURCE = "source"  # where a streamed row came from (shard, row)
 ERROR = "error"  # why a row could not be scored (empty when fine)
 
-KINDS = (NAME, LABEL, SCORE, FUSION, ATTRIBUTION, VERDICT, FACT, PROVENANCE, VIDEO, GROUP,
-         SOURCE, ERROR)  # fmt: skip
+KINDS = (NAME, LABEL, SCORE, FUSION, ATTRIBUTION, VERDICT, FACT, PROVENANCE, VIDEO, VIEW,
+         GROUP, SOURCE, ERROR)  # fmt: skip
 
 
 @dataclass(frozen=True)

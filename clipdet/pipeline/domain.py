@@ -118,11 +118,12 @@ class _Subspace:
         centred = normalised(features) - mean
         coords = centred @ axes.T
         residual = np.maximum((centred**2).sum(axis=1) - (coords**2).sum(axis=1), 0.0)
-        nearest = np.full(len(coords), np.inf)
-        for start in range(0, len(points), 1024):  # [rows, 1024] at a time
-            block = points[start : start + 1024]
-            squared = ((coords[:, None, :] - block[None, :, :]) ** 2).sum(axis=2)
-            nearest = np.minimum(nearest, squared.min(axis=1))
+        nearest = np.empty(len(coords))
+        squared_points = (points**2).sum(axis=1)
+        for start in range(0, len(coords), 1024):  # [1024, n] squared distances at a time
+            block = coords[start : start + 1024]
+            squared = (block**2).sum(axis=1)[:, None] + squared_points - 2 * block @ points.T
+            nearest[start : start + 1024] = np.maximum(squared.min(axis=1), 0.0)
         return np.sqrt(nearest + residual)
 
 

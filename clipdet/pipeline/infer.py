@@ -69,24 +69,40 @@ class ScoreInfer:
                 for stage, seconds in item.timings.items():
                     profile.add(stage, seconds)
         videos = [item for item in batch if item.video is not None]
-        found = self.features(expand_videos(batch) if videos else batch)
+        viewed = [item for item in batch if item.views]
+        found = self.features(expand_items(batch) if videos or viewed else batch)
         with self.features.timed("heads"):
             results = self._heads(found)
         extras = {item.index: item.extras for item in batch}  # (a video's rows are its frames')
         for result in results:  # an image's row extensions, as its prepare stage left them
             result.extras = extras.get(result.index, result.extras)
-        if videos:
+        if videos or viewed:
             by_index = {r.index: r for r in results}
-            embeddings = self._embeddings(found)
+            embeddings = self._embeddings(found) if videos else {}
             for item in videos:
                 by_index[item.index] = self._video_result(item, by_index, embeddings)
+            for item in viewed:
+                by_index[item.index] = self._viewed_result(item, by_index)
             results = [by_index[item.index] for item in batch]
-        self._fold_embeddings(results, found)
+        self._fold_embeddings(results, found, {item.index for item in viewed})
         return results
 
-    def _fold_embeddings(self, results: list[ImageResult], found: BatchFeatures) -> None:
+    def _viewed_result(self, item: PreparedItem, results: dict) -> ImageResult:
+        """An image scored with its views: its own row (``(row, 0)``), and each view's LLRs
+        ([views, detectors]) folded into the extensions."""
+        result = results.pop((item.index, 0))
+        views = [results.pop((item.index, k)) for k in range(1, len(item.views) + 1)]
+        scores = np.stack([view.scores for view in views])
+        result.index, result.extras = item.index, dict(item.extras)
+        for ext in self.extensions:
+            value = ext.fold_views(result.extras.get(ext.name), scores)
+            if value is not None:
+                result.extras[ext.name] = value
+        return result
+
+    def _fold_embeddings(self, results: list[ImageResult], found: BatchFeatures, viewed) -> None:
         """Hand each extension that reads a model's features each row's (a video's: the mean
-        over its frames)."""
+        over its frames; an image with views: its own, not its views')."""
         for ext in self.extensions:
             key = self.group_of.get(ext.embedding_model) if ext.reads_embedding else None
             if key not in found.features:
@@ -94,6 +110,8 @@ class ScoreInfer:
             rows, values = found.features[key]
             vectors: dict = {}
             for row, vector in zip(rows, values.float().cpu().numpy(), strict=True):
+                if isinstance(row, tuple) and row[0] in viewed and row[1] != 0:
+                    continue
                 vectors.setdefault(row[0] if isinstance(row, tuple) else row, []).append(vector)
             for result in results:
                 vector = vectors.get(result.index)
@@ -158,18 +176,22 @@ class ScoreInfer:
         return list(results.values())
 
 
-def expand_videos(batch: Sequence[PreparedItem]) -> list[PreparedItem]:
-    """The batch with each video replaced by one item per frame (index ``(row, k)``), so that
-    frames are batched with images."""
-    frames = []
+def expand_items(batch: Sequence[PreparedItem]) -> list[PreparedItem]:
+    """The batch with each video replaced by one item per frame (index ``(row, k)``), and
+    each image with views by itself (``(row, 0)``) and one item per view (``(row, k)``, k >= 1),
+    so that frames and views are batched with images."""
+    expanded = []
     for item in batch:
-        if item.video is None:
-            frames.append(item)
-            continue
-        for k in range(len(item.video.times)):
-            tensors = {key: stack[k] for key, stack in item.tensors.items()}
-            frames.append(PreparedItem((item.index, k), tensors, {}, None, ""))
-    return frames
+        if item.video is not None:
+            for k in range(len(item.video.times)):
+                tensors = {key: stack[k] for key, stack in item.tensors.items()}
+                expanded.append(PreparedItem((item.index, k), tensors, {}, None, ""))
+        elif item.views:
+            for k, tensors in enumerate([item.tensors, *item.views]):
+                expanded.append(PreparedItem((item.index, k), tensors, {}, None, item.error))
+        else:
+            expanded.append(item)
+    return expanded
 
 
 def apply_head(model, group_features) -> Iterator[tuple[int, np.ndarray]]:

@@ -165,6 +165,17 @@ class Perturbation:
         return Perturbed(image, record, encoded)
 
 
+def parse_views(spec: str, seed: int = 0) -> tuple["Perturbation", ...]:
+    """``"jpeg:75;resize:0.5;social"`` -> one Perturbation per view (same draws per image as
+    ``--perturb`` of the same chain and seed)."""
+    names = [part.strip() for part in str(spec).split(";") if part.strip()]
+    if not names:
+        raise ValueError("--views needs at least one chain, e.g. 'jpeg:75;resize:0.5'")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a view is named twice in {spec!r}")
+    return tuple(Perturbation(name, seed) for name in names)
+
+
 @dataclass
 class Perturbed:
     image: Image.Image

@@ -37,10 +37,12 @@ class PreparedItem:
     wanted: tuple[PreprocessCfg, ...] = ()  # what the infer stage makes of ``encoded``
     extras: dict = field(default_factory=dict)  # row extension name -> its value
     video: VideoSample | None = None  # a video: its frames' times (tensors are [frames, ...])
+    views: list[dict[str, torch.Tensor]] = field(default_factory=list)  # --views: as tensors
 
     def pin_memory(self) -> "PreparedItem":
         """Called by the DataLoader (pin_memory=True on CUDA) for fast non-blocking copies."""
         self.tensors = {key: t.pin_memory() for key, t in self.tensors.items()}
+        self.views = [{key: t.pin_memory() for key, t in view.items()} for view in self.views]
         return self
 
 
@@ -61,13 +63,15 @@ class PrepareSettings:
     JPEGs at a reduced scale (--decode fast); ``encode`` leaves JPEGs encoded for the infer
     stage (--decode gpu); ``extensions``: the run's row extensions; ``video``: which files are
     videos and which of their frames are scored (None: videos are refused undecoded, as
-    training and sweeps take images)."""
+    training and sweeps take images); ``views``: perturbations each image is also scored
+    under (--views; of the decoded image, after --perturb)."""
 
     timed: bool = False
     min_side: int | None = None
     encode: bool = False
     extensions: tuple[RowExtension, ...] = ()
     video: FrameSampling | None = None
+    views: tuple = ()
 
 
 class Preparer:
@@ -95,6 +99,7 @@ class Preparer:
         self.settings = settings
         self.timed, self.min_side, self.encode = settings.timed, settings.min_side, settings.encode
         self.extensions, self.video = settings.extensions, settings.video
+        self.views = settings.views
 
     def __call__(self, index: int, path: str, data: bytes | None = None) -> PreparedItem:
         """``data``: the image's bytes when the caller has them (a tar member), else read
@@ -144,6 +149,9 @@ class Preparer:
                 if self.perturbation is not None:
                     image = self.perturbation(image, index).image
                 item.tensors = {cfg.key: self.transforms[cfg.key](image) for cfg in wanted}
+                for view in self.views:  # the same decoded image, in memory
+                    seen = view(image, index).image
+                    item.views.append({cfg.key: self.transforms[cfg.key](seen) for cfg in wanted})
                 if self.timed:
                     item.timings = {
                         "read+decode": decoded - start,

@@ -25,6 +25,7 @@ from clipdet.constants import (
     TYPE_COLUMN,
     VERDICT_COLUMN,
     VERDICT_REASON_COLUMN,
+    VIEW_PREFIX,
 )
 from clipdet.models.attribution import (
     AttributionColumns,
@@ -175,6 +176,8 @@ def column_kinds(table: pd.DataFrame) -> dict[str, str]:
             found[column] = kinds.ATTRIBUTION
         elif column.startswith(DETECTOR_VERDICT_PREFIX):
             found[column] = kinds.VERDICT
+        elif column.startswith(VIEW_PREFIX):
+            found[column] = kinds.VIEW
         elif pd.api.types.is_numeric_dtype(table[column]):
             found[column] = kinds.SCORE
     return found

@@ -100,7 +100,7 @@ def scoring_stages(
     full-resolution detector; a ``profile`` (clipdet.pipeline.profile.Profile) records where
     the time goes. The run's row extensions (``run_extensions``, then ``extra_extensions``)
     compute their values."""
-    from clipdet.pipeline.perturb import Perturbation
+    from clipdet.pipeline.perturb import Perturbation, parse_views
 
     if options.decode not in DECODE_MODES:
         raise ValueError(
@@ -111,9 +111,11 @@ def scoring_stages(
     if cache is not None and options.decode != "exact":
         logger.warning("feature cache not used: --decode fast features are not the exact ones")
         cache = None
-    cache = usable_cache(cache, perturbation)
+    views = parse_views(options.views, options.perturb_seed) if options.views else ()
+    cache = usable_cache(cache, perturbation or views or None)
     extensions = (*run_extensions(options, paths), *extra_extensions)
-    settings = _prepare_settings(models, options, extensions, perturbation, profile is not None)
+    settings = _prepare_settings(models, options, extensions, perturbation, views,
+                                 profile is not None)  # fmt: skip
     infer = ScoreInfer(
         models, options.device, cache, maps, extensions, profile, max_batch=options.batch_size
     )  # a batch's video frames: several passes
@@ -122,7 +124,7 @@ def scoring_stages(
     return preparer, infer
 
 
-def _prepare_settings(models, options: RunOptions, extensions, perturbation, timed: bool):
+def _prepare_settings(models, options: RunOptions, extensions, perturbation, views, timed: bool):
     """How the prepare stage reads files for these options (``decode`` checked)."""
     min_side, encode = None, False
     if options.decode != "exact" and not all(m.preprocess.is_clip224 for m in models):
@@ -131,9 +133,10 @@ def _prepare_settings(models, options: RunOptions, extensions, perturbation, tim
     elif options.decode == "fast":
         min_side = FAST_DECODE_SIDE
     elif options.decode == "gpu":
-        # a perturbation works on PIL images, and an extension may read the decoded pixels
-        encode = perturbation is None and not any(ext.reads_pixels for ext in extensions)
-    return PrepareSettings(timed, min_side, encode, extensions, FrameSampling.of(options))
+        # perturbations and views work on PIL images; an extension may read the pixels
+        encode = (perturbation is None and not views
+                  and not any(ext.reads_pixels for ext in extensions))  # fmt: skip
+    return PrepareSettings(timed, min_side, encode, extensions, FrameSampling.of(options), views)
 
 
 def iter_scores(

@@ -6,7 +6,8 @@ An extension is one module that says, for its family of columns:
 - what the prepare stage computes for a row (``prepare_image``, ``prepare_video``; run in the
   decoding worker, so the extension pickles and any engine runs it), and what it still reads
   of a file whose pixels failed (``prepare_failed``);
-- how a video's frames fold into its row (``fold_frames``);
+- how a video's frames fold into its row (``fold_frames``), and an image's views
+  (``fold_views``, --views);
 - what it reads of the features a detector's head reads (``fold_embedding``, with
   ``reads_embedding``; in the infer stage);
 - its columns with their kind (``columns``) and their values in a table (``table_columns``);
@@ -19,6 +20,7 @@ inside them. Registered in the order their columns appear, before ``error``:
     provenance   --provenance: the evidence tokens and the generator they name
     facts        --calibration: width, height and JPEG quality read from the file's header
     domain       --calibration with a domain: the distance to the nearest calibration image
+    views        --views: each view's decision LLR (llr@<view>)
     video        a video's summary: frames, duration_s, temporal, frame_max
 """
 
@@ -35,6 +37,7 @@ from clipdet.pipeline.extensions.calibration_domain import CalibrationDomain
 from clipdet.pipeline.extensions.image_facts import ImageFacts
 from clipdet.pipeline.extensions.provenance import ProvenanceEvidence
 from clipdet.pipeline.extensions.video_summary import VideoSummary
+from clipdet.pipeline.extensions.view_scores import ViewScores
 
 EXTENSIONS: dict[str, type[RowExtension]] = {}
 
@@ -74,6 +77,7 @@ for _builtin in (
     ProvenanceEvidence,
     ImageFacts,
     CalibrationDomain,
+    ViewScores,
     VideoSummary,
 ):  # their column order
     register_extension(_builtin)

@@ -79,6 +79,11 @@ class RowExtension:
     def fold_frames(self, value: Any, frames: Frames) -> Any:
         return value
 
+    def fold_views(self, value: Any, scores: np.ndarray) -> Any:
+        """In the infer stage, for an image scored with views (--views): the row's value
+        given each view's detector LLRs ([views, detectors])."""
+        return value
+
     def fold_embedding(self, value: Any, embedding: np.ndarray | None) -> Any:
         """With ``reads_embedding``, in the infer stage: the row's value given the features
         ``embedding_model``'s head reads ([D]; a video's: its frames' mean; None where the
