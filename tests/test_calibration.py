@@ -100,10 +100,12 @@ def photo(path, kind: str, seed: int, size=(256, 240), fmt="PNG", quality=95):
     return path.name
 
 
-@pytest.fixture
-def calibrated(tmp_path, weights_dir, tiny_clip_checkpoint):
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory, weights_dir, tiny_clip_checkpoint):
     """A calibration of two CLIP heads and their fusion on 60 real and 20 fake pictures, and
-    a test list: real and fake pictures, one smaller than the input, JPEGs at 30 and 95."""
+    a test list: real and fake pictures, one smaller than the input, JPEGs at 30 and 95 (made
+    once for the module: tests read them, and write in their own folders)."""
+    tmp_path = tmp_path_factory.mktemp("calibrated")
     lists = {}
     for kind, count in (("real", 60), ("fake", 20)):
         names = [photo(tmp_path / kind / f"{i}.png", kind, i + 100 * (kind == "fake"))
@@ -247,7 +249,7 @@ def test_image_facts_survive_a_resume_and_change_its_signature():
 
 def test_a_scores_file_is_read_instead_of_scoring_again(tmp_path, calibrated, monkeypatch):
     cal_file, _, common = calibrated
-    real = tmp_path / "real" / "list.csv"
+    real = cal_file.parent / "real" / "list.csv"  # the calibration's own list
     scores = tmp_path / "real_scores.csv"
     assert run("score", "-i", real, "-o", scores, *common) == 0
     from clipdet.evaluation import calibration_run
