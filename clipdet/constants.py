@@ -25,8 +25,11 @@ WIDTH_COLUMN = "width"
 HEIGHT_COLUMN = "height"
 JPEG_QUALITY_COLUMN = "jpeg_quality"
 IMAGE_FACT_COLUMNS = (WIDTH_COLUMN, HEIGHT_COLUMN, JPEG_QUALITY_COLUMN)
+GROUP_COLUMN = "group"  # the copies of one picture share a group
+GROUP_SIZE_COLUMN = "group_size"
 VERDICT_COLUMN = "verdict"
 VERDICT_REASON_COLUMN = "verdict_reason"
+QUALITY_LLR_PREFIX = "qllr_"  # qllr_<model>: its LLR calibrated for the image's quality
 VIEW_PREFIX = "llr@"  # llr@<view>: the decision LLR of an in-memory view (--views)
 DETECTOR_VERDICT_PREFIX = "verdict_"  # verdict_<model>: each detector's own calibrated verdict
 # Videos: how many frames were scored, the duration (s), the temporal statistic of the frame

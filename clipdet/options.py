@@ -18,7 +18,8 @@ class RunOptions:
     into two more columns; LLRs do not change.
 
     ``calibration`` (a ``clipdet calibrate`` file) records each image's size and JPEG quality
-    (read from its header) for the verdict rules; LLRs do not change.
+    (read from its header) for the verdict rules; LLRs do not change. ``facts`` writes those
+    columns without a calibration (for a later `clipdet calibrate --quality --scores`).
 
     ``views`` (chains of ``perturb``'s operations separated by ``;``) also scores each image as
     those in-memory views of its decoded pixels (``llr@<view>`` columns; a verdict that flips
@@ -47,6 +48,7 @@ class RunOptions:
     provenance: bool = False
     c2pa_trust: str | os.PathLike | None = None
     calibration: str | os.PathLike | None = None
+    facts: bool = False
     views: str | None = None
     video_frames: int = 16
     video_fps: float | None = None

@@ -8,7 +8,9 @@ For each model and the fusion: the threshold whose false-positive rate on the re
 most the target (exactly), the observed rate and its exact 95 % (Clopper-Pearson) bound, a
 warning when the list is too small for the target (fewer than 3 / fpr images), and with
 --fake the true-positive rate at that threshold with its interval and the lower threshold
-under which a verdict is 'real'. The file also describes the images in one detector's
+under which a verdict is 'real'. --quality (with --fake) first calibrates each score for the
+image's size and JPEG quality (QuAD), --degrade K adding K in-memory degraded copies of each
+image to that fit. The file also describes the images in one detector's
 features (where the calibration holds: `clipdet score` calls an image unlike all of them
 inconclusive); --no_domain leaves it out. --scores reads a scores file instead of scoring
 again: of these models, or another tool's columns (--models names them; they are kept as
@@ -56,6 +58,16 @@ def add_parser(subparsers=None):
         "(default 65)",
     )  # fmt: skip
     p.add_argument(
+        "--quality", action="store_true",
+        help="quality-aware (QuAD): each score calibrated for the image's size and JPEG "
+        "quality, fitted on --real and --fake (a 'group' column weighs each source once)",
+    )  # fmt: skip
+    p.add_argument(
+        "--degrade", type=int, default=0, metavar="K",
+        help="with --quality: add K in-memory degraded copies of every listed image to the fit "
+        "(JPEG 50-95, scale 0.3-1, WebP, crops, chained; nothing written)",
+    )  # fmt: skip
+    p.add_argument(
         "--no_domain", action="store_true",
         help="do not describe where the calibration holds (no 'unlike the calibration "
         "images' verdicts)",
@@ -85,6 +97,7 @@ def run(args) -> int:
             min_jpeg_quality=(DEFAULT_MIN_JPEG_QUALITY if args.min_jpeg_quality is None
                               else args.min_jpeg_quality),
             options=RunOptions.from_args(args), domain=not args.no_domain,
+            quality=args.quality, degrade=args.degrade,
         )  # fmt: skip
         path = calibration.save(args.out)
     except (OSError, ValueError, RuntimeError) as e:
@@ -116,6 +129,14 @@ def format_calibration(calibration) -> str:
                if record.get("coverage") is not None]  # fmt: skip
     if decided:
         lines.append("coverage (share decided) on the calibration lists: " + ", ".join(decided))
+    if calibration.quality:
+        copies = calibration.quality.get("degraded_copies", {}).get("per_image", 0)
+        lines.append(
+            "quality-aware: each detector's score calibrated for log pixel count and JPEG "
+            "quality (QuAD), fitted on both lists"
+            + (f" and {copies} degraded copies of each image" if copies else "")
+            + "; the thresholds are on the calibrated LLRs"
+        )
     if calibration.domain:
         d = calibration.domain
         lines.append(

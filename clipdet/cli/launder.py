@@ -6,8 +6,9 @@
 
 --ops is a chain such as "crop:0.5..1,resize:0.5..1.5/bilinear,jpeg:65..100" or a preset
 (postprocessed: the paper's random crop + resize + JPEG; social). Operations: jpeg:QUALITY,
-resize:SCALE[/nearest|bilinear|bicubic|lanczos|area], crop:FRACTION|PIXELS (random position),
-ccrop:FRACTION|PIXELS (centre), blur:SIGMA, noise:STD (0-255); LOW..HIGH draws per image.
+webp:QUALITY, resize:SCALE[/nearest|bilinear|bicubic|lanczos|area], crop:FRACTION|PIXELS
+(random position), ccrop:FRACTION|PIXELS (centre), blur:SIGMA, noise:STD (0-255); LOW..HIGH
+draws per image.
 """
 
 import sys

@@ -92,6 +92,11 @@ def add_parser(subparsers=None):
         "false-positive rate, with a verdict_reason column, in every output format",
     )
     io.add_argument(
+        "--facts", action="store_true",
+        help="write each image's width, height and jpeg_quality (read from its header; on "
+        "with --calibration), e.g. for `clipdet calibrate --quality --scores`",
+    )  # fmt: skip
+    io.add_argument(
         "--views", default=None, metavar="CHAIN[;CHAIN]",
         help="also score each image as in-memory views, e.g. 'jpeg:75;resize:0.5;social' "
         "(--perturb's chains, ';'-separated): llr@<view> columns; with --calibration a verdict "

@@ -134,6 +134,15 @@ class Calibration:
     clipdet_version: str = __version__
     date: str = ""
     domain: dict | None = None  # where it holds (clipdet.pipeline.domain), in the file's form
+    quality: dict | None = None  # the quality-aware model (clipdet.evaluation.quality)
+
+    def quality_model(self):
+        """The quality-aware model (QuAD) the verdicts read, or None."""
+        if not self.quality:
+            return None
+        from clipdet.evaluation.quality import QualityModel
+
+        return QualityModel.from_dict(self.quality)
 
     def real_threshold(self, column: str | None = None, target: float | None = None) -> float:
         """Below it a verdict is ``real``: the lower threshold, at most the synthetic one."""
@@ -210,6 +219,10 @@ class Calibration:
                 f"the scores lack the calibrated columns {', '.join(missing)} (the calibration "
                 f"is for {','.join(self.detectors)})"
             )
+        if self.quality:  # the quality-aware LLRs read each image's size and JPEG quality
+            from clipdet.evaluation.quality import quality_features
+
+            quality_features(table.head(0))
         if self.domain and DISTANCE_COLUMN not in table.columns:
             logger.warning(
                 "the scores have no %s column (scored without this calibration): where the "

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from clipdet import storage
-from clipdet.constants import DEFAULT_FUSION, FILENAME_COLUMN, FUSION_COLUMN
+from clipdet.constants import DEFAULT_FUSION, FILENAME_COLUMN, FUSION_COLUMN, GROUP_COLUMN
 from clipdet.evaluation.calibration import (
     DEFAULT_MIN_JPEG_QUALITY,
     DEFAULT_MISS_RATE,
@@ -30,6 +30,7 @@ from clipdet.evaluation.calibration import (
     miss_threshold,
     stamp,
 )
+from clipdet.evaluation.quality import QualityModel, calibrated_table
 from clipdet.evaluation.verdicts import coverage, verdicts
 from clipdet.files import read_list, read_table, sha256_of
 from clipdet.options import RunOptions
@@ -56,6 +57,8 @@ def calibrate(
     min_jpeg_quality: float = DEFAULT_MIN_JPEG_QUALITY,
     options: RunOptions | None = None,
     domain: bool = True,
+    quality: bool = False,
+    degrade: int = 0,
 ) -> Calibration:
     """The calibration of ``models`` (and their ``fusion``) at each false-positive rate of
     ``fprs`` on the real images of ``real_csv``; with ``fake_csv`` also their true-positive
@@ -63,20 +66,38 @@ def calibrate(
     score` with these models, or another tool's score columns: external detectors) holding
     every listed image, read instead of scoring again. With ``domain`` (and scoring), the file
     also describes the images in the features of ``domain_model`` (where the calibration
-    holds: clipdet.pipeline.domain)."""
-    options = replace(options or RunOptions(), calibration=None).resolved()
+    holds: clipdet.pipeline.domain). With ``quality``, each detector's score is first
+    calibrated for the images' quality (clipdet.evaluation.quality, fitted on both lists; a
+    ``group`` column weighs each source once), with ``degrade`` in-memory degraded copies of
+    every listed image added to the fit; the thresholds are set on the calibrated LLRs."""
+    if quality and fake_csv is None:
+        raise ValueError("--quality fits the scores of real and synthetic images: give --fake")
+    if degrade and not quality:
+        raise ValueError("--degrade makes copies for the quality-aware fit: add --quality")
+    if degrade and scores is not None:
+        raise ValueError("--degrade scores degraded copies of the images: not with --scores")
+    options = replace(options or RunOptions(), calibration=None, facts=quality).resolved()
     external = external_columns(models, weights_dir) if scores is not None else []
     loaded = load_models([n for n in models if n not in external], weights_dir, options)
     detectors, _ = split_models(loaded)
     names = [n for n in models if n in external or n in {m.name for m in detectors}]
     if not names:
         raise ValueError("calibration needs at least one detection model")
-    model = domain_model(detectors) if domain and scores is None else None
-    real, real_features = _scores_of(real_csv, loaded, names, fusion, scores, options, model)
+    feature_model = domain_model(detectors) if domain and scores is None else None
+    real, real_features = _scores_of(real_csv, loaded, names, fusion, scores, options,
+                                     feature_model)  # fmt: skip
     fake, fake_features = (
         (None, None) if fake_csv is None
-        else _scores_of(fake_csv, loaded, names, fusion, scores, options, model)
+        else _scores_of(fake_csv, loaded, names, fusion, scores, options, feature_model)
     )  # fmt: skip
+    raw = {"real": real, "fake": fake}
+    model = None
+    if quality:
+        fit_real = _with_copies(real, real_csv, loaded, fusion, options, degrade)
+        fit_fake = _with_copies(fake, fake_csv, loaded, fusion, options, degrade)
+        model = QualityModel.fit(fit_real, fit_fake, names, GROUP_COLUMN)
+        real = calibrated_table(model, real, names, fusion)
+        fake = calibrated_table(model, fake, names, fusion)
     decision, columns = calibrate_scores(real, fake, names, fprs, fusion, miss_rate)
     sides = [m.input_size for m in detectors if m.input_size]
     calibration = Calibration(
@@ -91,8 +112,12 @@ def calibrate(
         lists={"real": _list_record(real_csv, len(real))}
         | ({"fake": _list_record(fake_csv, len(fake))} if fake is not None else {}),
         date=stamp(),
+        quality=model.to_dict() if model is not None else None,
     )
-    if model is not None:
+    if degrade:
+        calibration.quality["degraded_copies"] = {"per_image": degrade,
+                                                  "chains": list(DEGRADE_CHAINS)}  # fmt: skip
+    if feature_model is not None:
         features = [f for f in (real_features, fake_features) if f is not None]
         features = np.concatenate(features) if features else np.zeros((0, 1))
         if len(features) < MIN_IMAGES:
@@ -101,11 +126,11 @@ def calibrate(
                 "is applied everywhere", len(features), MIN_IMAGES,
             )  # fmt: skip
         else:
-            calibration.domain = DomainDescription.fit(features, model).to_dict()
+            calibration.domain = DomainDescription.fit(features, feature_model).to_dict()
     elif domain:
         logger.info("no description of where the calibration holds: it needs the images' "
                     "features, computed when calibrate scores them (without --scores)")  # fmt: skip
-    for kind, table in (("real", real), ("fake", fake)):
+    for kind, table in raw.items():
         if table is not None:  # the share of the list a verdict decides (score rules)
             calibration.lists[kind]["coverage"] = coverage(verdicts(calibration, table)[0])
     for point in calibration.columns[decision].points:
@@ -210,14 +235,51 @@ def _scores_of(csv, models, names, fusion, scores, options: RunOptions, feature_
         absent = [c for c in names if c not in found.columns]
         if absent:
             raise ValueError(f"{scores} has no column for {', '.join(absent)}")
-        return found.loc[filenames].reset_index(), None
+        return _group_of(found.loc[filenames].reset_index(), table), None
     if feature_model is None:
-        return score_table(models, paths, options, fusion, filenames), None
+        return _group_of(score_table(models, paths, options, fusion, filenames), table), None
     reader = DomainFeatures(feature_model)
     results = score_results(models, paths, options, [reader])
     vectors = results.extension_values(reader.name)
     features = np.stack(list(vectors.values())) if vectors else None
-    return results.to_frame(filenames, fusion), features
+    return _group_of(results.to_frame(filenames, fusion), table), features
+
+
+def _group_of(scores: pd.DataFrame, listed: pd.DataFrame) -> pd.DataFrame:
+    """The scores with the list's ``group`` column (the copies of one source), if it has one."""
+    if GROUP_COLUMN in listed.columns and GROUP_COLUMN not in scores.columns:
+        scores = scores.assign(**{GROUP_COLUMN: listed[GROUP_COLUMN].to_numpy()})
+    return scores
+
+
+# --degrade: the copies a picture gets as it circulates (recompressed, resized, cropped, WebP)
+DEGRADE_CHAINS = (
+    "jpeg:50..95",
+    "resize:0.3..1/bicubic,jpeg:50..95",
+    "crop:0.7..1,resize:0.5..1/bilinear,jpeg:50..95",
+    "resize:0.3..1/bicubic,webp:50..95",
+    "crop:0.8..1,resize:0.3..1/lanczos,jpeg:50..95,resize:0.8..1/bicubic,jpeg:60..95",
+)
+
+
+def _with_copies(table, csv, models, fusion, options: RunOptions, degrade: int) -> pd.DataFrame:
+    """``table`` and, with ``degrade``, that many in-memory degraded copies of each of its
+    images (chains of DEGRADE_CHAINS at settings drawn per image; nothing written), each copy
+    in its source's group."""
+    if not degrade:
+        return table
+    listed, paths = read_list(csv)
+    filenames = listed[FILENAME_COLUMN].tolist()
+    groups = (listed[GROUP_COLUMN].astype(str).tolist() if GROUP_COLUMN in listed.columns
+              else filenames)  # fmt: skip
+    copies = [table.assign(**{GROUP_COLUMN: groups})]
+    for k in range(degrade):
+        chain = DEGRADE_CHAINS[k % len(DEGRADE_CHAINS)]
+        seen = replace(options, perturb=chain, perturb_seed=options.perturb_seed + 1 + k)
+        copy = score_table(models, paths, seen, fusion, filenames)
+        copies.append(copy.assign(**{GROUP_COLUMN: groups}))
+    logger.info("%s: %d images and %d degraded copies of each", csv, len(table), degrade)
+    return pd.concat(copies, ignore_index=True)
 
 
 def domain_model(detectors) -> str:

@@ -24,6 +24,7 @@ from clipdet.constants import (
     HEIGHT_COLUMN,
     INCONCLUSIVE,
     JPEG_QUALITY_COLUMN,
+    QUALITY_LLR_PREFIX,
     REAL,
     SYNTHETIC,
     VERDICT_COLUMN,
@@ -50,7 +51,10 @@ DISAGREE = "detectors disagree"  # + " (B-Free synthetic, clipdet_latent10k_plus
 
 def verdicts(calibration: Calibration, table: pd.DataFrame, target: float | None = None):
     """(verdict, verdict_reason) arrays for a scores table, at the calibrated rate ``target``
-    (default: the first)."""
+    (default: the first). A quality-aware calibration decides on the quality-calibrated
+    LLRs (``quality_calibrated``); the views are then not compared (a view changes the quality
+    the calibration reads)."""
+    table = quality_calibrated(calibration, table)
     score = decision_score(table, calibration.decision, calibration.detectors)
     point = calibration.point(target=target)
     high, low = point.threshold, calibration.real_threshold(target=target)
@@ -59,7 +63,9 @@ def verdicts(calibration: Calibration, table: pd.DataFrame, target: float | None
     reason[score < low] = BELOW
     for row, text in disagreements(calibration, table, target).items():
         reason[row] = text
-    for row, text in flips(calibration, table, score, target).items():
+    for row, text in (
+        {} if calibration.quality else flips(calibration, table, score, target)
+    ).items():
         reason[row] = text
     if calibration.domain and DISTANCE_COLUMN in table.columns:
         distance = table[DISTANCE_COLUMN].to_numpy(float)
@@ -74,6 +80,17 @@ def verdicts(calibration: Calibration, table: pd.DataFrame, target: float | None
     reason[~np.isfinite(score)] = NOT_SCORED
     verdict = np.array([VERDICT_OF.get(r, INCONCLUSIVE) for r in reason], dtype=object)
     return verdict, reason
+
+
+def quality_calibrated(calibration: Calibration, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` as the verdicts read it: with a quality-aware calibration, each detector's
+    column (and the fusion) holding its quality-calibrated LLR; else ``table`` itself."""
+    model = calibration.quality_model()
+    if model is None:
+        return table
+    from clipdet.evaluation.quality import calibrated_table
+
+    return calibrated_table(model, table, calibration.detectors, calibration.fusion)
 
 
 def score_rule(calibration: Calibration, score, column: str, target: float | None = None):
@@ -152,12 +169,17 @@ def add_calibrated_verdicts(
     """The table with ``verdict``, ``verdict_reason`` and, with several detectors, each one's
     own ``verdict_<model>`` (before ``error``)."""
     verdict, reason = verdicts(calibration, table, target)
-    own = detector_verdicts(calibration, table, target)
-    out = table.drop(columns=[VERDICT_COLUMN, VERDICT_REASON_COLUMN, *own], errors="ignore")
+    decided = quality_calibrated(calibration, table)
+    own = detector_verdicts(calibration, decided, target)
+    calibrated = {}
+    if calibration.quality:  # each detector's quality-calibrated LLR
+        calibrated = {QUALITY_LLR_PREFIX + n: decided[n].to_numpy(float)
+                      for n in calibration.detectors}  # fmt: skip
+    added = [(VERDICT_COLUMN, verdict), (VERDICT_REASON_COLUMN, reason), *own.items(),
+             *calibrated.items()]  # fmt: skip
+    out = table.drop(columns=[name for name, _ in added], errors="ignore")
     at = out.columns.get_loc(ERROR_COLUMN) if ERROR_COLUMN in out.columns else len(out.columns)
-    for offset, (name, values) in enumerate(
-        [(VERDICT_COLUMN, verdict), (VERDICT_REASON_COLUMN, reason), *own.items()]
-    ):
+    for offset, (name, values) in enumerate(added):
         out.insert(at + offset, name, values)
     return out
 

@@ -9,6 +9,7 @@ SCORE = "score"  # one detector's LLR (> 0 synthetic)
 FUSION = "fusion"  # the detectors' fused LLR
 ATTRIBUTION = "attribution"  # an attribution model's label, probabilities and scores
 VERDICT = "verdict"  # a decision and its reason
+CALIBRATED = "calibrated"  # a detector's LLR calibrated for the image's quality (QuAD)
 FACT = "fact"  # what was read of the image itself (size, JPEG quality)
 PROVENANCE = "provenance"  # evidence read from the file (C2PA, metadata, watermarks)
 VIDEO = "video"  # a video's summary (frames, duration, temporal statistic)
@@ -17,8 +18,8 @@ GROUP = "group"  # copies of one picture
 SOURCE = "source"  # where a streamed row came from (shard, row)
 ERROR = "error"  # why a row could not be scored (empty when fine)
 
-KINDS = (NAME, LABEL, SCORE, FUSION, ATTRIBUTION, VERDICT, FACT, PROVENANCE, VIDEO, VIEW,
-         GROUP, SOURCE, ERROR)  # fmt: skip
+KINDS = (NAME, LABEL, SCORE, FUSION, ATTRIBUTION, VERDICT, CALIBRATED, FACT, PROVENANCE, VIDEO,
+         VIEW, GROUP, SOURCE, ERROR)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Image impairments ("laundering") for robustness evaluation: JPEG re-compression, resizing,
 cropping, blur and noise, chained, with parameters drawn per image from a seeded generator.
 
-A chain is written ``op:value`` or ``op:low..high`` (a range to draw from), joined by commas,
-applied left to right, e.g. ``crop:0.5..1,resize:0.5..1.5/bilinear,jpeg:65..100``. A preset
-name stands for its chain (see PRESETS).
+Operations: jpeg:QUALITY, webp:QUALITY, resize:SCALE[/method], crop, ccrop, blur:SIGMA,
+noise:STD. A chain is written ``op:value`` or ``op:low..high`` (a range to draw from), joined
+by commas, applied left to right, e.g. ``crop:0.5..1,resize:0.5..1.5/bilinear,jpeg:65..100``.
+A preset name stands for its chain (see PRESETS).
 """
 
 import io
@@ -56,6 +57,16 @@ def _jpeg(image: Image.Image, rng, value: Range, option):
     return out.convert("RGB"), {"quality": quality, ENCODED_KEY: buffer.getvalue()}
 
 
+def _webp(image: Image.Image, rng, value: Range, option):
+    quality = value.draw(rng, integer=True)
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=quality)
+    buffer.seek(0)
+    out = Image.open(buffer)
+    out.load()
+    return out.convert("RGB"), {"quality": quality}
+
+
 def _resize(image, rng, value: Range, option):
     scale = value.draw(rng)
     method = option or "bicubic"
@@ -99,6 +110,7 @@ def _noise(image, rng, value: Range, option):
 # name -> (function, valid value bounds, allowed options)
 OPERATIONS: dict[str, tuple[Callable, tuple[float, float], tuple[str, ...]]] = {
     "jpeg": (_jpeg, (1, 100), ()),
+    "webp": (_webp, (1, 100), ()),
     "resize": (_resize, (1e-3, 16), tuple(INTERPOLATIONS)),
     "crop": (_crop, (1e-3, 1e6), ()),
     "ccrop": (lambda *a: _crop(*a, centre=True), (1e-3, 1e6), ()),

@@ -147,7 +147,11 @@ class Preparer:
                     for ext in on_pixels:
                         _keep(item, ext, ext.prepare_image(source))
                 if self.perturbation is not None:
-                    image = self.perturbation(image, index).image
+                    perturbed = self.perturbation(image, index)
+                    image = perturbed.image
+                    for ext in self.extensions:
+                        _keep(item, ext, ext.prepare_perturbed(item.extras.get(ext.name),
+                                                               perturbed))  # fmt: skip
                 item.tensors = {cfg.key: self.transforms[cfg.key](image) for cfg in wanted}
                 for view in self.views:  # the same decoded image, in memory
                     seen = view(image, index).image

@@ -20,6 +20,7 @@ from clipdet.constants import (
     FILENAME_COLUMN,
     FUSION_COLUMN,
     NO_FUSION,
+    QUALITY_LLR_PREFIX,
     SOURCE_COLUMN,
     SOURCE_ROW_COLUMN,
     TYPE_COLUMN,
@@ -178,6 +179,8 @@ def column_kinds(table: pd.DataFrame) -> dict[str, str]:
             found[column] = kinds.VERDICT
         elif column.startswith(VIEW_PREFIX):
             found[column] = kinds.VIEW
+        elif column.startswith(QUALITY_LLR_PREFIX):
+            found[column] = kinds.CALIBRATED
         elif pd.api.types.is_numeric_dtype(table[column]):
             found[column] = kinds.SCORE
     return found

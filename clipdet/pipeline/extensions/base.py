@@ -76,6 +76,12 @@ class RowExtension:
     def prepare_video(self, source: VideoSource) -> Any:
         return None
 
+    def prepare_perturbed(self, value: Any, perturbed) -> Any:
+        """Under --perturb (in the prepare stage): the row's value given what the perturbation
+        made of the image (a ``clipdet.pipeline.perturb.Perturbed``: the image judged, the
+        operations applied)."""
+        return value
+
     def fold_frames(self, value: Any, frames: Frames) -> Any:
         return value
 

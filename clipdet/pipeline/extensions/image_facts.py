@@ -1,6 +1,8 @@
-"""--calibration: what the verdict rules read of each image, from its header (nothing decoded):
-width, height and JPEG quality (as its quantisation tables say; empty for other formats). A
-video's are its frames' size, with no JPEG quality. LLRs do not change."""
+"""--calibration (or --facts): what the verdict rules and a quality-aware calibration read of
+each image, from its header (nothing decoded): width, height and JPEG quality (as its
+quantisation tables say; empty for other formats). A video's are its frames' size, with no
+JPEG quality. Under --perturb they are the perturbed image's: its size, and the quality of a
+chain that ends in JPEG (else empty). LLRs do not change."""
 
 import numpy as np
 
@@ -17,7 +19,7 @@ class ImageFacts(RowExtension):
 
     @classmethod
     def from_options(cls, options, paths=None):
-        return cls() if options.calibration else None
+        return cls() if options.calibration or options.facts else None
 
     def signature(self) -> dict:
         return {"image_facts": True}  # rows of a run without it lack the image facts
@@ -29,6 +31,11 @@ class ImageFacts(RowExtension):
         from clipdet.pipeline.images import image_facts
 
         return image_facts(source.data)
+
+    def prepare_perturbed(self, value, perturbed) -> tuple[float, float, float]:
+        last = perturbed.record[-1] if perturbed.record else {}
+        quality = float(last["quality"]) if last.get("op") == "jpeg" else float("nan")
+        return float(perturbed.image.width), float(perturbed.image.height), quality
 
     def prepare_video(self, source: VideoSource) -> tuple[float, float, float]:
         return float(source.size[0]), float(source.size[1]), float("nan")

@@ -1,0 +1,150 @@
+"""Evidence from every copy: quality-aware calibration (QuAD) recovering known laws, its
+verdicts, degraded copies, near-duplicate groups and the copies' evidence added up."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipdet.cli import main as clipdet
+from clipdet.evaluation.calibration import Calibration
+from clipdet.evaluation.quality import QualityModel, quality_features
+
+
+def run(*argv) -> int:
+    return clipdet([str(a) for a in argv])
+
+
+def laws(log_pixels, quality, fake: bool):
+    """Known score laws given quality: (mean, log variance)."""
+    if fake:
+        return -2.0 + 0.5 * log_pixels + 0.05 * quality, 0.5 - 1.0 * quality / 100
+    return 1.0 - 0.4 * log_pixels - 0.02 * quality, 0.2 + 0.25 * (log_pixels - 12)
+
+
+def crafted_scores(rng, n: int, fake: bool, prefix: str, sources: int | None = None):
+    width, height = rng.integers(200, 2000, n), rng.integers(200, 2000, n)
+    quality = rng.integers(40, 101, n).astype(float)
+    quality[rng.random(n) < 0.2] = np.nan  # PNG: counts as 100
+    mean, log_var = laws(np.log(width * height), np.where(np.isnan(quality), 100, quality), fake)
+    table = pd.DataFrame({
+        "filename": [f"{prefix}{i}.jpg" for i in range(n)],
+        "tool": mean + np.exp(log_var / 2) * rng.normal(size=n),
+        "width": width, "height": height, "jpeg_quality": quality,
+    })  # fmt: skip
+    if sources:
+        table["group"] = [f"{prefix}src{i % sources}" for i in range(n)]
+    return table
+
+
+@pytest.fixture(scope="module")
+def quality_calibration(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("quality")
+    rng = np.random.default_rng(0)
+    real = crafted_scores(rng, 3000, False, "r", sources=1000)
+    fake = crafted_scores(rng, 3000, True, "f", sources=1000)
+    pd.concat([real, fake]).to_csv(tmp_path / "scores.csv", index=False)
+    for kind, table in (("real", real), ("fake", fake)):
+        table[["filename"]].to_csv(tmp_path / f"{kind}.csv", index=False)
+    cal = tmp_path / "cal.yaml"
+    assert run("calibrate", "--real", tmp_path / "real.csv", "--fake", tmp_path / "fake.csv",
+               "--scores", tmp_path / "scores.csv", "-m", "tool", "--quality", "--fpr", "0.05",
+               "-o", cal, "-w", tmp_path / "w") == 0  # fmt: skip
+    return cal, real, fake
+
+
+def test_a_quality_calibration_recovers_known_laws(quality_calibration):
+    cal, real, fake = quality_calibration
+    model = QualityModel.from_dict(Calibration.load(cal).quality)
+    for table, fake_class in ((real, False), (fake, True)):
+        q = quality_features(table)
+        mean, log_var = laws(q[:, 0], q[:, 1], fake_class)
+        fit = model.fits["tool"][int(fake_class)]
+        X = model.design(q)
+        assert np.abs(X @ fit.mean_coef - mean).max() < 0.15
+        assert np.abs(X @ fit.logvar_coef - log_var).max() < 0.25
+    # the calibrated LLR is the log-density ratio of the two fitted laws
+    q = quality_features(real.head(5))
+    s = real["tool"].to_numpy()[:5]
+    (m0, v0), (m1, v1) = laws(q[:, 0], q[:, 1], False), laws(q[:, 0], q[:, 1], True)
+    truth = -0.5 * (v1 + (s - m1) ** 2 / np.exp(v1)) + 0.5 * (v0 + (s - m0) ** 2 / np.exp(v0))
+    np.testing.assert_allclose(model.llr("tool", s, q), truth, rtol=0.1)
+
+
+def test_quality_verdicts_read_the_calibrated_llrs(tmp_path, quality_calibration):
+    cal, real, fake = quality_calibration
+    suspects = pd.concat([real.head(20), fake.head(20)])
+    suspects.to_csv(tmp_path / "s.csv", index=False)
+    assert run("decide", "-s", tmp_path / "s.csv", "-c", cal, "-o", tmp_path / "v.jsonl") == 0
+    out = pd.read_json(tmp_path / "v.jsonl", lines=True)
+    calibration = Calibration.load(cal)
+    model = calibration.quality_model()
+    expected = model.llr("tool", suspects["tool"].to_numpy(), quality_features(suspects))
+    np.testing.assert_allclose(out["qllr_tool"], expected, rtol=1e-9)
+    high = calibration.point().threshold
+    scored = out[out["verdict_reason"] != "low_jpeg_quality"]  # (JPEGs under 65)
+    assert ((scored["qllr_tool"] > high) == (scored["verdict"] == "synthetic")).all()
+    said = out["verdict"].to_numpy()
+    assert (said[:20] == "synthetic").sum() == 0 and (said[20:] == "real").sum() == 0
+    assert (said[20:] == "synthetic").sum() >= 10
+
+
+def test_quality_needs_both_lists_and_its_columns(tmp_path, quality_calibration, capsys):
+    cal, real, _ = quality_calibration
+    folder = cal.parent
+    argv = ["calibrate", "--real", folder / "real.csv", "--scores", folder / "scores.csv",
+            "-m", "tool", "--quality", "-o", tmp_path / "x.yaml", "-w", tmp_path]  # fmt: skip
+    assert run(*argv) == 2
+    assert "give --fake" in capsys.readouterr().err
+    real.drop(columns=["width", "jpeg_quality"]).to_csv(tmp_path / "s.csv", index=False)
+    assert run("decide", "-s", tmp_path / "s.csv", "-c", cal, "-o", tmp_path / "v.csv") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lack the quality columns width, jpeg_quality" in err
+    assert run("calibrate", "--real", folder / "real.csv", "--fake", folder / "fake.csv",
+               "--scores", folder / "scores.csv", "-m", "tool", "--degrade", "2",
+               "-o", tmp_path / "x.yaml", "-w", tmp_path) == 2  # fmt: skip
+    assert "add --quality" in capsys.readouterr().err
+
+
+def test_degraded_copies_join_the_fit_and_facts_follow_the_perturbation(
+    tmp_path, weights_dir, tiny_clip_checkpoint, monkeypatch
+):
+    """calibrate --quality --degrade 2 scores two in-memory degraded copies of each listed
+    image (nothing written) and fits on them too; under --perturb the image facts are the
+    perturbed image's (its size, the JPEG quality it was compressed at)."""
+    from helpers import local_run_args, make_pair_image
+
+    from clipdet.evaluation import calibration_run
+
+    for kind in ("real", "fake"):
+        names = [make_pair_image(tmp_path / kind / f"{i}.png", kind, i + 50 * (kind == "fake")).name
+                 for i in range(12)]  # fmt: skip
+        pd.DataFrame({"filename": names}).to_csv(tmp_path / kind / "list.csv", index=False)
+    seen = []
+    real_fit = QualityModel.fit
+    monkeypatch.setattr(calibration_run.QualityModel, "fit",
+                        lambda *a: seen.append(a) or real_fit(*a))  # fmt: skip
+    common = local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    cal = tmp_path / "cal.yaml"
+    assert run("calibrate", "--real", tmp_path / "real" / "list.csv", "--fake",
+               tmp_path / "fake" / "list.csv", "--quality", "--degrade", "2", "--fpr", "0.1",
+               "-o", cal, "--no_domain", *common) == 0  # fmt: skip
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted([*before, "cal.yaml"])
+    fit_real, fit_fake = seen[0][0], seen[0][1]
+    assert len(fit_real) == len(fit_fake) == 36  # 12 images and 2 copies of each
+    assert fit_real["group"].value_counts().eq(3).all()
+    assert (fit_real["width"].to_numpy()[12:] < fit_real["width"].to_numpy()[:12].max()).any()
+    assert fit_real["jpeg_quality"].to_numpy()[12:24].min() >= 50  # the JPEG copies
+    calibration = Calibration.load(cal)
+    assert calibration.quality["degraded_copies"]["per_image"] == 2
+    out = tmp_path / "v.csv"
+    listed = tmp_path / "real" / "list.csv"
+    assert run("score", "-i", listed, "-o", out, "--calibration", cal, "--perturb",
+               "resize:0.5,jpeg:70", *common) == 0  # fmt: skip
+    table = pd.read_csv(out)
+    assert "qllr_tiny_a" in table and table["qllr_tiny_a"].notna().all()
+    assert (table["jpeg_quality"] == 70).all()
+    from PIL import Image
+
+    sizes = [Image.open(tmp_path / "real" / name).size for name in table["filename"]]
+    assert table["width"].tolist() == [max(1, round(w * 0.5)) for w, _ in sizes]
