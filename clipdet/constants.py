@@ -27,6 +27,7 @@ JPEG_QUALITY_COLUMN = "jpeg_quality"
 IMAGE_FACT_COLUMNS = (WIDTH_COLUMN, HEIGHT_COLUMN, JPEG_QUALITY_COLUMN)
 GROUP_COLUMN = "group"  # the copies of one picture share a group
 GROUP_SIZE_COLUMN = "group_size"
+GROUP_AUTO = "auto"  # --group auto: the copies found among the images
 VERDICT_COLUMN = "verdict"
 VERDICT_REASON_COLUMN = "verdict_reason"
 QUALITY_LLR_PREFIX = "qllr_"  # qllr_<model>: its LLR calibrated for the image's quality

@@ -20,6 +20,8 @@ class RunOptions:
     ``calibration`` (a ``clipdet calibrate`` file) records each image's size and JPEG quality
     (read from its header) for the verdict rules; LLRs do not change. ``facts`` writes those
     columns without a calibration (for a later `clipdet calibrate --quality --scores`).
+    ``copy_keys`` reads each image's perceptual hash and an embedding sketch, from which
+    ``--group auto`` finds the copies of one picture.
 
     ``views`` (chains of ``perturb``'s operations separated by ``;``) also scores each image as
     those in-memory views of its decoded pixels (``llr@<view>`` columns; a verdict that flips
@@ -49,6 +51,7 @@ class RunOptions:
     c2pa_trust: str | os.PathLike | None = None
     calibration: str | os.PathLike | None = None
     facts: bool = False
+    copy_keys: bool = False
     views: str | None = None
     video_frames: int = 16
     video_fps: float | None = None

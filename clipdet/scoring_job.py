@@ -5,12 +5,18 @@ file and the report. The command line only parses its flags and prints."""
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
 from clipdet import storage
-from clipdet.constants import DEFAULT_FUSION, DEFAULT_MODELS, VERDICT_COLUMN
+from clipdet.constants import (
+    DEFAULT_FUSION,
+    DEFAULT_MODELS,
+    GROUP_AUTO,
+    GROUP_COLUMN,
+    VERDICT_COLUMN,
+)
 from clipdet.options import RunOptions
 from clipdet.pipeline.routes import EngineOptions, finish_profile, open_route, score_list
 
@@ -26,7 +32,10 @@ class ScoreRequest:
     (``engine``), the ``fusion`` of the detectors, the output file ``out`` (None: none) in
     ``fmt`` (None: by its extension), ``resume`` an interrupted job to the same output,
     the verdict ``threshold`` when there is no calibration, ``frames_out`` (one row per video
-    frame) and ``report`` (an HTML page; ``command``: the command line it shows)."""
+    frame) and ``report`` (an HTML page; ``command``: the command line it shows); ``group``
+    (a column of the input list, or "auto": the copies found among the images) puts copies of
+    one picture in one group, and ``groups_out`` writes one row per group with the copies'
+    evidence added up (clipdet.evaluation.groups)."""
 
     models: tuple[str, ...]
     weights_dir: str = "weights"
@@ -40,6 +49,8 @@ class ScoreRequest:
     frames_out: str | None = None
     report: str | None = None
     command: str = ""
+    group: str | None = None
+    groups_out: str | None = None
 
     def output_format(self) -> str:
         if self.fmt is not None:
@@ -64,6 +75,7 @@ class ScoreJob:
     calibration: object | None = None
     frames: pd.DataFrame | None = None
     profile: str | None = None
+    groups: pd.DataFrame | None = None  # one row per group (with groups_out)
 
     @property
     def detector_names(self) -> list[str]:
@@ -81,8 +93,11 @@ def run_score_job(
     to the run (an interrupted one marks its unscored rows); the partial file it leaves is
     resumed with ``resume``."""
     calibration = _read_calibration(request.options)
-    route = open_route(request.models, request.weights_dir, request.options, paths,
-                       request.engine)  # fmt: skip
+    _check_groups(request, labels, calibration)
+    options = request.options  # --group auto: each image's copy keys are read too
+    if request.group == GROUP_AUTO:
+        options = replace(options, copy_keys=True)
+    route = open_route(request.models, request.weights_dir, options, paths, request.engine)
     if calibration is not None:  # refused before any image is scored
         from clipdet.evaluation.calibration_run import model_fingerprint
 
@@ -95,6 +110,8 @@ def run_score_job(
         from clipdet.evaluation.verdicts import add_calibrated_verdicts
 
         table = add_calibrated_verdicts(table, calibration)
+    if request.group:
+        table = _with_groups(table, request.group, labels)
     names = outcome.results.detector_names
     fmt = request.output_format()
 
@@ -104,6 +121,12 @@ def run_score_job(
 
     profile = finish_profile(route, write)
     job = ScoreJob(table, outcome, calibration, profile=profile)
+    if request.groups_out:
+        from clipdet.evaluation.groups import group_evidence
+        from clipdet.files import write_table
+
+        job.groups = group_evidence(table, calibration)
+        write_table(job.groups, request.groups_out)
     if request.frames_out or request.report:
         from clipdet.pipeline.extensions.video_summary import VideoSummary, frame_table
 
@@ -123,6 +146,33 @@ def run_score_job(
                               frames=job.frames, weights_dir=request.weights_dir)  # fmt: skip
         write_report(inputs, request.report)
     return job
+
+
+def _check_groups(request: ScoreRequest, labels, calibration) -> None:
+    """Refuse, before anything is scored, a group column the list lacks, or group verdicts
+    without a calibration."""
+    if request.groups_out and not request.group:
+        raise ValueError("--groups_out needs --group (a list column, or auto)")
+    if request.groups_out and calibration is None:
+        raise ValueError("--groups_out needs --calibration: a group's verdict is calibrated")
+    if request.group and request.group != GROUP_AUTO:
+        if labels is None or request.group not in labels.columns:
+            raise ValueError(f"--group {request.group}: the input list has no such column "
+                             "(give a list with it, or --group auto)")  # fmt: skip
+
+
+def _with_groups(table: pd.DataFrame, group: str, labels) -> pd.DataFrame:
+    """The table with ``group`` and ``group_size``: from the list's column, or found among
+    the images (``auto``; rows that could not be read are groups of their own)."""
+    from clipdet.evaluation.groups import add_group_columns
+
+    if group == GROUP_AUTO:
+        from clipdet.evaluation.copies import find_copies
+        from clipdet.pipeline.extensions.copy_keys import KEY_COLUMNS
+
+        labels = find_copies(*(table[name].tolist() for name in KEY_COLUMNS))
+        return add_group_columns(table, labels, failed_alone=True)
+    return add_group_columns(table, labels[group].tolist(), column=group)
 
 
 def render_output(table: pd.DataFrame, names: Sequence[str], fmt: str, threshold: float) -> bytes:
@@ -160,6 +210,8 @@ def score_images(
     frames_out: str | None = None,
     report: str | None = None,
     filenames: Sequence[str] | None = None,
+    group: Sequence | str | None = None,
+    groups_out: str | None = None,
     **fields,
 ) -> pd.DataFrame:
     """Score image and video files as ``clipdet score`` does, on the same route; returns the
@@ -170,21 +222,26 @@ def score_images(
     ``out`` writes it (CSV, Parquet or JSON lines by extension) and keeps a partial file while
     scoring, which ``resume=True`` continues after an interruption; ``calibration="cal.yaml"``
     adds the calibrated verdicts; ``engine`` "ray" (or an ``EngineOptions``) scores on Ray;
-    ``frames_out`` and ``report`` as the command's flags. ``fields`` are RunOptions fields, e.g.
+    ``frames_out`` and ``report`` as the command's flags; ``group`` each path's group label (a
+    sequence) or "auto" (the copies found among the images), ``groups_out`` the group file
+    (with a calibration). ``fields`` are RunOptions fields, e.g.
     ``score_images(paths, device="cpu", batch_size=8, provenance=True)``. Ctrl-C raises
     KeyboardInterrupt once what was scored is on disk; an error that stops the run is
     raised likewise."""
-    from dataclasses import replace
-
     paths = [str(p) for p in paths]
     if isinstance(engine, str):
         engine = EngineOptions(engine=engine)
+    labels, column = None, group
+    if group is not None and not isinstance(group, str):
+        labels, column = pd.DataFrame({GROUP_COLUMN: list(group)}), GROUP_COLUMN
     request = ScoreRequest(
         tuple(models), str(weights_dir), replace(options or RunOptions(), **fields), engine,
         fusion, None if out is None else str(out), None, resume, threshold,
         None if frames_out is None else str(frames_out), None if report is None else str(report),
+        group=column, groups_out=None if groups_out is None else str(groups_out),
     )  # fmt: skip
-    job = run_score_job(request, list(filenames) if filenames is not None else paths, paths)
+    names = list(filenames) if filenames is not None else paths
+    job = run_score_job(request, names, paths, labels)
     if job.outcome.interrupted:
         raise KeyboardInterrupt
     if job.outcome.failure is not None:

@@ -187,3 +187,27 @@ def make_list(folder, name, n_per_class, seed0, extra_rows=()):
 
 # Debian's chromium, driven by Playwright (the report's browser tests; make test installs it)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def make_scene(path, seed: int, size=(320, 240)):
+    """A photo-like picture: a smooth coloured ground and five filled shapes, mild noise;
+    distinct seeds give distinct pictures."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0 : size[1], 0 : size[0]] / 100.0
+    c = rng.uniform(0.2, 0.8, 3)
+    base = np.stack([c[0] + 0.2 * np.sin(x * rng.uniform(1, 3)), c[1] + 0.2 * y,
+                     c[2] + 0.1 * np.cos(2 * y)], -1)  # fmt: skip
+    image = Image.fromarray((np.clip(base, 0, 1) * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(5):
+        x0, y0 = rng.integers(0, size[0] - 60), rng.integers(0, size[1] - 60)
+        w, h = rng.integers(20, 100, 2)
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([x0, y0, x0 + w, y0 + h], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    noise = rng.normal(0, 4, (size[1], size[0], 3))
+    pixels = np.clip(np.asarray(image, float) + noise, 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path

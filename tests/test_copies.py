@@ -148,3 +148,129 @@ def test_degraded_copies_join_the_fit_and_facts_follow_the_perturbation(
 
     sizes = [Image.open(tmp_path / "real" / name).size for name in table["filename"]]
     assert table["width"].tolist() == [max(1, round(w * 0.5)) for w, _ in sizes]
+
+
+COPY_CHAINS = ("resize:0.5/bicubic", "jpeg:60", "resize:0.7/bilinear,jpeg:75", "webp:70",
+               "ccrop:0.9,jpeg:85")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def copies_run(tmp_path_factory, weights_dir, tiny_clip_checkpoint):
+    """6 source pictures, each with 5 laundered copies and a bordered one, 6 distinct
+    pictures, a missing and a truncated file; a calibration of tiny_a on other pictures;
+    the list scored with --group auto and --groups_out."""
+    from helpers import local_run_args, make_scene
+    from PIL import Image, ImageOps
+
+    from clipdet.evaluation.laundering import launder_list
+    from clipdet.pipeline.perturb import Perturbation
+
+    root = tmp_path_factory.mktemp("copies")
+    rows = []  # (filename, true source)
+    for s in range(6):
+        source = make_scene(root / f"src{s}.png", s)
+        rows.append((source.name, f"s{s}"))
+        image = Image.open(source).convert("RGB")
+        for k, chain in enumerate(COPY_CHAINS):
+            copy = Perturbation(chain, k)(image, s)
+            name = f"copy{s}_{k}." + ("jpg" if copy.encoded_jpeg else "png")
+            if copy.encoded_jpeg:
+                (root / name).write_bytes(copy.encoded_jpeg)
+            else:
+                copy.image.save(root / name)
+            rows.append((name, f"s{s}"))
+        ImageOps.expand(image, 16, (0, 0, 0)).save(root / f"border{s}.png")
+        rows.append((f"border{s}.png", f"s{s}"))
+    for d in range(6):
+        rows.append((make_scene(root / f"other{d}.png", 100 + d).name, f"d{d}"))
+    good = (root / "src0.png").read_bytes()
+    (root / "truncated.png").write_bytes(good[: len(good) // 3])
+    rows += [("missing.png", "x1"), ("truncated.png", "x2")]
+    listed = root / "list.csv"
+    pd.DataFrame({"filename": [r[0] for r in rows], "source": [r[1] for r in rows]}).to_csv(
+        listed, index=False
+    )
+    cal_list = root / "cal" / "real.csv"  # calibration pictures: other scenes and noise
+    names = [make_scene(root / "cal" / f"r{i}.png", 200 + i).name for i in range(12)]
+    pd.DataFrame({"filename": names}).to_csv(cal_list, index=False)
+    assert launder_list(cal_list, root / "cal" / "fake", "noise:20", 0) is not None
+    common = local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a")
+    cal = root / "cal.yaml"
+    assert run("calibrate", "--real", cal_list, "--fake", root / "cal" / "fake" / "list.csv",
+               "--fpr", "0.1", "-o", cal, *common) == 0  # fmt: skip
+    out, groups = root / "scores.csv", root / "groups.csv"
+    assert run("score", "-i", listed, "-o", out, "--group", "auto", "--calibration", cal,
+               "--groups_out", groups, *common) == 0  # fmt: skip
+    return root, rows, cal, out, groups, common
+
+
+def test_every_copy_is_grouped_with_its_source_and_nothing_else(copies_run):
+    _, rows, _, out, _, _ = copies_run
+    table = pd.read_csv(out, keep_default_na=False)
+    truth = dict(rows)
+    found = dict(zip(table["filename"], table["group"], strict=True))
+    for a, b in ((a, b) for a in truth for b in truth if a < b):
+        assert (found[a] == found[b]) == (truth[a] == truth[b]), (a, b)
+    sizes = dict(zip(table["filename"], table["group_size"], strict=True))
+    assert sizes["src0.png"] == 1 + len(COPY_CHAINS) + 1 and sizes["other0.png"] == 1
+    assert sizes["missing.png"] == 1 and sizes["truncated.png"] == 1
+    assert table.loc[table["filename"] == "missing.png", "error"].item() != ""
+
+
+def test_a_group_adds_up_its_copies_and_decide_gives_the_same(copies_run, tmp_path):
+    root, rows, cal, out, groups_file, _ = copies_run
+    table = pd.read_csv(out, keep_default_na=False)
+    groups = pd.read_csv(groups_file, keep_default_na=False)
+    assert len(groups) == table["group"].nunique() == 6 + 6 + 2
+    assert list(groups.columns[:3]) == ["group", "size", "tiny_a"]
+    for group in groups.itertuples(index=False):
+        members = table[table["group"] == group.group]
+        assert group.size == len(members)
+        llrs = pd.to_numeric(members["tiny_a"], errors="coerce")
+        if llrs.notna().any():
+            assert float(group.tiny_a) == pytest.approx(llrs.sum(), rel=1e-9)
+            assert group.best_copy in set(members["filename"])
+        else:
+            assert group.verdict_reason == "not_scored"
+    again = tmp_path / "g.jsonl"
+    assert run("decide", "-s", out, "-c", cal, "--group", "group", "-o", tmp_path / "d.csv",
+               "--groups_out", again) == 0  # fmt: skip
+    decided = pd.read_json(again, lines=True, dtype=False)
+    pd.testing.assert_frame_equal(
+        decided[["group", "size", "verdict", "best_copy"]].astype(str),
+        groups[["group", "size", "verdict", "best_copy"]].astype(str),
+    )
+    np.testing.assert_allclose(pd.to_numeric(decided["tiny_a"], errors="coerce"),
+                               pd.to_numeric(groups["tiny_a"], errors="coerce"), rtol=1e-9)  # fmt: skip
+
+
+def test_copies_that_disagree_make_the_group_inconclusive(tmp_path):
+    """Five copies at LLR -3 and one at +8 (a tool calibrated on real ~ N(-4, 1) and
+    synthetic ~ N(4, 1): -3 is confidently real, +8 confidently synthetic)."""
+    rng = np.random.default_rng(1)
+    names = [f"r{i}.jpg" for i in range(300)] + [f"f{i}.jpg" for i in range(300)]
+    scores = np.r_[rng.normal(-4, 1, 300), rng.normal(4, 1, 300)]
+    pd.DataFrame({"filename": names, "tool": scores}).to_csv(tmp_path / "cal.csv", index=False)
+    for kind, part in (("real", names[:300]), ("fake", names[300:])):
+        pd.DataFrame({"filename": part}).to_csv(tmp_path / f"{kind}.csv", index=False)
+    cal = tmp_path / "cal.yaml"
+    assert run("calibrate", "--real", tmp_path / "real.csv", "--fake", tmp_path / "fake.csv",
+               "--scores", tmp_path / "cal.csv", "-m", "tool", "--fpr", "0.05", "-o", cal,
+               "-w", tmp_path / "w") == 0  # fmt: skip
+    rows = pd.DataFrame({
+        "filename": [f"c{i}.jpg" for i in range(6)] + ["alone.jpg", "nogroup.jpg"],
+        "tool": [-3.0] * 5 + [8.0, 9.0, -9.0],
+        "group": ["viral"] * 6 + ["single", None],
+    })  # fmt: skip
+    rows.to_csv(tmp_path / "s.csv", index=False)
+    assert run("decide", "-s", tmp_path / "s.csv", "-c", cal, "--group", "group",
+               "-o", tmp_path / "v.csv", "--groups_out", tmp_path / "g.csv") == 0  # fmt: skip
+    members = pd.read_csv(tmp_path / "v.csv", keep_default_na=False)
+    assert members["verdict"].tolist()[:6] == ["real"] * 5 + ["synthetic"]
+    groups = pd.read_csv(tmp_path / "g.csv", keep_default_na=False).set_index("group")
+    assert groups.loc["viral", "verdict"] == "inconclusive"
+    assert groups.loc["viral", "verdict_reason"] == "copies disagree"
+    assert groups.loc["viral", "tool"] == pytest.approx(5 * -3.0 + 8.0)
+    assert groups.loc["viral", "dissent"] == "c0.jpg;c1.jpg;c2.jpg;c3.jpg;c4.jpg;c5.jpg"
+    assert groups.loc["single", "verdict"] == "synthetic"
+    assert len(groups) == 3  # the row without a group is a group of its own

@@ -295,7 +295,7 @@ def test_calibrated_verdicts_on_ray_are_the_local_engines(
     calibration = tmp_path / "cal.yaml"
     common = local_run_args(tiny_clip_checkpoint, models_dir, "tiny_a,tiny_b")
     assert clipdet(["calibrate", "--real", str(csv), "-o", str(calibration), *common]) == 0
-    flags = ("--calibration", str(calibration), "--views", "blur:1;jpeg:50")
+    flags = ("--calibration", str(calibration), "--views", "blur:1;jpeg:50", "--group", "auto")
     local = run(csv, tmp_path / "local.csv", models_dir, tiny_clip_checkpoint, *flags)
     on_ray = run(csv, tmp_path / "ray.csv", models_dir, tiny_clip_checkpoint, *flags,
                  "--engine", "ray", "--batch_size", "3")  # fmt: skip
@@ -307,6 +307,8 @@ def test_calibrated_verdicts_on_ray_are_the_local_engines(
     np.testing.assert_allclose(on_ray["calibration_distance"], local["calibration_distance"],
                                rtol=1e-4, atol=1e-6)  # fmt: skip
     assert on_ray["verdict_reason"].tolist() == local["verdict_reason"].tolist()
+    assert on_ray["group"].tolist() == local["group"].tolist()  # copies found alike
+    assert on_ray["copy_hash"].tolist() == local["copy_hash"].tolist()
     good = on_ray[on_ray["error"].isna()]
     assert (good["verdict_reason"] == "smaller_than_input").all()  # all under 224 px
     assert on_ray.loc[on_ray["filename"].isin(hostile), "verdict_reason"].eq("not_scored").all()

@@ -123,11 +123,12 @@ def test_a_streamed_run_writes_each_row_once_with_the_local_engines_scores(
     flags = local_run_args(tiny_clip_checkpoint, weights_dir, MODELS)
     out = tmp_path / "scores"
     argv = ["-i", str(sharded_list / "lists"), "-o", f"{out}/", "--engine", "ray"]
-    assert cli.main([*argv, "--batch_size", "8", *flags]) == 0
+    assert cli.main([*argv, "--batch_size", "8", "--group", "auto", *flags]) == 0
     streamed = read_scores_folder(str(out))
     assert len(streamed) == 3000
     assert not streamed.duplicated(["source", "source_row"]).any()
     assert sorted(p.name for p in out.iterdir()) == [
+        "_groups.parquet",  # the copies found, from a pass over the parts
         RUN_RECORD,
         *(f"shard-00000{i}" for i in range(3)),
     ]
@@ -136,12 +137,13 @@ def test_a_streamed_run_writes_each_row_once_with_the_local_engines_scores(
     record = json.loads((out / RUN_RECORD).read_text())
     assert (record["status"], record["rows"], record["shards"]) == ("complete", 3000, 3)
     assert record["failed"] == 3000 - 12
-    assert (
-        cli.main(["-i", str(sharded_list / "all.csv"), "-o", str(tmp_path / "local.csv"), *flags])
-        == 0
-    )
+    local_argv = ["-i", str(sharded_list / "all.csv"), "-o", str(tmp_path / "local.csv")]
+    assert cli.main([*local_argv, "--group", "auto", *flags]) == 0
     local = pd.read_csv(tmp_path / "local.csv", keep_default_na=False, na_values=[""])
     assert streamed["filename"].str.removeprefix("../").tolist() == local["filename"].tolist()
+    groups = pd.read_parquet(out / "_groups.parquet")  # the same copies as the local run's
+    assert groups["filename"].tolist() == streamed["filename"].tolist()
+    assert groups["group_size"].tolist() == local["group_size"].tolist()
     for column in ("tiny_a", "tiny_b", "fusion"):
         np.testing.assert_allclose(streamed[column], local[column], atol=1e-5, equal_nan=True)
     errors = streamed["error"].fillna("")

@@ -92,6 +92,16 @@ def add_parser(subparsers=None):
         "false-positive rate, with a verdict_reason column, in every output format",
     )
     io.add_argument(
+        "--group", default=None, metavar="COLUMN|auto",
+        help="the copies of one picture: a column of the input list, or auto (found among the "
+        "images by perceptual hash and features); adds group and group_size",
+    )  # fmt: skip
+    io.add_argument(
+        "--groups_out", default=None, metavar="FILE",
+        help="with --group and --calibration: one row per group, its copies' evidence added "
+        "up (CSV, Parquet or JSON lines by extension)",
+    )  # fmt: skip
+    io.add_argument(
         "--facts", action="store_true",
         help="write each image's width, height and jpeg_quality (read from its header; on "
         "with --calibration), e.g. for `clipdet calibrate --quality --scores`",
@@ -146,6 +156,7 @@ def run(args) -> int:
             tuple(_model_names(args)), args.weights_dir, RunOptions.from_args(args),
             EngineOptions.from_args(args), args.fusion, out_path, fmt, args.resume,
             args.threshold, args.frames_out, args.report, shown_command(args, args.argv),
+            args.group, args.groups_out,
         )  # fmt: skip
         job = run_score_job(request, filenames, paths, listed)
     except (OSError, ValueError, RuntimeError, ImportError) as e:
@@ -169,6 +180,8 @@ def run(args) -> int:
 
 def _run_streamed(args) -> int:
     """Ray Data from input shards to an output folder: nothing but counters in this process."""
+    from dataclasses import replace
+
     from clipdet.options import RunOptions
     from clipdet.pipeline.routes import EngineOptions, stream_to_folder
 
@@ -181,10 +194,18 @@ def _run_streamed(args) -> int:
                              "--format (it is Parquet parts)")  # fmt: skip
         if not args.out_csv or not (args.in_csv or args.in_wds):
             raise ValueError("--in_wds needs an output folder (-o scores/) and --engine ray")
+        if args.groups_out or (args.group and args.group != "auto"):
+            raise ValueError(
+                "an output folder takes --group auto only (its groups are written beside the "
+                "parts); --groups_out needs --calibration"
+            )
+        options = RunOptions.from_args(args)
+        if args.group:
+            options = replace(options, copy_keys=True)
         outcome = stream_to_folder(
             _model_names(args),
             args.weights_dir,
-            RunOptions.from_args(args),
+            options,
             EngineOptions.from_args(args),
             args.out_csv,
             args.fusion,
@@ -194,6 +215,15 @@ def _run_streamed(args) -> int:
         )
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         return fatal(e)
+    if args.group:  # a pass over the written parts
+        from clipdet.evaluation.copies import group_folder
+
+        try:
+            written, groups = group_folder(args.out_csv)
+        except (OSError, ValueError) as e:
+            return fatal(e)
+        print(f"{groups} groups of copies among {written} rows -> "
+              f"{args.out_csv.rstrip('/')}/_groups.parquet", file=sys.stderr)  # fmt: skip
     before = f", {outcome.skipped_shards} complete before" if outcome.skipped_shards else ""
     print(f"{outcome.rows - outcome.failed} scored, {outcome.failed} failed -> {args.out_csv} "
           f"({outcome.shards} shards{before})", file=sys.stderr)  # fmt: skip

@@ -104,7 +104,10 @@ class ScoreInfer:
         """Hand each extension that reads a model's features each row's (a video's: the mean
         over its frames; an image with views: its own, not its views')."""
         for ext in self.extensions:
-            key = self.group_of.get(ext.embedding_model) if ext.reads_embedding else None
+            if not ext.reads_embedding:
+                continue
+            key = (self.group_of.get(ext.embedding_model) if ext.embedding_model
+                   else self.embedding_key or self.groups[0].key)  # fmt: skip
             if key not in found.features:
                 continue
             rows, values = found.features[key]

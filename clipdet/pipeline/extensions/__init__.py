@@ -21,6 +21,7 @@ inside them. Registered in the order their columns appear, before ``error``:
     facts        --calibration: width, height and JPEG quality read from the file's header
     domain       --calibration with a domain: the distance to the nearest calibration image
     views        --views: each view's decision LLR (llr@<view>)
+    copy_keys    --group auto: perceptual hashes and a feature sketch (copy_hash, copy_sketch)
     video        a video's summary: frames, duration_s, temporal, frame_max
 """
 
@@ -34,6 +35,7 @@ from clipdet.pipeline.extensions.base import (  # noqa: F401 -- the protocol, fr
     values_array,
 )
 from clipdet.pipeline.extensions.calibration_domain import CalibrationDomain
+from clipdet.pipeline.extensions.copy_keys import CopyKeys
 from clipdet.pipeline.extensions.image_facts import ImageFacts
 from clipdet.pipeline.extensions.provenance import ProvenanceEvidence
 from clipdet.pipeline.extensions.video_summary import VideoSummary
@@ -78,6 +80,7 @@ for _builtin in (
     ImageFacts,
     CalibrationDomain,
     ViewScores,
+    CopyKeys,
     VideoSummary,
 ):  # their column order
     register_extension(_builtin)

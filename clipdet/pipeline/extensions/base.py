@@ -53,7 +53,7 @@ class RowExtension:
     reads_bytes: ClassVar[bool] = False
     reads_pixels: ClassVar[bool] = False  # (a GPU decoding of JPEGs is then not used)
     reads_embedding: ClassVar[bool] = False  # fold_embedding gets the features of a model
-    embedding_model: str | None = None  # ... this one (a detector of the run)
+    embedding_model: str | None = None  # ... this one (None: the first frozen backbone's)
 
     @classmethod
     def from_options(cls, options, paths: Sequence[str] | None = None) -> "RowExtension | None":
