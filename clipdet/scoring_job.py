@@ -140,10 +140,11 @@ def run_score_job(
     if request.report:
         from clipdet.evaluation.html_report import ReportInputs, write_report
 
-        inputs = ReportInputs(outcome.table, list(paths), labels, request.engine.maps,
+        inputs = ReportInputs(table, list(paths), labels, request.engine.maps,
                               request.threshold, command=request.command,
                               fusion=request.fusion, calibration=calibration,
-                              frames=job.frames, weights_dir=request.weights_dir)  # fmt: skip
+                              frames=job.frames, weights_dir=request.weights_dir,
+                              groups=job.groups)  # fmt: skip
         write_report(inputs, request.report)
     return job
 

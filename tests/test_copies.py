@@ -200,7 +200,7 @@ def copies_run(tmp_path_factory, weights_dir, tiny_clip_checkpoint):
                "--fpr", "0.1", "-o", cal, *common) == 0  # fmt: skip
     out, groups = root / "scores.csv", root / "groups.csv"
     assert run("score", "-i", listed, "-o", out, "--group", "auto", "--calibration", cal,
-               "--groups_out", groups, *common) == 0  # fmt: skip
+               "--groups_out", groups, "--report", root / "report.html", *common) == 0  # fmt: skip
     return root, rows, cal, out, groups, common
 
 
@@ -240,8 +240,9 @@ def test_a_group_adds_up_its_copies_and_decide_gives_the_same(copies_run, tmp_pa
         decided[["group", "size", "verdict", "best_copy"]].astype(str),
         groups[["group", "size", "verdict", "best_copy"]].astype(str),
     )
-    np.testing.assert_allclose(pd.to_numeric(decided["tiny_a"], errors="coerce"),
-                               pd.to_numeric(groups["tiny_a"], errors="coerce"), rtol=1e-9)  # fmt: skip
+    decided_llr = pd.to_numeric(decided["tiny_a"], errors="coerce")
+    np.testing.assert_allclose(decided_llr, pd.to_numeric(groups["tiny_a"], errors="coerce"),
+                               rtol=1e-9)  # fmt: skip
 
 
 def test_copies_that_disagree_make_the_group_inconclusive(tmp_path):
@@ -274,3 +275,25 @@ def test_copies_that_disagree_make_the_group_inconclusive(tmp_path):
     assert groups.loc["viral", "dissent"] == "c0.jpg;c1.jpg;c2.jpg;c3.jpg;c4.jpg;c5.jpg"
     assert groups.loc["single", "verdict"] == "synthetic"
     assert len(groups) == 3  # the row without a group is a group of its own
+
+
+@pytest.mark.slow
+def test_the_report_shows_each_group_with_its_copies(copies_run, browser):
+    from test_report import open_page
+
+    root, rows, _, out, groups_file, _ = copies_run
+    page, errors, _ = open_page(browser, root / "report.html")
+    groups = pd.read_csv(groups_file, keep_default_na=False)
+    shown = page.eval_on_selector_all(
+        ".copy-group",
+        "gs => gs.map(g => [g.dataset.group, g.querySelectorAll('figure').length,"
+        " g.querySelector('.group-head').textContent])",
+    )
+    several = groups[groups["size"] > 1]
+    assert [(g, n) for g, n, _ in shown] == list(
+        zip(several["group"], several["size"], strict=True)
+    )
+    for (_, _, head), verdict in zip(shown, several["verdict"], strict=True):
+        assert f"7 copies, {verdict}" in head and "best copy" in head
+    assert page.locator(".card .group").count() == 6 * 7
+    assert not errors, errors

@@ -28,6 +28,7 @@ from clipdet.constants import (
     ERROR_COLUMN,
     FILENAME_COLUMN,
     FUSION_COLUMN,
+    GROUP_COLUMN,
     INCONCLUSIVE,
     PROVENANCE_COLUMN,
     PROVENANCE_GENERATOR_COLUMN,
@@ -67,6 +68,7 @@ class ReportInputs:
     calibration: object | None = None  # a calibration.Calibration: its three verdicts
     frames: pd.DataFrame | None = None  # a run's --frames_out table: video frames' scores
     weights_dir: str | os.PathLike | None = None  # model cards of your own models (card.md)
+    groups: pd.DataFrame | None = None  # --groups_out's table: each group's evidence
 
 
 def detector_columns(table: pd.DataFrame) -> list[str]:
@@ -115,6 +117,8 @@ def _rows(inputs: ReportInputs, detectors: list[str]) -> list[dict]:
             "attribution": [],
             "provenance": split_tokens(_text(record.get(PROVENANCE_COLUMN))),
             "generator": _text(record.get(PROVENANCE_GENERATOR_COLUMN)),
+            "group": _text(record.get(GROUP_COLUMN)),
+            "facts": _facts(record),
         }
         for model in attribution:
             probs = {c: finite_number(record.get(f"{model.name}_p_{c}")) for c in model.classes}
@@ -273,6 +277,7 @@ def _summary(inputs: ReportInputs, rows: list[dict], detectors: list[str]) -> di
         "calibration": inputs.calibration.describe() if inputs.calibration else None,
         "coverage": _coverage(rows) if inputs.calibration else None,
         "model_cards": _model_cards(detectors, inputs.weights_dir),
+        "groups": _groups(inputs.groups),
         "models": detectors + [a["model"] for a in (rows[0]["attribution"] if rows else [])],
         "fusion": inputs.fusion or (FUSION_COLUMN if FUSION_COLUMN in inputs.table else "none"),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -285,6 +290,37 @@ def _summary(inputs: ReportInputs, rows: list[dict], detectors: list[str]) -> di
             provenance_counts(rows) if PROVENANCE_COLUMN in inputs.table.columns else None
         ),
     }
+
+
+def _facts(record: dict) -> str:
+    """``1024x768 JPEG q85`` (what the quality rules read), or empty."""
+    width, height = finite_number(record.get("width")), finite_number(record.get("height"))
+    if width is None or height is None:
+        return ""
+    quality = finite_number(record.get("jpeg_quality"))
+    return f"{width:.0f}x{height:.0f}" + (f" JPEG q{quality:.0f}" if quality is not None else "")
+
+
+def _groups(groups: pd.DataFrame | None) -> list[dict]:
+    """The groups of two copies or more, with their verdict and evidence (the report lists
+    each one's members from the rows)."""
+    if groups is None:
+        return []
+    found = []
+    for record in groups.to_dict(orient="records"):
+        if int(record["size"]) < 2:
+            continue
+        found.append({
+            "group": str(record["group"]),
+            "size": int(record["size"]),
+            "verdict": _text(record.get(VERDICT_COLUMN)),
+            "reason": _text(record.get(VERDICT_REASON_COLUMN)),
+            "llrs": {k: finite_number(v) for k, v in record.items()
+                     if k not in ("group", "size", "best_copy", "dissent")
+                     and not str(k).startswith("verdict")},
+            "best_copy": _text(record.get("best_copy")),
+        })  # fmt: skip
+    return found
 
 
 def _coverage(rows: list[dict]) -> float | None:

@@ -173,6 +173,39 @@
     return panel;
   }
 
+  // groups of copies (--group): each group's verdict and evidence, its members with their own
+  const groupSizes = {};
+  rows.forEach(function (row) { if (row.group) groupSizes[row.group] = (groupSizes[row.group] || 0) + 1; });
+  if ((summary.groups || []).length) {
+    const section = document.getElementById("groups");
+    section.hidden = false;
+    summary.groups.forEach(function (g) {
+      const box = el("div", "copy-group " + (g.verdict || "failed"));
+      box.dataset.group = g.group;
+      const llrs = Object.keys(g.llrs).map(function (k) { return k + " " + signed(g.llrs[k]); }).join(", ");
+      box.appendChild(el("div", "group-head", g.group + ": " + g.size + " copies, " +
+        (g.verdict || "not scored") + (g.reason ? " (" + g.reason.replace(/_/g, " ") + ")" : "") +
+        "; group LLR " + llrs + "; best copy " + g.best_copy));
+      const members = el("div", "members");
+      rows.filter(function (row) { return row.group === g.group; }).forEach(function (row) {
+        const member = el("figure", "member");
+        if (row.thumb) {
+          const img = el("img");
+          img.loading = "lazy";
+          img.src = row.thumb;
+          img.alt = row.name;
+          member.appendChild(img);
+        }
+        const own = summary.has_fusion ? row.fusion : row.scores[detectors[0]];
+        member.appendChild(el("figcaption", null, row.name + " · " + (row.verdict || "–") + " · LLR " +
+          signed(own) + (row.facts ? " · " + row.facts : "")));
+        members.appendChild(member);
+      });
+      box.appendChild(members);
+      section.appendChild(box);
+    });
+  }
+
   function card(row) {
     const state = row.error ? "failed" : row.verdict;
     const box = el("article", "card " + state);
@@ -209,6 +242,10 @@
     }
     if (row.video) body.appendChild(videoPanel(row.video));
     if (row.generator) body.appendChild(el("div", "generator", "generator named: " + row.generator));
+    if (row.facts) body.appendChild(el("div", "facts", row.facts));
+    if (row.group && (groupSizes[row.group] || 0) > 1) {
+      body.appendChild(el("div", "group", "group " + row.group + ": one of " + groupSizes[row.group] + " copies"));
+    }
     if (row.error) body.appendChild(el("div", "error", row.error));
     if (row.maps.length) {
       const maps = el("div", "maps");
