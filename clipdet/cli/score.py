@@ -174,6 +174,14 @@ def run(args) -> int:
         print(job.profile, file=sys.stderr)
     if args.report:
         print(f"report -> {args.report}", file=sys.stderr)
+    if args.group:
+        sizes = job.table.groupby("group").size()
+        line = f"{len(sizes)} groups, {int((sizes > 1).sum())} of 2 copies or more"
+        if job.groups is not None:
+            counts = job.groups["verdict"].replace("", "not scored").value_counts()
+            line += ": " + ", ".join(f"{n} {v}" for v, n in counts.items())
+            line += f" -> {args.groups_out}"
+        print(line, file=sys.stderr)
     _summary(job.table, job.outcome.results, out_path, args.threshold, job.calibration)
     return _exit_status(args, job.outcome, len(paths))
 

@@ -38,7 +38,14 @@ from clipdet.constants import (
     VERDICT_COLUMN,
     VERDICT_REASON_COLUMN,
 )
-from clipdet.evaluation.report_media import finite_number, frame_curves, make_thumbnails, video_rows
+from clipdet.evaluation.report_media import (
+    finite_number,
+    frame_curves,
+    make_thumbnails,
+    text_of,
+    video_rows,
+)
+from clipdet.evaluation.report_sections import facts_text, group_sections, model_cards
 from clipdet.models.attribution import find_attribution_models
 from clipdet.pipeline.columns import SCORE
 from clipdet.pipeline.record import columns_of_kind
@@ -110,15 +117,15 @@ def _rows(inputs: ReportInputs, detectors: list[str]) -> list[dict]:
         row = {
             "name": str(record.get(FILENAME_COLUMN, "")),
             "error": "" if pd.isna(record.get(ERROR_COLUMN)) else str(record.get(ERROR_COLUMN)),
-            "verdict": _text(record.get(VERDICT_COLUMN)),
-            "reason": _text(record.get(VERDICT_REASON_COLUMN)),
+            "verdict": text_of(record.get(VERDICT_COLUMN)),
+            "reason": text_of(record.get(VERDICT_REASON_COLUMN)),
             "scores": {name: finite_number(record[name]) for name in detectors},
             "fusion": finite_number(record.get(FUSION_COLUMN)),
             "attribution": [],
-            "provenance": split_tokens(_text(record.get(PROVENANCE_COLUMN))),
-            "generator": _text(record.get(PROVENANCE_GENERATOR_COLUMN)),
-            "group": _text(record.get(GROUP_COLUMN)),
-            "facts": _facts(record),
+            "provenance": split_tokens(text_of(record.get(PROVENANCE_COLUMN))),
+            "generator": text_of(record.get(PROVENANCE_GENERATOR_COLUMN)),
+            "group": text_of(record.get(GROUP_COLUMN)),
+            "facts": facts_text(record),
         }
         for model in attribution:
             probs = {c: finite_number(record.get(f"{model.name}_p_{c}")) for c in model.classes}
@@ -132,10 +139,6 @@ def _rows(inputs: ReportInputs, detectors: list[str]) -> list[dict]:
             })  # fmt: skip
         rows.append(row)
     return rows
-
-
-def _text(value) -> str:
-    return "" if value is None or pd.isna(value) else str(value)
 
 
 def provenance_counts(rows: list[dict]) -> dict[str, int]:
@@ -276,8 +279,8 @@ def _summary(inputs: ReportInputs, rows: list[dict], detectors: list[str]) -> di
         "threshold": _decision_threshold(inputs),
         "calibration": inputs.calibration.describe() if inputs.calibration else None,
         "coverage": _coverage(rows) if inputs.calibration else None,
-        "model_cards": _model_cards(detectors, inputs.weights_dir),
-        "groups": _groups(inputs.groups),
+        "model_cards": model_cards(detectors, inputs.weights_dir),
+        "groups": group_sections(inputs.groups),
         "models": detectors + [a["model"] for a in (rows[0]["attribution"] if rows else [])],
         "fusion": inputs.fusion or (FUSION_COLUMN if FUSION_COLUMN in inputs.table else "none"),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -292,51 +295,10 @@ def _summary(inputs: ReportInputs, rows: list[dict], detectors: list[str]) -> di
     }
 
 
-def _facts(record: dict) -> str:
-    """``1024x768 JPEG q85`` (what the quality rules read), or empty."""
-    width, height = finite_number(record.get("width")), finite_number(record.get("height"))
-    if width is None or height is None:
-        return ""
-    quality = finite_number(record.get("jpeg_quality"))
-    return f"{width:.0f}x{height:.0f}" + (f" JPEG q{quality:.0f}" if quality is not None else "")
-
-
-def _groups(groups: pd.DataFrame | None) -> list[dict]:
-    """The groups of two copies or more, with their verdict and evidence (the report lists
-    each one's members from the rows)."""
-    if groups is None:
-        return []
-    found = []
-    for record in groups.to_dict(orient="records"):
-        if int(record["size"]) < 2:
-            continue
-        found.append({
-            "group": str(record["group"]),
-            "size": int(record["size"]),
-            "verdict": _text(record.get(VERDICT_COLUMN)),
-            "reason": _text(record.get(VERDICT_REASON_COLUMN)),
-            "llrs": {k: finite_number(v) for k, v in record.items()
-                     if k not in ("group", "size", "best_copy", "dissent")
-                     and not str(k).startswith("verdict")},
-            "best_copy": _text(record.get("best_copy")),
-        })  # fmt: skip
-    return found
-
-
 def _coverage(rows: list[dict]) -> float | None:
     from clipdet.evaluation.verdicts import coverage
 
     return finite_number(coverage([row["verdict"] for row in rows]))
-
-
-def _model_cards(detectors: list[str], weights_dir) -> dict[str, str]:
-    """Each detector's card (`clipdet models --card`), where it has one."""
-    from clipdet.constants import default_weights_dir
-    from clipdet.models.registry import model_card
-
-    folder = weights_dir or default_weights_dir()
-    cards = {name: model_card(name, folder) for name in detectors}
-    return {name: card for name, card in cards.items() if card}
 
 
 def _decision_threshold(inputs: ReportInputs) -> float:

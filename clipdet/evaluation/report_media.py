@@ -134,3 +134,8 @@ def video_rows(table: pd.DataFrame, rows: list[dict], jobs: list, curves: dict) 
                      for k in range(STRIP_FRAMES)]  # fmt: skip
         if jobs[i] is not None:
             jobs[i] = (jobs[i], tuple(times))
+
+
+def text_of(value) -> str:
+    """A table cell as text: empty for None and NaN."""
+    return "" if value is None or pd.isna(value) else str(value)
