@@ -1,120 +1,153 @@
 """Near-duplicate groups: which rows of a run are copies of one picture (--group auto).
 
 Two rows are copies when their perceptual hashes (``copy_hash``: pHash of the border-trimmed
-image and of its central 90 % and 80 %) come within ``MAX_HAMMING`` bits, whole against whole
-or one's central crop against the other whole, **and** their feature sketches
-(``copy_sketch``) have a cosine of at least ``MIN_COSINE`` (where both have one). Copies of
-copies join one group (connected components).
+image and of its central 90 % and 80 %) come within ``MAX_HAMMING`` bits whole against whole
+(and their 256-bit hashes within ``MAX_FINE_HAMMING``: an edit that moves an object shows
+there), or within ``MAX_CROP_HAMMING`` one's central crop against the other whole, **and**
+their feature sketches (``copy_sketch``) have a cosine of at least ``MIN_COSINE`` (where both
+have one). Copies of copies join one group (connected components).
 
 No pair is compared blindly: candidates come from an index. Each 64-bit hash is cut into four
-16-bit bands, and rows sharing a band value of any of their hashes are candidates (every pair
-within 3 bits is found; most within ``MAX_HAMMING``); and, when the rows have sketches, each
-row's nearest sketches (faiss, when installed; numpy blocks otherwise) are candidates too.
-The rule and its measured precision and recall: docs/thresholds.md."""
+16-bit bands; rows are sorted by each band's value, and rows that share a value and lie within
+``WINDOW`` places of each other are candidates (every pair within 3 bits shares a band); and,
+when the rows have sketches, each row's ``NEIGHBOURS`` nearest sketches (faiss: exact up to
+``EXACT_LIMIT`` rows, HNSW beyond; numpy blocks without faiss) are candidates too. Candidates
+are verified in arrays, and the groups are the connected components of the verified pairs.
+The rule and its measured precision, recall, time and memory: docs/thresholds.md."""
 
 import base64
 import logging
-from collections import defaultdict
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
-MAX_HAMMING = 8  # bits, of 64
+MAX_HAMMING = 8  # bits, of 64, whole against whole
+MAX_CROP_HAMMING = 6  # bits, of 64, a central crop against a whole
 MIN_COSINE = 0.9
 BANDS = 4  # 16-bit bands of each hash
+WINDOW = 16  # rows sharing a band value: each is a candidate of the next WINDOW in its run
 NEIGHBOURS = 8  # nearest sketches per row that become candidates
-MAX_BUCKET = 256  # a band shared by more rows: its rows are chained, not paired all with all
+EXACT_LIMIT = 200_000  # rows up to which sketches' neighbours are exact (faiss flat index)
+HASHES = 3  # per row: the trimmed image, its central 90 % and 80 %
+FINE_WORDS = 4  # the 256-bit hash of the trimmed image, as 64-bit words
+MAX_FINE_HAMMING = 18  # bits, of 256: copies measured <= 14, an object moved 6 px >= 22
 
 
-def parse_hashes(values) -> list[np.ndarray | None]:
-    """``copy_hash`` cells -> arrays of uint64 (None for a row without)."""
-    found = []
-    for value in values:
-        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else value
-        parts = [p for p in str(text).split(",") if p]
-        found.append(np.array([int(p, 16) for p in parts], dtype=np.uint64) if parts else None)
-    return found
+def parse_hashes(values) -> tuple[np.ndarray, np.ndarray]:
+    """``copy_hash`` cells -> ([rows, 3] uint64 hashes, [rows, 4] uint64 words of the fine
+    hash); a row without hashes has a ``present`` flag False (see ``hashes_present``)."""
+    out = np.zeros((len(values), HASHES), dtype=np.uint64)
+    fine = np.zeros((len(values), FINE_WORDS), dtype=np.uint64)
+    for row, value in enumerate(values):
+        if isinstance(value, str) and value:
+            parts = value.split(",")
+            out[row] = [int(p, 16) for p in parts[:HASHES]]
+            if len(parts) > HASHES:
+                text = parts[HASHES].rjust(16 * FINE_WORDS, "0")
+                fine[row] = [int(text[16 * w : 16 * (w + 1)], 16) for w in range(FINE_WORDS)]
+    return out, fine
 
 
-def parse_sketches(values) -> np.ndarray:
+def hashes_present(values) -> np.ndarray:
+    return np.array([isinstance(v, str) and bool(v) for v in values], dtype=bool)
+
+
+def parse_sketches(values, rows: int) -> np.ndarray:
     """``copy_sketch`` cells -> [rows, 64] float32, NaN rows where there is none."""
     from clipdet.pipeline.extensions.copy_keys import SKETCH_DIM
 
-    out = np.full((len(values), SKETCH_DIM), np.nan, dtype=np.float32)
-    for row, value in enumerate(values):
+    out = np.full((rows, SKETCH_DIM), np.nan, dtype=np.float32)
+    for row, value in enumerate(values if values is not None else []):
         if isinstance(value, str) and value:
             out[row] = np.frombuffer(base64.b64decode(value), dtype=np.float16)
     return out
 
 
+def popcount(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.int64)
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).reshape(x.shape)
+
+
 def find_copies(hashes, sketches=None) -> np.ndarray:
-    """A group label per row (``g<first row>``); rows without a hash are groups of their
-    own."""
-    hashes = parse_hashes(hashes)
-    n = len(hashes)
-    vectors = parse_sketches(sketches) if sketches is not None else np.full((n, 1), np.nan)
-    parent = np.arange(n)
+    """A group label per row (``g<first row of the group>``); rows without a hash are
+    groups of their own."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in sorted(_candidates(hashes, vectors)):
-        if _copies(hashes[i], hashes[j], vectors[i], vectors[j]):
-            a, b = root(i), root(j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    return np.array([f"g{root(i)}" for i in range(n)], dtype=object)
-
-
-def _copies(h1, h2, v1, v2) -> bool:
-    if h1 is None or h2 is None or hash_distance(h1, h2) > MAX_HAMMING:
-        return False
-    if np.isnan(v1).any() or np.isnan(v2).any():
-        return True
-    return float(v1 @ v2) >= MIN_COSINE
+    present = hashes_present(hashes)
+    codes, fine = parse_hashes(hashes)
+    n = len(codes)
+    vectors = parse_sketches(sketches, n)
+    pairs = np.concatenate([_hash_candidates(codes, present), _neighbours(vectors)])
+    if len(pairs):
+        pairs = np.unique(np.sort(pairs, axis=1), axis=0)
+        pairs = pairs[_verified(pairs, codes, fine, present, vectors)]
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    first = np.full(component.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(first, component, np.arange(n))
+    return np.array([f"g{first[c]}" for c in component], dtype=object)
 
 
-def hash_distance(h1: np.ndarray, h2: np.ndarray) -> int:
-    """Bits apart: whole against whole, or one's central crop against the other whole (a
-    mild crop of a copy); never crop against crop (two shots that differ at their edges)."""
-    pairs = [(h1[0], h2[0]), *((c, h2[0]) for c in h1[1:]), *((h1[0], c) for c in h2[1:])]
-    return min(int(a ^ b).bit_count() for a, b in pairs)
+def hash_distance(a: np.ndarray, b: np.ndarray, fine_a=None, fine_b=None) -> np.ndarray:
+    """Bits apart, per pair of rows ([pairs, 3] each), as copies count them: whole against
+    whole when their fine hashes (where given) also agree; or one's central crop against the
+    other whole (a mild crop of a copy), when within MAX_CROP_HAMMING; never crop against
+    crop (two shots that differ only at their edges). A pair that matches neither way is
+    MAX_HAMMING + 1 apart."""
+    apart = MAX_HAMMING + 1
+    whole = popcount(a[:, 0] ^ b[:, 0])
+    if fine_a is not None:
+        close = popcount(fine_a ^ fine_b).sum(axis=1) <= MAX_FINE_HAMMING
+        whole = np.where(close, whole, apart)
+    crops = [a[:, k] ^ b[:, 0] for k in range(1, HASHES)]
+    crops += [a[:, 0] ^ b[:, k] for k in range(1, HASHES)]
+    crop = np.min([popcount(c) for c in crops], axis=0)
+    return np.minimum(whole, np.where(crop <= MAX_CROP_HAMMING, crop, apart))
 
 
-def _candidates(hashes, vectors) -> set[tuple[int, int]]:
-    pairs: set[tuple[int, int]] = set()
-    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for row, found in enumerate(hashes):
-        if found is None:
-            continue
-        for value in {int(v) for v in found}:
-            for band in range(BANDS):
-                buckets[(band, (value >> (16 * band)) & 0xFFFF)].append(row)
-    for rows in buckets.values():
-        members = sorted(set(rows))
-        if len(members) <= MAX_BUCKET:
-            pairs.update((a, b) for k, a in enumerate(members) for b in members[k + 1 :])
-        else:  # many rows share it (many copies, or flat images): each with the next
-            pairs.update(zip(members, members[1:], strict=False))
-    pairs.update(_neighbours(vectors))
-    return pairs
+def _verified(pairs, codes, fine, present, vectors) -> np.ndarray:
+    i, j = pairs[:, 0], pairs[:, 1]
+    ok = present[i] & present[j]
+    ok &= hash_distance(codes[i], codes[j], fine[i], fine[j]) <= MAX_HAMMING
+    both = ~np.isnan(vectors[i]).any(axis=1) & ~np.isnan(vectors[j]).any(axis=1)
+    cosine = np.einsum("ij,ij->i", np.nan_to_num(vectors[i]), np.nan_to_num(vectors[j]))
+    return ok & (~both | (cosine >= MIN_COSINE))
 
 
-def _neighbours(vectors: np.ndarray) -> set[tuple[int, int]]:
-    """Each row's nearest sketches (by cosine, above MIN_COSINE) as candidate pairs."""
+def _hash_candidates(codes: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Rows sharing a 16-bit band of any of their hashes, within WINDOW places in the order
+    of that band's values."""
+    rows = np.repeat(np.flatnonzero(present), HASHES)  # every hash of every row, together
+    found = []
+    for band in range(BANDS):
+        values = (codes[present] >> np.uint64(16 * band)) & np.uint64(0xFFFF)
+        values = values.astype(np.int64).ravel()
+        order = np.argsort(values, kind="stable")
+        keys, members = values[order], rows[order]
+        for step in range(1, WINDOW + 1):
+            same = (keys[step:] == keys[:-step]) & (members[step:] != members[:-step])
+            found.append(np.column_stack([members[:-step][same], members[step:][same]]))
+    return np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
+
+
+def _neighbours(vectors: np.ndarray) -> np.ndarray:
+    """Each row's nearest sketches (cosine at least MIN_COSINE) as candidate pairs."""
     rows = np.flatnonzero(~np.isnan(vectors).any(axis=1))
     if len(rows) < 2:
-        return set()
-    found = vectors[rows].astype(np.float32)
+        return np.zeros((0, 2), dtype=np.int64)
+    found = np.ascontiguousarray(vectors[rows], dtype=np.float32)
     k = min(NEIGHBOURS + 1, len(rows))
     try:
         import faiss
 
-        index = faiss.IndexFlatIP(found.shape[1])
+        if len(rows) <= EXACT_LIMIT:
+            index = faiss.IndexFlatIP(found.shape[1])
+        else:  # approximate beyond: graph search, no all-pairs product
+            index = faiss.IndexHNSWFlat(found.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
         index.add(found)
         similarity, neighbour = index.search(found, k)
     except ImportError:  # numpy blocks: fine up to ~10^5 rows
@@ -122,16 +155,13 @@ def _neighbours(vectors: np.ndarray) -> set[tuple[int, int]]:
         neighbour = np.empty((len(found), k), np.int64)
         for start in range(0, len(found), 2048):
             block = found[start : start + 2048] @ found.T
-            top = np.argsort(-block, axis=1)[:, :k]
+            top = np.argpartition(-block, k - 1, axis=1)[:, :k]
             neighbour[start : start + 2048] = top
             similarity[start : start + 2048] = np.take_along_axis(block, top, axis=1)
-    pairs = set()
-    for i, (sims, others) in enumerate(zip(similarity, neighbour, strict=True)):
-        for s, j in zip(sims, others, strict=True):
-            if j >= 0 and j != i and s >= MIN_COSINE:
-                a, b = sorted((int(rows[i]), int(rows[j])))
-                pairs.add((a, b))
-    return pairs
+    source = np.repeat(np.arange(len(rows)), k)
+    target, similarity = neighbour.ravel(), similarity.ravel()
+    keep = (target >= 0) & (target != source) & (similarity >= MIN_COSINE)
+    return np.column_stack([rows[source[keep]], rows[target[keep]]])
 
 
 def group_folder(folder: str) -> tuple[int, int]:

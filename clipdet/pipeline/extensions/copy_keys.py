@@ -1,7 +1,8 @@
 """--group auto: what finds the copies of one picture among a run's images, read in the run.
 
 - ``copy_hash``: perceptual hashes (imagehash's pHash, 64 bits) of the image with any uniform
-  border trimmed, and of its central 90 % and 80 % (mild crops), as ``h1,h2,h3`` in hex;
+  border trimmed, and of its central 90 % and 80 % (mild crops), and a 256-bit pHash of the
+  trimmed image (finer: an edit that moves an object shows in it), as ``h1,h2,h3,h4`` in hex;
 - ``copy_sketch``: the image's features from the run's first frozen backbone (else its first
   network), L2-normalised and projected on 64 seeded random directions (cosines survive the
   projection), float16 in base64.
@@ -23,6 +24,7 @@ SKETCH_COLUMN = "copy_sketch"
 SKETCH_DIM = 64
 KEY_COLUMNS = (HASH_COLUMN, SKETCH_COLUMN)
 CENTRES = (1.0, 0.9, 0.8)  # the trimmed image and its central crops
+FINE_HASH_SIZE = 16  # and a 256-bit pHash of the whole: local edits show in it
 BORDER_TOLERANCE = 12  # grey levels a uniform border may vary by
 
 
@@ -47,6 +49,7 @@ def perceptual_hashes(pixels: np.ndarray) -> str:
         dh, dw = int(round(h * (1 - keep) / 2)), int(round(w * (1 - keep) / 2))
         part = trimmed[dh : h - dh or None, dw : w - dw or None]
         hashes.append(str(imagehash.phash(Image.fromarray(part))))
+    hashes.append(str(imagehash.phash(Image.fromarray(trimmed), hash_size=FINE_HASH_SIZE)))
     return ",".join(hashes)
 
 
