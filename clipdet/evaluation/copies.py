@@ -26,9 +26,10 @@ MAX_HAMMING = 8  # bits, of 64, whole against whole
 MAX_CROP_HAMMING = 6  # bits, of 64, a central crop against a whole
 MIN_COSINE = 0.9
 BANDS = 4  # 16-bit bands of each hash
-WINDOW = 16  # rows sharing a band value: each is a candidate of the next WINDOW in its run
+WINDOW = 8  # rows sharing a band value: each is a candidate of the next WINDOW in its run
+CHUNK = 1_000_000  # candidate pairs verified at a time
 NEIGHBOURS = 8  # nearest sketches per row that become candidates
-EXACT_LIMIT = 200_000  # rows up to which sketches' neighbours are exact (faiss flat index)
+EXACT_LIMIT = 50_000  # rows up to which sketches' neighbours are exact (faiss flat index)
 HASHES = 3  # per row: the trimmed image, its central 90 % and 80 %
 FINE_WORDS = 4  # the 256-bit hash of the trimmed image, as 64-bit words
 MAX_FINE_HAMMING = 18  # bits, of 256: copies measured <= 14, an object moved 6 px >= 22
@@ -81,10 +82,12 @@ def find_copies(hashes, sketches=None) -> np.ndarray:
     codes, fine = parse_hashes(hashes)
     n = len(codes)
     vectors = parse_sketches(sketches, n)
-    pairs = np.concatenate([_hash_candidates(codes, present), _neighbours(vectors)])
-    if len(pairs):
-        pairs = np.unique(np.sort(pairs, axis=1), axis=0)
-        pairs = pairs[_verified(pairs, codes, fine, present, vectors)]
+    keys = np.unique(np.concatenate([_hash_candidates(codes, present, n), _neighbours(vectors, n)]))
+    pairs = np.column_stack([keys // max(n, 1), keys % max(n, 1)])
+    verified = [pairs[start : start + CHUNK][_verified(pairs[start : start + CHUNK], codes,
+                                                       fine, present, vectors)]
+                for start in range(0, len(pairs), CHUNK)]  # fmt: skip
+    pairs = np.concatenate(verified) if verified else np.zeros((0, 2), dtype=np.int64)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
     first = np.full(component.max() + 1 if n else 0, n, dtype=np.int64)
@@ -118,9 +121,15 @@ def _verified(pairs, codes, fine, present, vectors) -> np.ndarray:
     return ok & (~both | (cosine >= MIN_COSINE))
 
 
-def _hash_candidates(codes: np.ndarray, present: np.ndarray) -> np.ndarray:
+def _pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Unordered pairs as one int64 each (smaller * n + larger)."""
+    low, high = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
+    return low * n + high
+
+
+def _hash_candidates(codes: np.ndarray, present: np.ndarray, n: int) -> np.ndarray:
     """Rows sharing a 16-bit band of any of their hashes, within WINDOW places in the order
-    of that band's values."""
+    of that band's values (as pair keys)."""
     rows = np.repeat(np.flatnonzero(present), HASHES)  # every hash of every row, together
     found = []
     for band in range(BANDS):
@@ -128,17 +137,19 @@ def _hash_candidates(codes: np.ndarray, present: np.ndarray) -> np.ndarray:
         values = values.astype(np.int64).ravel()
         order = np.argsort(values, kind="stable")
         keys, members = values[order], rows[order]
+        band_pairs = []
         for step in range(1, WINDOW + 1):
             same = (keys[step:] == keys[:-step]) & (members[step:] != members[:-step])
-            found.append(np.column_stack([members[:-step][same], members[step:][same]]))
-    return np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
+            band_pairs.append(_pair_keys(members[:-step][same], members[step:][same], n))
+        found.append(np.unique(np.concatenate(band_pairs)))
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
-def _neighbours(vectors: np.ndarray) -> np.ndarray:
-    """Each row's nearest sketches (cosine at least MIN_COSINE) as candidate pairs."""
+def _neighbours(vectors: np.ndarray, n: int) -> np.ndarray:
+    """Each row's nearest sketches (cosine at least MIN_COSINE) as candidate pair keys."""
     rows = np.flatnonzero(~np.isnan(vectors).any(axis=1))
     if len(rows) < 2:
-        return np.zeros((0, 2), dtype=np.int64)
+        return np.zeros(0, dtype=np.int64)
     found = np.ascontiguousarray(vectors[rows], dtype=np.float32)
     k = min(NEIGHBOURS + 1, len(rows))
     try:
@@ -161,7 +172,7 @@ def _neighbours(vectors: np.ndarray) -> np.ndarray:
     source = np.repeat(np.arange(len(rows)), k)
     target, similarity = neighbour.ravel(), similarity.ravel()
     keep = (target >= 0) & (target != source) & (similarity >= MIN_COSINE)
-    return np.column_stack([rows[source[keep]], rows[target[keep]]])
+    return _pair_keys(rows[source[keep]], rows[target[keep]], n)
 
 
 def group_folder(folder: str) -> tuple[int, int]:

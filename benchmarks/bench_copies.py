@@ -1,0 +1,139 @@
+"""--group auto: how well copies are found, and what it costs.
+
+1. Precision and recall on copies made with clipdet's laundering operations from varied
+   photo-like pictures (a smooth ground and five shapes; the tests' make_scene): resized,
+   recompressed (JPEG, WebP), bordered, centre- and randomly cropped, chained; beside them
+   the same scene with one object moved by 1-2 % of the width (an edit: not a copy), the
+   scene with one more object (a bigger edit), and distinct pictures. Perceptual hashes only
+   (the rule's feature check needs a real backbone, which cannot be downloaded here).
+2. Time and peak memory of the grouping pass (find_copies) on synthetic keys: groups of 1-20
+   copies whose hashes differ by a few bits, with 64-d sketches, at 10^4, 10^5 and 10^6 rows,
+   each in a fresh process (peak resident memory from getrusage).
+
+    python benchmarks/bench_copies.py [--sources 100] [--rows 10000,100000,1000000]
+"""
+
+import argparse
+import collections
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import REPO, cpu_name
+
+sys.path.insert(0, str(REPO / "tests"))
+
+CHAINS = ("resize:0.5/bicubic", "jpeg:60", "webp:70", "resize:0.3,jpeg:50",
+          "resize:0.4,webp:60", "ccrop:0.9,jpeg:85", "ccrop:0.85,resize:1.2,jpeg:80",
+          "crop:0.95,jpeg:80", "crop:0.9")  # fmt: skip
+
+
+def quality(sources: int) -> None:
+    from helpers import make_scene
+    from PIL import Image, ImageDraw, ImageOps
+
+    from clipdet.evaluation.copies import find_copies
+    from clipdet.pipeline.extensions.copy_keys import perceptual_hashes
+    from clipdet.pipeline.perturb import Perturbation
+
+    rows = []  # (truth, kind, hashes)
+    with tempfile.TemporaryDirectory() as folder:
+        for s in range(sources):
+            image = Image.open(make_scene(Path(folder) / f"{s}.png", s)).convert("RGB")
+            items = [("source", image)]
+            items += [(c, Perturbation(c, 0)(image, s).image) for c in CHAINS]
+            items.append(("border", ImageOps.expand(image, 16, (0, 0, 0))))
+            for kind, picture in items:
+                rows.append((s, kind, perceptual_hashes(np.asarray(picture))))
+            for shift in (3, 6):  # one object moved: redraw the scene's pixels shifted locally
+                edited = np.asarray(image).copy()
+                box = edited[60:140, 60:160].copy()
+                edited[60:140, 60 + shift : 160 + shift] = box
+                rows.append((-1 - s, f"edit: object moved {shift} px", perceptual_hashes(edited)))
+            added = image.copy()
+            ImageDraw.Draw(added).ellipse([200, 40, 260, 100], fill=(240, 30, 30))
+            rows.append((-1 - s, "edit: object added", perceptual_hashes(np.asarray(added))))
+            distinct = make_scene(Path(folder) / f"d{s}.png", 10_000 + s)
+            rows.append(
+                (20_000 + s, "distinct", perceptual_hashes(np.asarray(Image.open(distinct))))
+            )
+    labels = find_copies([r[2] for r in rows])
+    source_label = {r[0]: labels[k] for k, r in enumerate(rows) if r[1] == "source"}
+    joined = collections.defaultdict(list)
+    sizes = collections.Counter(labels)
+    for k, (truth, kind, _) in enumerate(rows):
+        if kind == "distinct":  # alone, in a group of its own
+            joined["distinct picture, in a group of its own"].append(sizes[labels[k]] == 1)
+        elif kind != "source":
+            joined[kind].append(labels[k] == source_label[truth if truth >= 0 else -1 - truth])
+    tp = fp = fn = 0
+    truth = [r[0] for r in rows]
+    for a, b in itertools.combinations(range(len(rows)), 2):
+        same, said = truth[a] == truth[b], labels[a] == labels[b]
+        tp, fp, fn = tp + (same and said), fp + (said and not same), fn + (same and not said)
+    print(f"{sources} sources, {len(rows)} images (perceptual hashes only):")
+    for kind, found in joined.items():
+        what = "" if kind.startswith("distinct") else " joined with its source"
+        print(f"  {kind + what:60s} {np.mean(found):6.1%}")
+    print(f"  pairs: precision {tp / max(tp + fp, 1):.3f}, recall {tp / max(tp + fn, 1):.3f} "
+          "(edits and distinct pictures count as not copies)")  # fmt: skip
+
+
+def scale_child(rows: int) -> None:
+    """In a fresh process: group ``rows`` synthetic rows; print seconds and peak memory."""
+    import base64
+    import resource
+
+    from clipdet.evaluation.copies import find_copies
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 21, rows)
+    source = np.repeat(np.arange(rows), sizes)[:rows]
+    base = rng.integers(0, 2**63, (rows, 3), dtype=np.int64).astype(np.uint64)[source]
+    flips = rng.integers(0, 64, (rows, 3))  # one or two bits differ between copies
+    base ^= np.left_shift(np.uint64(1), flips.astype(np.uint64)) * (rng.random((rows, 3)) < 0.5)
+    fine = rng.integers(0, 2**63, (rows, 4), dtype=np.int64).astype(np.uint64)[source]
+    hashes = [",".join(f"{v:016x}" for v in row) + "," + "".join(f"{v:016x}" for v in f)
+              for row, f in zip(base, fine, strict=True)]  # fmt: skip
+    centre = rng.normal(size=(rows, 64)).astype(np.float32)[source]
+    vectors = centre + 0.05 * rng.normal(size=(rows, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    sketches = [base64.b64encode(v.astype(np.float16).tobytes()).decode() for v in vectors]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    labels = find_copies(hashes, sketches)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    truth_groups = len(np.unique(source))
+    print(json.dumps({"rows": rows, "seconds": round(seconds, 1), "peak_mib": round(peak),
+                      "keys_mib": round(before), "groups": int(len(set(labels))),
+                      "true_groups": truth_groups}))  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sources", type=int, default=100)
+    parser.add_argument("--rows", default="10000,100000,1000000")
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        scale_child(args.child)
+        return
+    print(f"CPU: {cpu_name()}")
+    quality(args.sources)
+    for rows in (int(r) for r in args.rows.split(",") if r):
+        out = subprocess.run([sys.executable, __file__, "--child", str(rows)], check=True,
+                             capture_output=True, text=True)  # fmt: skip
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{found['rows']:>9,} rows: {found['seconds']:7.1f} s, peak {found['peak_mib']:,} "
+              f"MiB (keys alone {found['keys_mib']:,} MiB), {found['groups']:,} groups found of "
+              f"{found['true_groups']:,}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
