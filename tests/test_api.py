@@ -93,3 +93,17 @@ def test_score_images_without_an_output_keeps_its_old_form(
     with pytest.raises(ValueError, match="unknown engine 'spark'; valid choices: local, ray"):
         score_images(paths, ["tiny_a"], weights_dir, engine="spark",
                      **api_options(tiny_clip_checkpoint))  # fmt: skip
+
+
+def test_score_images_groups_copies_given_as_labels(tmp_path, weights_dir, tiny_clip_checkpoint):
+    """``group=`` a label per path gives the command's group and group_size columns."""
+    from helpers import make_image
+
+    from clipdet.api import score_images
+
+    paths = [make_image(tmp_path / f"{i}.png", seed=i) for i in range(4)]
+    table = score_images(paths, ["tiny_a"], weights_dir, device="cpu", num_workers=0,
+                         backbone_weights=tiny_clip_checkpoint,
+                         group=["a", "a", "b", None])  # fmt: skip
+    assert table["group"].tolist() == ["a", "a", "b", "#3"]
+    assert table["group_size"].tolist() == [2, 2, 1, 1]

@@ -297,3 +297,25 @@ def test_the_report_shows_each_group_with_its_copies(copies_run, browser):
         assert f"7 copies, {verdict}" in head and "best copy" in head
     assert page.locator(".card .group").count() == 6 * 7
     assert not errors, errors
+
+
+@pytest.mark.slow
+def test_a_grouped_run_resumes_to_the_same_files(copies_run, tmp_path, monkeypatch, capsys):
+    """--group auto with --groups_out, stopped by Ctrl-C and resumed: the copy keys come back
+    from the partial file, and both outputs are the uninterrupted run's bytes."""
+    from helpers import ctrl_c_after
+
+    from clipdet.pipeline import scoring as run_module
+
+    root, _, cal, _, _, common = copies_run
+    flags = ["-i", root / "list.csv", "--group", "auto", "--calibration", cal, "--batch_size",
+             "4", *common]  # fmt: skip
+    out, groups = tmp_path / "clean.csv", tmp_path / "clean_groups.csv"
+    assert run("score", "-o", out, *flags, "--groups_out", groups) == 0
+    again, again_groups = tmp_path / "s.csv", tmp_path / "g.csv"
+    with ctrl_c_after(monkeypatch, run_module, 20):
+        assert run("score", "-o", again, *flags, "--groups_out", again_groups) == 130
+    capsys.readouterr()
+    assert run("score", "-o", again, *flags, "--groups_out", again_groups, "--resume") == 0
+    assert again.read_bytes() == out.read_bytes()
+    assert again_groups.read_bytes() == groups.read_bytes()
