@@ -6,7 +6,7 @@ import pandas as pd
 
 from clipdet.constants import FILENAME_COLUMN, INCONCLUSIVE, REAL, SYNTHETIC, TYPE_COLUMN
 from clipdet.evaluation.calibration import Calibration, decision_score
-from clipdet.evaluation.verdicts import coverage, verdicts
+from clipdet.evaluation.verdicts import coverage, quality_calibrated, verdicts
 
 
 def calibrated_rates(
@@ -20,6 +20,7 @@ def calibrated_rates(
     ``coverage@<fpr>``, the share of each typ's scored images that a verdict decides."""
     calibration.check_columns(scores)
     table = labels[[FILENAME_COLUMN, TYPE_COLUMN]].astype(str).merge(scores, on=FILENAME_COLUMN)
+    decided = quality_calibrated(calibration, table)  # the scores the thresholds were set on
     types = sorted(t for t in table[TYPE_COLUMN].unique() if t != REAL)
     typs = table[TYPE_COLUMN].to_numpy()
     tables = {}
@@ -32,7 +33,7 @@ def calibrated_rates(
                 called = verdict == SYNTHETIC
             else:
                 threshold = calibration.point(name, target).threshold
-                called = decision_score(table, name, calibration.detectors) > threshold
+                called = decision_score(decided, name, calibration.detectors) > threshold
             for typ in types:
                 tpr.loc[name, typ] = called[typs == typ].mean()
             fpr.loc[name, REAL] = called[typs == REAL].mean() if (typs == REAL).any() else np.nan
@@ -40,10 +41,10 @@ def calibrated_rates(
         present = [typ for typ in [REAL, *types] if (typs == typ).any()]
         shares = {typ: float(np.mean(verdict[typs == typ] == INCONCLUSIVE)) for typ in present}
         inconclusive = pd.DataFrame([shares], index=pd.Index([calibration.decision]))
-        decided = pd.DataFrame([{typ: coverage(verdict[typs == typ]) for typ in present}],
+        covered = pd.DataFrame([{typ: coverage(verdict[typs == typ]) for typ in present}],
                                index=pd.Index([calibration.decision]))  # fmt: skip
         for label, frame in (("tpr", tpr), ("fpr", fpr), ("inconclusive", inconclusive),
-                             ("coverage", decided)):  # fmt: skip
+                             ("coverage", covered)):  # fmt: skip
             frame.index.name = f"{label}@{target:g}"
             tables[frame.index.name] = frame
     return tables

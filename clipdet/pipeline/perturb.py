@@ -47,24 +47,25 @@ class Range:
         return float(rng.uniform(self.low, self.high))
 
 
-def _jpeg(image: Image.Image, rng, value: Range, option):
-    quality = value.draw(rng, integer=True)
+def _recompress(image: Image.Image, quality: int, fmt: str) -> tuple[Image.Image, bytes]:
+    """The image encoded as ``fmt`` at ``quality`` and decoded again, and its bytes."""
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
+    image.save(buffer, format=fmt, quality=quality)
     buffer.seek(0)
     out = Image.open(buffer)
     out.load()
-    return out.convert("RGB"), {"quality": quality, ENCODED_KEY: buffer.getvalue()}
+    return out.convert("RGB"), buffer.getvalue()
+
+
+def _jpeg(image: Image.Image, rng, value: Range, option):
+    quality = value.draw(rng, integer=True)
+    out, data = _recompress(image, quality, "JPEG")
+    return out, {"quality": quality, ENCODED_KEY: data}
 
 
 def _webp(image: Image.Image, rng, value: Range, option):
     quality = value.draw(rng, integer=True)
-    buffer = io.BytesIO()
-    image.save(buffer, format="WEBP", quality=quality)
-    buffer.seek(0)
-    out = Image.open(buffer)
-    out.load()
-    return out.convert("RGB"), {"quality": quality}
+    return _recompress(image, quality, "WEBP")[0], {"quality": quality}
 
 
 def _resize(image, rng, value: Range, option):
