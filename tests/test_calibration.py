@@ -308,6 +308,7 @@ def test_images_unlike_the_calibration_set_are_inconclusive(tmp_path, calibrated
     assert np.array_equal(unlike, distance > domain["cutoff"])
 
 
+@pytest.mark.slow
 def test_a_verdict_that_flips_under_a_view_is_inconclusive(tmp_path, calibrated):
     """--views 'blur:2' (a deterministic view): exactly the rows whose verdict differs under
     --perturb blur:2 are inconclusive, 'flips under blur:2'; the others keep their verdict;
@@ -345,6 +346,7 @@ def test_a_verdict_that_flips_under_a_view_is_inconclusive(tmp_path, calibrated)
     assert viewed.loc[viewed["filename"] == "missing.png", "verdict_reason"].item() == "not_scored"
 
 
+@pytest.mark.slow
 def test_views_and_the_calibration_domain_resume_to_the_same_file(
     tmp_path, calibrated, monkeypatch, capsys
 ):

@@ -65,7 +65,7 @@ def test_every_run_option_and_engine_option_has_a_flag():
     args = build_parser().parse_args(["score", "x.png"])
     given = vars(args)
     missing = [f.name for f in dataclasses.fields(RunOptions) if f.name not in given]
-    assert missing == ["progress"]  # set by --quiet
+    assert missing == ["progress", "copy_keys"]  # set by --quiet, and by --group auto
     assert not [f.name for f in dataclasses.fields(EngineOptions) if f.name not in given]
     args = build_parser().parse_args(
         ["score", "x.png", "--precision", "bf16", "--decode", "fast", "--tile_size", "64",

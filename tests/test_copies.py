@@ -105,6 +105,7 @@ def test_quality_needs_both_lists_and_its_columns(tmp_path, quality_calibration,
     assert "add --quality" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_degraded_copies_join_the_fit_and_facts_follow_the_perturbation(
     tmp_path, weights_dir, tiny_clip_checkpoint, monkeypatch
 ):
@@ -204,6 +205,7 @@ def copies_run(tmp_path_factory, weights_dir, tiny_clip_checkpoint):
     return root, rows, cal, out, groups, common
 
 
+@pytest.mark.slow
 def test_every_copy_is_grouped_with_its_source_and_nothing_else(copies_run):
     _, rows, _, out, _, _ = copies_run
     table = pd.read_csv(out, keep_default_na=False)
@@ -217,6 +219,7 @@ def test_every_copy_is_grouped_with_its_source_and_nothing_else(copies_run):
     assert table.loc[table["filename"] == "missing.png", "error"].item() != ""
 
 
+@pytest.mark.slow
 def test_a_group_adds_up_its_copies_and_decide_gives_the_same(copies_run, tmp_path):
     root, rows, cal, out, groups_file, _ = copies_run
     table = pd.read_csv(out, keep_default_na=False)
