@@ -28,7 +28,7 @@ from common import REPO, cpu_name
 
 sys.path.insert(0, str(REPO / "tests"))
 
-CHAINS = ("resize:0.5/bicubic", "jpeg:60", "webp:70", "resize:0.3,jpeg:50",
+CHAINS = ("resize:0.5/bicubic", "jpeg:60", "webp:70", "resize:0.3,jpeg:50", "resize:0.25,jpeg:40",
           "resize:0.4,webp:60", "ccrop:0.9,jpeg:85", "ccrop:0.85,resize:1.2,jpeg:80",
           "crop:0.95,jpeg:80", "crop:0.9")  # fmt: skip
 
@@ -54,10 +54,15 @@ def quality(sources: int) -> None:
                 edited = np.asarray(image).copy()
                 box = edited[60:140, 60:160].copy()
                 edited[60:140, 60 + shift : 160 + shift] = box
-                rows.append((-1 - s, f"edit: object moved {shift} px", perceptual_hashes(edited)))
+                rows.append((-1 - s, f"edit: a region moved {shift} px", perceptual_hashes(edited)))
             added = image.copy()
             ImageDraw.Draw(added).ellipse([200, 40, 260, 100], fill=(240, 30, 30))
-            rows.append((-1 - s, "edit: object added", perceptual_hashes(np.asarray(added))))
+            rows.append((-1 - s, "edit: an object added", perceptual_hashes(np.asarray(added))))
+            added = image.copy()
+            ImageDraw.Draw(added).ellipse([220, 60, 250, 90], fill=(240, 30, 30))
+            rows.append(
+                (-1 - s, "edit: a small object added", perceptual_hashes(np.asarray(added)))
+            )
             distinct = make_scene(Path(folder) / f"d{s}.png", 10_000 + s)
             rows.append(
                 (20_000 + s, "distinct", perceptual_hashes(np.asarray(Image.open(distinct))))
