@@ -164,8 +164,13 @@ def make_pair_image(path, kind: str, seed: int):
         pixels = base + rng.normal(0, 0.01, base.shape)
     else:
         pixels = base[..., ::-1] + rng.normal(0, 0.15, base.shape)
+    return save_picture(path, pixels, blur=kind == "real")
+
+
+def save_picture(path: Path, pixels: np.ndarray, blur: bool = False) -> Path:
+    """RGB pixels in [0, 1] saved as an 8-bit picture, blurred by a 1-px Gaussian if asked."""
     image = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
-    if kind == "real":
+    if blur:
         image = image.filter(ImageFilter.GaussianBlur(1))
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)

@@ -17,9 +17,10 @@ from helpers import (
     TINY_WIDTH,
     count_forward_passes,
     local_run_args,
+    save_picture,
     train_args,
 )
-from PIL import Image, ImageFilter
+from PIL import Image
 
 import compute_metrics as metrics_cli
 import split as split_cli
@@ -58,12 +59,7 @@ def make_class_image(path, typ: str, seed: int):
     else:  # held-out generator: saturated magenta stripes
         stripes = (np.sin(x * 40 + phase) > 0).astype(float)
         pixels = np.stack([0.9 * stripes + 0.1, 0.1 + 0 * x, 0.8 * (1 - stripes) + 0.2], -1)
-    image = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
-    if typ == "real":
-        image = image.filter(ImageFilter.GaussianBlur(1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    return save_picture(path, pixels, blur=typ == "real")
 
 
 def write_list(root, name, per_class: dict, seed0: int, extra_rows=()):

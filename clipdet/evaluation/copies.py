@@ -20,6 +20,8 @@ import logging
 
 import numpy as np
 
+from clipdet.pipeline.extensions.copy_keys import CENTRES, FINE_HASH_SIZE, SKETCH_DIM
+
 logger = logging.getLogger(__name__)
 
 MAX_HAMMING = 8  # bits, of 64, whole against whole
@@ -30,34 +32,30 @@ WINDOW = 8  # rows sharing a band value: each is a candidate of the next WINDOW 
 CHUNK = 1_000_000  # candidate pairs verified at a time
 NEIGHBOURS = 8  # nearest sketches per row that become candidates
 EXACT_LIMIT = 50_000  # rows up to which sketches' neighbours are exact (faiss flat index)
-HASHES = 3  # per row: the trimmed image, its central 90 % and 80 %
-FINE_WORDS = 4  # the 256-bit hash of the trimmed image, as 64-bit words
+HASHES = len(CENTRES)  # per row: the trimmed image, its central 90 % and 80 %
+FINE_WORDS = FINE_HASH_SIZE**2 // 64  # the 256-bit hash of the trimmed image, in 64-bit words
 MAX_FINE_HAMMING = 18  # bits, of 256: copies measured <= 14, an object moved 6 px >= 22
 
 
-def parse_hashes(values) -> tuple[np.ndarray, np.ndarray]:
+def parse_hashes(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``copy_hash`` cells -> ([rows, 3] uint64 hashes, [rows, 4] uint64 words of the fine
-    hash); a row without hashes has a ``present`` flag False (see ``hashes_present``)."""
+    hash, [rows] whether the row has hashes at all)."""
     out = np.zeros((len(values), HASHES), dtype=np.uint64)
     fine = np.zeros((len(values), FINE_WORDS), dtype=np.uint64)
+    present = np.zeros(len(values), dtype=bool)
     for row, value in enumerate(values):
         if isinstance(value, str) and value:
+            present[row] = True
             parts = value.split(",")
             out[row] = [int(p, 16) for p in parts[:HASHES]]
             if len(parts) > HASHES:
                 text = parts[HASHES].rjust(16 * FINE_WORDS, "0")
                 fine[row] = [int(text[16 * w : 16 * (w + 1)], 16) for w in range(FINE_WORDS)]
-    return out, fine
-
-
-def hashes_present(values) -> np.ndarray:
-    return np.array([isinstance(v, str) and bool(v) for v in values], dtype=bool)
+    return out, fine, present
 
 
 def parse_sketches(values, rows: int) -> np.ndarray:
     """``copy_sketch`` cells -> [rows, 64] float32, NaN rows where there is none."""
-    from clipdet.pipeline.extensions.copy_keys import SKETCH_DIM
-
     out = np.full((rows, SKETCH_DIM), np.nan, dtype=np.float32)
     for row, value in enumerate(values if values is not None else []):
         if isinstance(value, str) and value:
@@ -78,8 +76,7 @@ def find_copies(hashes, sketches=None) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    present = hashes_present(hashes)
-    codes, fine = parse_hashes(hashes)
+    codes, fine, present = parse_hashes(hashes)
     n = len(codes)
     vectors = parse_sketches(sketches, n)
     keys = np.unique(np.concatenate([_hash_candidates(codes, present, n), _neighbours(vectors, n)]))
@@ -181,12 +178,13 @@ def group_folder(folder: str) -> tuple[int, int]:
     Returns (rows, groups)."""
     from clipdet import storage
     from clipdet.constants import (
+        ERROR_COLUMN,
         FILENAME_COLUMN,
         GROUP_COLUMN,
-        GROUP_SIZE_COLUMN,
         SOURCE_COLUMN,
         SOURCE_ROW_COLUMN,
     )
+    from clipdet.evaluation.groups import add_group_columns
     from clipdet.files import read_scores_folder, table_bytes
     from clipdet.pipeline.extensions.copy_keys import KEY_COLUMNS
 
@@ -195,11 +193,10 @@ def group_folder(folder: str) -> tuple[int, int]:
     if missing:
         raise ValueError(f"{folder} has no {', '.join(missing)}: score it with --group auto")
     labels = find_copies(*(table[c].tolist() for c in KEY_COLUMNS))
-    failed = table["error"].fillna("").astype(str).to_numpy() != ""
-    labels = np.where(failed, [f"#{row}" for row in range(len(labels))], labels)
-    keep = [c for c in (SOURCE_COLUMN, SOURCE_ROW_COLUMN, FILENAME_COLUMN) if c in table]
-    out = table[keep].copy()
-    out[GROUP_COLUMN] = labels
-    out[GROUP_SIZE_COLUMN] = out[GROUP_COLUMN].map(out[GROUP_COLUMN].value_counts())
+    keep = [
+        c for c in (SOURCE_COLUMN, SOURCE_ROW_COLUMN, FILENAME_COLUMN, ERROR_COLUMN) if c in table
+    ]
+    out = add_group_columns(table[keep], labels, failed_alone=True)
+    out = out.drop(columns=[ERROR_COLUMN], errors="ignore")
     storage.write_bytes(storage.join(folder, "_groups.parquet"), table_bytes(out, "parquet"))
     return len(out), int(out[GROUP_COLUMN].nunique())

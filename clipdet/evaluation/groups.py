@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from clipdet.constants import (
+    ERROR_COLUMN,
     FILENAME_COLUMN,
     FUSION_COLUMN,
     GROUP_COLUMN,
@@ -39,34 +40,26 @@ BEST_COPY_COLUMN = "best_copy"
 DISSENT_COLUMN = "dissent"
 
 
-def group_labels(values) -> np.ndarray:
-    """A list's group column as labels: a missing or empty value is a group of its own (the
-    row's own label, ``"#<row>"``), never merged with the other missing ones."""
-    labels = []
-    for row, value in enumerate(values):
-        missing = value is None or (isinstance(value, float) and math.isnan(value))
-        labels.append(f"#{row}" if missing or str(value) == "" else str(value))
-    return np.asarray(labels, dtype=object)
-
-
 def add_group_columns(
     table: pd.DataFrame, labels, failed_alone: bool = False, column: str = GROUP_COLUMN
 ) -> pd.DataFrame:
-    """The table with ``group`` and ``group_size`` (before ``error``) from ``labels`` (a
-    missing one: a group of its own, said in one warning line naming ``column``); with
-    ``failed_alone`` a row that could not be scored is a group of its own."""
+    """The table with ``group`` and ``group_size`` (before ``error``) from ``labels``: a
+    missing or empty one is a group of its own (``"#<row>"``, never merged with the other
+    missing ones; said in one warning line naming ``column``); with ``failed_alone`` a row
+    that could not be scored is a group of its own too."""
     values = list(labels)
-    missing = sum(v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == ""
-                  for v in values)  # fmt: skip
-    if missing:
-        logger.warning("%d rows have no %s: each is a group of its own", missing, column)
-    labels = group_labels(values)
-    if failed_alone and "error" in table.columns:
-        failed = table["error"].fillna("").astype(str).to_numpy() != ""
-        labels = np.where(failed, [f"#{row}" for row in range(len(labels))], labels)
+    alone = np.array([v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == ""
+                      for v in values], dtype=bool)  # fmt: skip
+    if alone.any():
+        logger.warning("%d rows have no %s: each is a group of its own", int(alone.sum()), column)
+    if failed_alone and ERROR_COLUMN in table.columns:
+        alone |= table[ERROR_COLUMN].fillna("").astype(str).to_numpy() != ""
+    labels = np.array([f"#{row}" if single else str(value)
+                       for row, (value, single) in enumerate(zip(values, alone, strict=True))],
+                      dtype=object)  # fmt: skip
     sizes = pd.Series(labels).map(pd.Series(labels).value_counts()).to_numpy()
     out = table.drop(columns=[GROUP_COLUMN, GROUP_SIZE_COLUMN], errors="ignore")
-    at = out.columns.get_loc("error") if "error" in out.columns else len(out.columns)
+    at = out.columns.get_loc(ERROR_COLUMN) if ERROR_COLUMN in out.columns else len(out.columns)
     out.insert(at, GROUP_COLUMN, labels)
     out.insert(at + 1, GROUP_SIZE_COLUMN, sizes)
     return out

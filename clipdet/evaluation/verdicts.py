@@ -54,17 +54,22 @@ def verdicts(calibration: Calibration, table: pd.DataFrame, target: float | None
     (default: the first). A quality-aware calibration decides on the quality-calibrated
     LLRs (``quality_calibrated``); the views are then not compared (a view changes the quality
     the calibration reads)."""
-    table = quality_calibrated(calibration, table)
+    decided = quality_calibrated(calibration, table)
+    return _rules(calibration, decided, target, detector_verdicts(calibration, decided, target))
+
+
+def _rules(calibration: Calibration, table: pd.DataFrame, target, own: dict):
+    """(verdict, verdict_reason) of a table as the verdicts read it (``quality_calibrated``),
+    given each detector's own verdicts (``detector_verdicts``)."""
     score = decision_score(table, calibration.decision, calibration.detectors)
     point = calibration.point(target=target)
     high, low = point.threshold, calibration.real_threshold(target=target)
     reason = np.full(len(table), BETWEEN, dtype=object)  # later rules take precedence
     reason[score > high] = ABOVE
     reason[score < low] = BELOW
-    for row, text in disagreements(calibration, table, target).items():
-        reason[row] = text
+    # a view that flips the verdict is named before detectors that disagree
     for row, text in (
-        {} if calibration.quality else flips(calibration, table, score, target)
+        disagreements(calibration, own) | flips(calibration, table, score, target)
     ).items():
         reason[row] = text
     if calibration.domain and DISTANCE_COLUMN in table.columns:
@@ -125,11 +130,12 @@ def family(calibration: Calibration, detector: str) -> str:
     return str(calibration.models.get(detector, {}).get("arch") or f"external:{detector}")
 
 
-def disagreements(calibration: Calibration, table: pd.DataFrame, target=None) -> dict:
+def disagreements(calibration: Calibration, verdict_columns: dict) -> dict:
     """Row -> ``detectors disagree (A synthetic, B real)`` where detectors of different
-    families give confident opposite verdicts (each by its own thresholds)."""
+    families give confident opposite verdicts, each by its own thresholds
+    (``verdict_columns``: ``detector_verdicts``)."""
     own = {name[len(DETECTOR_VERDICT_PREFIX) :]: found
-           for name, found in detector_verdicts(calibration, table, target).items()}  # fmt: skip
+           for name, found in verdict_columns.items()}  # fmt: skip
     families = {name: family(calibration, name) for name in own}
     if len(set(families.values())) < 2:
         return {}
@@ -149,9 +155,10 @@ def disagreements(calibration: Calibration, table: pd.DataFrame, target=None) ->
 def flips(calibration: Calibration, table: pd.DataFrame, score, target=None) -> dict:
     """Row -> ``flips under <view>`` where a view's decision LLR (``llr@<view>``, --views)
     gets another verdict by the score rules than the image's own ``score`` (the first such
-    view, in column order)."""
+    view, in column order). Not with a quality-aware calibration: a view changes the quality
+    the calibration reads."""
     views = [c for c in table.columns if c.startswith(VIEW_PREFIX)]
-    if not views:
+    if not views or calibration.quality:
         return {}
     own = score_rule(calibration, score, calibration.decision, target)
     found = {}
@@ -168,9 +175,9 @@ def add_calibrated_verdicts(
 ) -> pd.DataFrame:
     """The table with ``verdict``, ``verdict_reason`` and, with several detectors, each one's
     own ``verdict_<model>`` (before ``error``)."""
-    verdict, reason = verdicts(calibration, table, target)
     decided = quality_calibrated(calibration, table)
     own = detector_verdicts(calibration, decided, target)
+    verdict, reason = _rules(calibration, decided, target, own)
     calibrated = {}
     if calibration.quality:  # each detector's quality-calibrated LLR
         calibrated = {QUALITY_LLR_PREFIX + n: decided[n].to_numpy(float)

@@ -102,7 +102,9 @@ class ScoreInfer:
 
     def _fold_embeddings(self, results: list[ImageResult], found: BatchFeatures, viewed) -> None:
         """Hand each extension that reads a model's features each row's (a video's: the mean
-        over its frames; an image with views: its own, not its views')."""
+        over its frames; an image with views: its own, not its views'); each group's
+        features are gathered once, whatever the number of extensions reading them."""
+        by_group: dict[str, dict] = {}
         for ext in self.extensions:
             if not ext.reads_embedding:
                 continue
@@ -110,16 +112,11 @@ class ScoreInfer:
                    else self.embedding_key or self.groups[0].key)  # fmt: skip
             if key not in found.features:
                 continue
-            rows, values = found.features[key]
-            vectors: dict = {}
-            for row, vector in zip(rows, values.float().cpu().numpy(), strict=True):
-                if isinstance(row, tuple) and row[0] in viewed and row[1] != 0:
-                    continue
-                vectors.setdefault(row[0] if isinstance(row, tuple) else row, []).append(vector)
+            if key not in by_group:
+                by_group[key] = _row_vectors(*found.features[key], viewed)
+            vectors = by_group[key]
             for result in results:
-                vector = vectors.get(result.index)
-                vector = None if vector is None else np.mean(vector, axis=0)
-                value = ext.fold_embedding(result.extras.get(ext.name), vector)
+                value = ext.fold_embedding(result.extras.get(ext.name), vectors.get(result.index))
                 if value is not None:
                     result.extras = {**result.extras, ext.name: value}
 
@@ -195,6 +192,17 @@ def expand_items(batch: Sequence[PreparedItem]) -> list[PreparedItem]:
         else:
             expanded.append(item)
     return expanded
+
+
+def _row_vectors(rows, values, viewed) -> dict:
+    """Row -> its feature vector: a video's, the mean over its frames; an image with views,
+    its own (``(row, 0)``)."""
+    gathered: dict = {}
+    for row, vector in zip(rows, values.float().cpu().numpy(), strict=True):
+        if isinstance(row, tuple) and row[0] in viewed and row[1] != 0:
+            continue
+        gathered.setdefault(row[0] if isinstance(row, tuple) else row, []).append(vector)
+    return {row: np.mean(vectors, axis=0) for row, vectors in gathered.items()}
 
 
 def apply_head(model, group_features) -> Iterator[tuple[int, np.ndarray]]:

@@ -6,9 +6,9 @@ its frames' mean feature's. LLRs do not change.
 ``DomainFeatures`` is the same reading for `clipdet calibrate`: each row's normalised feature
 vector, kept in the record (no column) for the description to be fitted on."""
 
-import logging
 import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -17,14 +17,12 @@ from clipdet.pipeline.columns import FACT, Column
 from clipdet.pipeline.domain import DISTANCE_COLUMN, DomainDescription, normalised
 from clipdet.pipeline.extensions.base import RowExtension, values_array
 
-logger = logging.getLogger(__name__)
-
 
 @lru_cache(maxsize=8)
 def _description(path: str, mtime: float) -> DomainDescription | None:
     """The domain description a calibration file holds (None without one)."""
     try:
-        data = yaml.safe_load(open(path, encoding="utf-8"))  # noqa: SIM115 -- read whole
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None  # the calibration's own loading says what is wrong with the file
     domain = data.get("domain") if isinstance(data, dict) else None
