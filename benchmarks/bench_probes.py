@@ -11,13 +11,11 @@ loaded as a user's weights file is: `--backbone LIB:MODEL:FILE`.
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
-from common import REPO, bench_parser, cpu_name, make_images, peak_rss_mb
+from common import bench_parser, child_rows, cpu_name, make_images, peak_rss_mb
 
 BACKBONES = (
     "pe-core-b16",
@@ -119,21 +117,9 @@ def main() -> None:
     print(f"machine: {cpu_name()}")
     print(f"{len(images)} images (512 px to 12 MP), batch 1, random weights, through `clipdet "
           "score`'s code path; each row in a fresh process")  # fmt: skip
-    print(f"{'backbone':>24} {'prec':>5} {'dim':>5} {'load s':>7} {'s/img':>7} {'peak RSS MB':>11}")
-    for alias in args.backbones.split(","):
-        backbone = random_weights(alias, args.work / "backbones")
-        for precision in ("fp32", "bf16"):
-            child = subprocess.run(
-                [sys.executable, __file__, "--work", str(args.work), "--images",
-                 str(args.images), "--one", backbone, precision],
-                capture_output=True, text=True, cwd=REPO,
-            )  # fmt: skip
-            if child.returncode:
-                print(f"{alias:>24} {precision:>5} failed: {child.stderr.strip()[-300:]}")
-                continue
-            r = json.loads(child.stdout.strip().splitlines()[-1])
-            print(f"{alias:>24} {precision:>5} {r['dim']:>5} {r['load_s']:>7.1f} "
-                  f"{r['s_per_image']:>7.2f} {r['peak_rss_mb']:>11.0f}", flush=True)  # fmt: skip
+    aliases = args.backbones.split(",")
+    backbones = [random_weights(alias, args.work / "backbones") for alias in aliases]
+    child_rows(__file__, args.work, args.images, backbones, "backbone")
     alias = args.backbones.split(",")[0]
     cost = sweep_cost(random_weights(alias, args.work / "backbones"), every[:8], args.work)
     print(

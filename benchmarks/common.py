@@ -110,6 +110,29 @@ def bench_parser(description: str, scoring: bool = False) -> argparse.ArgumentPa
     return p
 
 
+def child_rows(script: str, work: Path, images: int, entries, label: str) -> None:
+    """Run ``script --one ENTRY PRECISION`` in a fresh process for each entry and precision
+    (fp32, bf16) and print its row: load s, s/img, peak RSS (the child's last line, JSON)."""
+    import subprocess
+    import sys
+
+    print(f"{label:>24} {'prec':>5} {'load s':>7} {'s/img':>7} {'peak RSS MB':>11}")
+    for entry in entries:
+        for precision in ("fp32", "bf16"):
+            child = subprocess.run(
+                [sys.executable, script, "--work", str(work), "--images", str(images),
+                 "--one", entry, precision],
+                capture_output=True, text=True, cwd=REPO,
+            )  # fmt: skip
+            if child.returncode:
+                print(f"{entry:>24} {precision:>5} failed: {child.stderr.strip()[-300:]}")
+                continue
+            r = json.loads(child.stdout.strip().splitlines()[-1])
+            print(f"{entry:>24} {precision:>5} {r['load_s']:>7.1f} {r['s_per_image']:>7.2f} "
+                  f"{r['peak_rss_mb']:>11.0f}" + (f" dim {r['dim']}" if "dim" in r else ""),
+                  flush=True)  # fmt: skip
+
+
 def print_run(t0: float, startup: float, llrs, **extra) -> None:
     """One JSON line describing a timed scoring run (read by bench_scoring.run)."""
     total = time.perf_counter() - t0

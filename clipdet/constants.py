@@ -32,6 +32,7 @@ VERDICT_COLUMN = "verdict"
 VERDICT_REASON_COLUMN = "verdict_reason"
 QUALITY_LLR_PREFIX = "qllr_"  # qllr_<model>: its LLR calibrated for the image's quality
 VIEW_PREFIX = "llr@"  # llr@<view>: the decision LLR of an in-memory view (--views)
+CONCEPTS_PREFIX = "concepts_"  # concepts_<model>: a concept model's three strongest concepts
 DETECTOR_VERDICT_PREFIX = "verdict_"  # verdict_<model>: each detector's own calibrated verdict
 # Videos: how many frames were scored, the duration (s), the temporal statistic of the frame
 # features, the largest frame score; in --frames_out, each frame's index and time (s)

@@ -3,13 +3,17 @@ only: they take a model name and a state dict; finding and loading checkpoints i
 
 from .detector import Attributor, Detector
 from .five_crop_vit import FiveCropViT
-from .frozen_features import EMBED, NEXT_TO_LAST, FrozenFeatures
+from .frozen_features import BLOCK_NORMS, EMBED, NEXT_TO_LAST, FrozenFeatures
 from .openclip_features import OpenClipFeatures, build_visual_tower, openclip_features
+from .peer_heads import ConceptBottleneckHead, RineHead
 from .resnet_nodown import ResNetNoDownFeatures
+from .timm_classifier import TimmClassifier
 from .timm_features import TimmFeatures, timm_features
 
 __all__ = [
     "Attributor",
+    "BLOCK_NORMS",
+    "ConceptBottleneckHead",
     "Detector",
     "EMBED",
     "FiveCropViT",
@@ -17,6 +21,8 @@ __all__ = [
     "NEXT_TO_LAST",
     "OpenClipFeatures",
     "ResNetNoDownFeatures",
+    "RineHead",
+    "TimmClassifier",
     "TimmFeatures",
     "build_visual_tower",
     "openclip_features",

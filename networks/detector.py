@@ -23,10 +23,13 @@ class Detector(nn.Module):
         frozen_backbone=False,
         layer: str | int | None = None,
         normalize_features: bool = True,
+        head: nn.Module | None = None,
     ):
         super().__init__()
         self.backbone = backbone
-        self.fc = nn.Linear(num_features, self.num_outputs)
+        # the head: a linear layer, or a peer's own head module (RINE's MLP, a concept
+        # bottleneck) mapping [N, num_features] to [N, num_outputs]
+        self.fc = nn.Linear(num_features, self.num_outputs) if head is None else head
         self.backbone_key = backbone_key
         # A frozen backbone is pretrained and shared; this model's weight file holds only `fc`.
         self.frozen_backbone = frozen_backbone
@@ -54,14 +57,17 @@ class Detector(nn.Module):
         the backbone. A frozen (pretrained, shared) backbone takes no keys from this file."""
         head = {k.removeprefix("fc."): v for k, v in state.items() if k.startswith("fc.")}
         rest = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        if set(head) != {"weight", "bias"}:
+        if not isinstance(self.fc, nn.Linear):
+            _load_assign(self.fc, head)
+        elif set(head) != {"weight", "bias"}:
             raise ValueError(f"head weights need fc.weight and fc.bias, found {sorted(state)[:8]}")
-        if head["weight"].shape != self.fc.weight.shape:
+        elif head["weight"].shape != self.fc.weight.shape:
             raise ValueError(
                 f"fc.weight has shape {tuple(head['weight'].shape)}, the architecture expects "
                 f"{tuple(self.fc.weight.shape)} (is the arch right for these weights?)"
             )
-        self.fc.load_state_dict(head)
+        else:
+            self.fc.load_state_dict(head)
         if self.frozen_backbone:
             if rest:
                 raise ValueError(

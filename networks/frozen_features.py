@@ -8,6 +8,8 @@ A feature layer is named:
   ``forward_head(forward_features(x), pre_logits=True)``);
 - ``"next_to_last"``: an open_clip ViT's pooled features before its projection (the paper's
   detectors);
+- ``"block_norms"``: an open_clip ViT's class token at the output of every block's second
+  LayerNorm (``ln_2``, the MLP's input), the blocks' concatenated ([N, blocks * width]; RINE);
 - an int K: the class token after transformer block K (the mean of the patch tokens for a
   model without one), read through the library's ``forward_intermediates``.
 
@@ -19,6 +21,7 @@ from torch import nn
 
 EMBED = "embed"
 NEXT_TO_LAST = "next_to_last"
+BLOCK_NORMS = "block_norms"
 
 Layer = str | int
 

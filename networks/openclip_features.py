@@ -14,7 +14,7 @@ import open_clip
 import torch
 from torch import nn
 
-from .frozen_features import EMBED, NEXT_TO_LAST, FrozenFeatures, block_token
+from .frozen_features import BLOCK_NORMS, EMBED, NEXT_TO_LAST, FrozenFeatures, block_token
 
 
 class OpenClipFeatures(FrozenFeatures):
@@ -22,7 +22,9 @@ class OpenClipFeatures(FrozenFeatures):
     features), ``next_to_last`` for a ViT with a projection (the pooled features before it:
     1024-d for ViT-L/14, the paper's), and the tokens of every transformer block, all from one
     pass. The projection is held apart from the tower (``pooled @ projection``, as open_clip
-    computes it) so that both pooled layers come from that pass.
+    computes it) so that both pooled layers come from that pass. A ViT also gives
+    ``block_norms`` (RINE's features: the class token at every block's ``ln_2``), read by
+    forward hooks during that pass.
     """
 
     def __init__(self, visual: nn.Module, embed_dim: int):
@@ -43,6 +45,7 @@ class OpenClipFeatures(FrozenFeatures):
         ):
             self.num_blocks, self.block_width = len(transformer.resblocks), int(transformer.width)
             self.has_class_token = True  # open_clip's ViT always has one
+            self.named_layers = (*self.named_layers, BLOCK_NORMS)
         elif trunk is not None and hasattr(trunk, "blocks"):
             self.num_blocks, self.block_width = len(trunk.blocks), int(trunk.embed_dim)
             self.has_class_token = getattr(trunk, "cls_token", None) is not None
@@ -51,11 +54,43 @@ class OpenClipFeatures(FrozenFeatures):
         return f"the {type(self.visual).__name__} image tower"
 
     def _named_width(self, layer: str) -> int:
+        if layer == BLOCK_NORMS:
+            return self.num_blocks * self.block_width
         return int(self.projection.shape[0])  # next_to_last
 
     def extract(self, x: torch.Tensor, layers) -> dict:
         wanted, blocks, pooled_wanted = self._split(layers)
         found: dict = {}
+        pooled = None
+        norms = self._hook_block_norms() if BLOCK_NORMS in wanted else None
+        try:
+            pooled = self._forward(x, blocks, pooled_wanted, found)
+        finally:
+            if norms is not None:
+                tokens, handles = norms
+                for handle in handles:
+                    handle.remove()
+                found[BLOCK_NORMS] = torch.cat(tokens, dim=-1)
+        if NEXT_TO_LAST in wanted:
+            found[NEXT_TO_LAST] = pooled
+        if EMBED in wanted:
+            found[EMBED] = pooled if self.projection is None else pooled @ self.projection
+        return found
+
+    def _hook_block_norms(self) -> tuple[list, list]:
+        """Forward hooks keeping each block's ``ln_2`` class token, in block order."""
+        transformer = self.visual.transformer
+        batch_first = getattr(transformer, "batch_first", True)
+        tokens: list[torch.Tensor] = []
+
+        def keep(module, inputs, output):
+            tokens.append(output[:, 0] if batch_first else output[0])
+
+        handles = [block.ln_2.register_forward_hook(keep) for block in transformer.resblocks]
+        return tokens, handles
+
+    def _forward(self, x, blocks, pooled_wanted, found) -> torch.Tensor | None:
+        """One pass: the blocks' tokens into ``found``; returns the pooled features."""
         pooled = None
         if blocks:
             out = self.visual.forward_intermediates(
@@ -70,11 +105,7 @@ class OpenClipFeatures(FrozenFeatures):
             pooled = out.get("image_features")
         elif pooled_wanted:
             pooled = self.visual(x)
-        if NEXT_TO_LAST in wanted:
-            found[NEXT_TO_LAST] = pooled
-        if EMBED in wanted:
-            found[EMBED] = pooled if self.projection is None else pooled @ self.projection
-        return found
+        return pooled
 
 
 def build_visual_tower(model: str, quick_gelu: bool = False) -> nn.Module:

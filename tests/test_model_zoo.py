@@ -104,8 +104,9 @@ def reference_bfree_llr(state: dict, size: int, image: Image.Image) -> float:
 def write_zoo(root) -> tuple[dict, dict]:
     """Model folders: a B-Free-shaped model at 56 px and one at B-Free's 504 px, UnivFD's head
     on the tiny CLIP tower (its published layout: ``weight``, ``bias`` at the top level), a
-    normalised-feature head on the same tower and crop, and a ResNet detector. Returns the
-    B-Free states and UnivFD's head."""
+    normalised-feature head on the same tower and crop, a ResNet detector, probes, and the
+    tiny clip-cues, RINE and Community Forensics models. Returns the B-Free states and
+    UnivFD's head."""
     from helpers import resnet_state
 
     states = {"bfree_small": bfree_state(1, SMALL), "bfree_504": bfree_state(2, 504)}
@@ -155,6 +156,12 @@ def write_zoo(root) -> tuple[dict, dict]:
          "weights_file": "weights.pth"},
         clip_head_state(8, dim=TINY_CONFIG["vision_cfg"]["width"]),
     )  # fmt: skip
+    # clip-cues, RINE and Community Forensics, tiny (tests/peer_models.py)
+    from peer_models import register_tiny_openai
+    from test_peer_models import write_peer_models
+
+    register_tiny_openai(root)
+    write_peer_models(root)
     return states, head
 
 
@@ -398,6 +405,10 @@ FAMILY_EXAMPLES = {
     "resnet": "res_tiny",
     "five_crop_vit": "bfree_small",
     "probe": "probe_tiny",
+    "clipcues_linear": "cc_linear",
+    "clipcues_concepts": "cc_concepts",
+    "rine": "rine_tiny",
+    "timm_classifier": "commfor_tiny",
 }
 
 

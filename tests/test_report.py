@@ -198,7 +198,11 @@ def test_the_page_in_headless_chromium(report_run, browser, tmp_path, monkeypatc
     monkeypatch.setattr(html_report, "EMBED_LIMIT", 3)
     monkeypatch.setattr(html_report, "PAGE_ROWS", 4)
     big = tmp_path / "big.html"
-    argv = ["--scores", str(run_dir / "scores.csv"), "--in_csv", str(csv), "-o", str(big)]
+    scores = pd.read_csv(run_dir / "scores.csv")  # with a concept model's column
+    scores["concepts_cm"] = ""
+    scores.loc[0, "concepts_cm"] = "vignetting:+0.412;<b>bokeh</b>:-0.305;saturation:+0.118"
+    scores.to_csv(tmp_path / "scores.csv", index=False)
+    argv = ["--scores", str(tmp_path / "scores.csv"), "--in_csv", str(csv), "-o", str(big)]
     cards = tmp_path / "own"  # a card for one of the two detectors: its name links to it
     (cards / "res_tiny").mkdir(parents=True)
     (cards / "res_tiny" / "card.md").write_text("# res_tiny\n\n- **Trained on**: <noise>\n")
@@ -210,6 +214,8 @@ def test_the_page_in_headless_chromium(report_run, browser, tmp_path, monkeypatc
     assert page.is_visible("#card-res_tiny pre")
     assert "**Trained on**: <noise>" in page.inner_text("#card-res_tiny pre")
     assert len(card_names(page)) == 4  # pages of 4
+    concepts = page.eval_on_selector_all(".card .concepts", "n => n.map(c => c.textContent)")
+    assert concepts == ["cm concepts: vignetting +0.41, <b>bokeh</b> -0.30, saturation +0.12"]
     page.click("#next")
     assert len(card_names(page)) == 3
     shown = "Array.from(document.querySelectorAll('.card img'))"

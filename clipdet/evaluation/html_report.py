@@ -45,9 +45,14 @@ from clipdet.evaluation.report_media import (
     text_of,
     video_rows,
 )
-from clipdet.evaluation.report_sections import facts_text, group_sections, model_cards
+from clipdet.evaluation.report_sections import (
+    concept_lists,
+    facts_text,
+    group_sections,
+    model_cards,
+)
 from clipdet.models.attribution import find_attribution_models
-from clipdet.pipeline.columns import SCORE
+from clipdet.pipeline.columns import EXPLANATION, SCORE
 from clipdet.pipeline.record import columns_of_kind
 from clipdet.pipeline.results import add_verdicts
 from clipdet.provenance.tokens import split_tokens
@@ -112,6 +117,7 @@ def _rows(inputs: ReportInputs, detectors: list[str]) -> list[dict]:
     else:
         table = add_verdicts(inputs.table, detectors, inputs.threshold)
     attribution = find_attribution_models(table.columns)
+    explained = columns_of_kind(table, EXPLANATION)  # a concept model's strongest concepts
     rows = []
     for record in table.to_dict(orient="records"):
         row = {
@@ -126,6 +132,7 @@ def _rows(inputs: ReportInputs, detectors: list[str]) -> list[dict]:
             "generator": text_of(record.get(PROVENANCE_GENERATOR_COLUMN)),
             "group": text_of(record.get(GROUP_COLUMN)),
             "facts": facts_text(record),
+            "concepts": concept_lists(record, explained),
         }
         for model in attribution:
             probs = {c: finite_number(record.get(f"{model.name}_p_{c}")) for c in model.classes}

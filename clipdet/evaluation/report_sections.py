@@ -1,9 +1,10 @@
-"""Parts of the report's data that come with a run's options: each image's facts, the groups
-of copies (--group, --groups_out) and the models' cards."""
+"""Parts of the report's data that come with a run's options or models: each image's facts, a
+concept model's strongest concepts, the groups of copies (--group, --groups_out) and the
+models' cards."""
 
 import pandas as pd
 
-from clipdet.constants import VERDICT_COLUMN, VERDICT_REASON_COLUMN
+from clipdet.constants import CONCEPTS_PREFIX, VERDICT_COLUMN, VERDICT_REASON_COLUMN
 from clipdet.evaluation.report_media import finite_number, text_of
 
 
@@ -14,6 +15,22 @@ def facts_text(record: dict) -> str:
         return ""
     quality = finite_number(record.get("jpeg_quality"))
     return f"{width:.0f}x{height:.0f}" + (f" JPEG q{quality:.0f}" if quality is not None else "")
+
+
+def concept_lists(record: dict, columns: list[str]) -> list[dict]:
+    """Each concept model's strongest concepts of a row: [{model, pairs: [[name, score]]}]."""
+    from clipdet.pipeline.extensions.concepts import parse_concepts
+
+    found = []
+    for column in columns:
+        try:
+            pairs = parse_concepts(record.get(column))
+        except ValueError:  # not clipdet's form: shown as it is
+            pairs = [[str(record.get(column)), None]]
+        if pairs:
+            found.append({"model": column.removeprefix(CONCEPTS_PREFIX),
+                          "pairs": [[name, score] for name, score in pairs]})  # fmt: skip
+    return found
 
 
 def group_sections(groups: pd.DataFrame | None) -> list[dict]:

@@ -29,6 +29,10 @@ from clipdet.constants import (
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 # `patch_size: FiveCrops504p14`: five 504-px grids of 14-px patches from the whole image (B-Free)
 FIVE_CROPS_SPEC = re.compile(r"^FiveCrops(\d+)p(\d+)$")
+# `patch_size: Resize440Crop384Bilinear`: the shorter side resized to 440, a centre crop of 384
+# (`Resize336Bicubic`: crop = resize), as torchvision's Resize and CenterCrop on the PIL image;
+# `Floor`: as Hugging Face's PIL image processors, `Tensor`: as its torchvision ones (ResizeCrop)
+RESIZE_CROP_SPEC = re.compile(r"^Resize(\d+)(?:Crop(\d+))?(Bilinear|Bicubic)(Floor|Tensor)?$")
 
 
 # The kinds of preprocessing (``PreprocessCfg.kind``)
@@ -37,6 +41,7 @@ CROP = "crop"  # a centre crop of ``size`` pixels, no resize
 FULL = "full"  # the whole image at its own size (full-resolution networks)
 FIVE_CROPS = "five_crops"  # five ``size``-px grids of ``patch``-px patches (B-Free)
 LIBRARY = "library"  # a library's own eval transform (probes), named by a digest of its config
+RESIZE_CROP = "resize_crop"  # a peer's resize of the shorter side and centre crop (``name``: spec)
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,12 @@ class PreprocessCfg:
             return cls(CROP, norm_type, patch_size)
         if isinstance(patch_size, str) and (grid := _five_crops(patch_size)):
             return cls(FIVE_CROPS, norm_type, grid[0], grid[1])
+        if isinstance(patch_size, str) and (resize := ResizeCrop.parse(patch_size)):
+            return cls(RESIZE_CROP, norm_type, resize.crop, name=patch_size)
         raise ValueError(
             f"unsupported patch_size {patch_size!r}; use null (full image), {CLIP224!r}, a "
-            "positive integer (centre crop) or FiveCrops<size>p<patch> (patch grids)"
+            "positive integer (centre crop), FiveCrops<size>p<patch> (patch grids) or "
+            "Resize<side>[Crop<size>]<Bilinear|Bicubic>[Floor|Tensor] (resize and centre crop)"
         )
 
     @property
@@ -80,6 +88,7 @@ class PreprocessCfg:
             CLIP224_KIND: lambda: f"{CLIP224}_{self.norm_type}",
             CROP: lambda: f"crop{self.size}_{self.norm_type}",
             FIVE_CROPS: lambda: f"fivecrops{self.size}p{self.patch}_{self.norm_type}",
+            RESIZE_CROP: lambda: f"{self.name}_{self.norm_type}",
             LIBRARY: lambda: self.name,
         }[self.kind]()
 
@@ -188,6 +197,8 @@ def make_transform(patch_size: Any, norm_type: str) -> ImageTransform:
     mean, std = NORMALIZATION[norm_type]
     if isinstance(patch_size, str) and (grid := _five_crops(patch_size)):
         return PatchGridCrops(*grid, mean, std)
+    if isinstance(patch_size, str) and (resize := ResizeCrop.parse(patch_size)):
+        return T.Compose([resize, T.Normalize(mean=mean, std=std)])
     steps: list[Callable] = []
     if patch_size == CLIP224:
         steps += [
@@ -204,6 +215,68 @@ def _check_norm_type(norm_type: str) -> None:
     if norm_type not in NORMALIZATION:
         valid = ", ".join(NORMALIZATION)
         raise ValueError(f"unknown norm_type {norm_type!r}; valid choices: {valid}")
+
+
+@dataclass(frozen=True)
+class ResizeCrop:
+    """A peer's resize and centre crop, PIL image -> float tensor [3, crop, crop] in [0, 1]:
+    the shorter side resized to ``side`` (the longer one to ``int(side * long / short)``,
+    truncated, as torchvision and Hugging Face compute it; a small image is upscaled), then a
+    centre crop of ``crop``. ``flavour``:
+
+    - ``""``: torchvision's ``Resize`` and ``CenterCrop`` on the PIL image (PIL's filter; the
+      crop offset ``(H - crop) / 2`` rounded half to even);
+    - ``"Floor"``: Hugging Face's PIL image processors (PIL's filter; the offset rounded down);
+    - ``"Tensor"``: Hugging Face's torchvision image processors (the default from transformers
+      5): the uint8 tensor resized by ``torchvision.transforms.v2`` with antialiasing (its
+      uint8 kernels round differently from v1's: up to one grey level), the offset rounded
+      down.
+    """
+
+    side: int
+    crop: int
+    bicubic: bool
+    flavour: str = ""
+
+    @classmethod
+    def parse(cls, spec: str) -> "ResizeCrop | None":
+        match = RESIZE_CROP_SPEC.match(spec)
+        if match is None:
+            return None
+        side = int(match[1])
+        crop = int(match[2]) if match[2] else side
+        if not 0 < crop <= side:
+            raise ValueError(f"{spec!r}: the crop must be positive and at most the resized side")
+        return cls(side, crop, match[3] == "Bicubic", match[4] or "")
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the resize."""
+        short, long = min(width, height), max(width, height)
+        resized = (self.side, int(self.side * long / short))
+        return resized if width <= height else resized[::-1]
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        width, height = self.resized_size(*image.size)
+        if self.flavour == "Tensor":
+            return self._tensor_path(image, width, height)
+        if (width, height) != image.size:
+            image = image.resize((width, height), Image.BICUBIC if self.bicubic else Image.BILINEAR)
+        if self.flavour == "Floor":
+            top, left = (height - self.crop) // 2, (width - self.crop) // 2
+        else:
+            top, left = round((height - self.crop) / 2), round((width - self.crop) / 2)
+        return T.functional.to_tensor(image.crop((left, top, left + self.crop, top + self.crop)))
+
+    def _tensor_path(self, image: Image.Image, width: int, height: int) -> torch.Tensor:
+        import numpy as np
+        from torchvision.transforms.v2 import functional as v2_functional
+
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        mode = T.InterpolationMode.BICUBIC if self.bicubic else T.InterpolationMode.BILINEAR
+        pixels = v2_functional.resize(pixels, [height, width], interpolation=mode, antialias=True)
+        top, left = (height - self.crop) // 2, (width - self.crop) // 2
+        crop = pixels[:, top : top + self.crop, left : left + self.crop]
+        return crop.to(torch.float32) / 255
 
 
 class PatchGridCrops:

@@ -2,7 +2,7 @@
 names: an alias of ``configs/backbones.yaml`` or ``LIB:MODEL[:PRETRAINED]``."""
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -21,7 +21,9 @@ class KnownDetector:
     """A detector whose official weights clipdet can fetch: the weights file at ``url``
     (verified by ``sha256``), or a zip ``archive`` holding the model folder (verified by
     ``md5`` or ``sha256``, as its publisher states). ``licence`` is shown once, when the
-    weights are downloaded, for models that are not Apache-2.0."""
+    weights are downloaded, for models that are not Apache-2.0. ``files``: other files the
+    model folder needs (name -> ``{url, sha256}``, e.g. a concept vocabulary), fetched and
+    verified alike. ``published``: the figures its authors report, for the model table."""
 
     name: str
     url: str
@@ -31,6 +33,8 @@ class KnownDetector:
     archive: str | None = None
     licence: str = ""
     description: str = ""
+    files: dict = field(default_factory=dict)
+    published: str = ""
 
     @property
     def checksum(self) -> str:

@@ -80,9 +80,11 @@ def load_model_config(
 def resolve_weights_file(name: str, config: ModelConfig, weights_dir: str | os.PathLike) -> Path:
     """Path of the model's weights, downloading a known detector's official file if missing."""
     path = Path(weights_dir) / name / config.weights_file
+    known = known_detectors().get(name)
+    if known is not None:
+        _fetch_model_files(known, path.parent)
     if path.is_file():
         return path
-    known = known_detectors().get(name)
     if known is None:
         raise WeightsUnavailableError(f"weights file not found for model {name!r}: {path}")
     if known.archive:
@@ -94,9 +96,19 @@ def resolve_weights_file(name: str, config: ModelConfig, weights_dir: str | os.P
     return path
 
 
-def _weights_url(known: KnownDetector, filename: str) -> str:
+def _weights_url(known: KnownDetector, filename: str, url: str | None = None) -> str:
     base = os.environ.get(BASE_URL_ENV)
-    return f"{base.rstrip('/')}/{known.name}/{filename}" if base else known.url
+    return f"{base.rstrip('/')}/{known.name}/{filename}" if base else (url or known.url)
+
+
+def _fetch_model_files(known: KnownDetector, folder: Path) -> None:
+    """The other files a known model's folder needs (its ``files``), each downloaded once and
+    verified by its sha256."""
+    for filename, entry in known.files.items():
+        path = folder / filename
+        if not path.is_file():
+            url = _weights_url(known, filename, entry["url"])
+            download_file(url, path, f"sha256:{entry['sha256']}")
 
 
 def _download_archive(known: KnownDetector, weights_path: Path) -> None:

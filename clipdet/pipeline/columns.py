@@ -14,12 +14,13 @@ FACT = "fact"  # what was read of the image itself (size, JPEG quality)
 PROVENANCE = "provenance"  # evidence read from the file (C2PA, metadata, watermarks)
 VIDEO = "video"  # a video's summary (frames, duration, temporal statistic)
 VIEW = "view"  # the decision LLR of an in-memory view of the image (--views)
+EXPLANATION = "explanation"  # why a detector scored as it did (a concept model's concepts)
 GROUP = "group"  # copies of one picture
 SOURCE = "source"  # where a streamed row came from (shard, row)
 ERROR = "error"  # why a row could not be scored (empty when fine)
 
 KINDS = (NAME, LABEL, SCORE, FUSION, ATTRIBUTION, VERDICT, CALIBRATED, FACT, PROVENANCE, VIDEO,
-         VIEW, GROUP, SOURCE, ERROR)  # fmt: skip
+         VIEW, EXPLANATION, GROUP, SOURCE, ERROR)  # fmt: skip
 
 
 @dataclass(frozen=True)

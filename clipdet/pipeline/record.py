@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from clipdet.constants import (
+    CONCEPTS_PREFIX,
     DETECTOR_VERDICT_PREFIX,
     ERROR_COLUMN,
     FILENAME_COLUMN,
@@ -131,7 +132,7 @@ class TableLayout:
         return cls(
             tuple(m.name for m in detectors),
             tuple((m.name, m.attribution, m.detector.num_outputs) for m in attributors),
-            run_extensions(options or RunOptions(), paths),
+            run_extensions(options or RunOptions(), paths, models),
         )
 
     def columns(self, fusion: str | None) -> list[Column]:
@@ -185,6 +186,8 @@ def column_kinds(table: pd.DataFrame) -> dict[str, str]:
             found[column] = kinds.VIEW
         elif column.startswith(QUALITY_LLR_PREFIX):
             found[column] = kinds.CALIBRATED
+        elif column.startswith(CONCEPTS_PREFIX):
+            found[column] = kinds.EXPLANATION
         elif pd.api.types.is_numeric_dtype(table[column]):
             found[column] = kinds.SCORE
     return found

@@ -113,7 +113,7 @@ def scoring_stages(
         cache = None
     views = parse_views(options.views, options.perturb_seed) if options.views else ()
     cache = usable_cache(cache, perturbation or views or None)
-    extensions = (*run_extensions(options, paths), *extra_extensions)
+    extensions = (*run_extensions(options, paths, models), *extra_extensions)
     settings = _prepare_settings(models, options, extensions, perturbation, views,
                                  profile is not None)  # fmt: skip
     infer = ScoreInfer(

@@ -235,6 +235,13 @@
         a.model + ": " + (a.label || "–") + (parts.length ? " (" + parts.join(", ") + ")" : "") +
         "; unknown-score " + fmt(a.unknown, 2)));
     });
+    row.concepts.forEach(function (c) {
+      const parts = c.pairs.map(function (p) { return p[1] === null ? p[0] : p[0] + " " + signed(p[1]); });
+      const line = el("div", "concepts", c.model + " concepts: " + parts.join(", "));
+      line.title = "the concepts with the largest contributions to " + c.model +
+        "'s logit (> 0: towards synthetic)";
+      body.appendChild(line);
+    });
     if (row.provenance.length) {
       const evidence = el("ul", "provenance");
       row.provenance.forEach(function (token) { evidence.appendChild(el("li", null, token)); });

@@ -72,6 +72,27 @@ def find_family(arch: str) -> tuple[Family, Any]:
     raise ValueError(f"unknown arch {arch!r}; valid choices: {valid}")
 
 
+def prefixed(prefix: str) -> Callable[[str], str | None]:
+    """A family's ``parse`` for arch names ``<prefix><rest>``: the rest (a backbone's or a
+    library model's name), or None."""
+
+    def parse(arch: str) -> str | None:
+        rest = arch.removeprefix(prefix)
+        return rest if arch.startswith(prefix) and rest else None
+
+    return parse
+
+
+def frozen_detector(context: BuildContext, backbone: str, layer, **detector_kwargs):
+    """A head (``fc``, or a peer's own module as ``head=``) on ``layer`` of the shared frozen
+    open_clip ``backbone`` of an arch; ``detector_kwargs`` go to ``networks.Detector``."""
+    from networks import Detector
+
+    frozen = context.backbone_cache.get(backbone, layer)
+    return Detector(frozen.module, frozen.width, frozen.identity, frozen_backbone=True,
+                    layer=frozen.layer, **detector_kwargs)  # fmt: skip
+
+
 def config_preprocessing(spec, config, detector):
     """The reference's preprocessing, from the config's ``patch_size`` and ``norm_type``."""
     from clipdet.models.preprocess import reference_preprocessing
@@ -79,5 +100,26 @@ def config_preprocessing(spec, config, detector):
     return reference_preprocessing(config.require("patch_size"), config.require("norm_type"))
 
 
+def preprocessing_or(default_patch_size) -> Callable:
+    """A family's ``preprocessing``: the config's ``patch_size`` (``default_patch_size`` when
+    it has none: the peer's own) and ``norm_type``."""
+    from clipdet.models.preprocess import reference_preprocessing
+
+    def preprocessing(spec, config, detector):
+        patch_size = config.get("patch_size", default_patch_size)
+        return reference_preprocessing(patch_size, config.require("norm_type"))
+
+    return preprocessing
+
+
 # The families clipdet ships; each module registers itself.
-from clipdet.models.families import five_crop_vit, openclip, probe, resnet, univfd  # noqa: E402, F401
+from clipdet.models.families import (  # noqa: E402, F401
+    clipcues,
+    five_crop_vit,
+    openclip,
+    probe,
+    resnet,
+    rine,
+    timm_classifier,
+    univfd,
+)

@@ -4,26 +4,22 @@ frozen CLIP tower, *not* normalised, and a linear layer; its published head is
 resizing (``patch_size: 224``), as UnivFD's ``validate.py`` does. It shares the backbone's
 pass with any other head on the same CLIP model."""
 
-from clipdet.models.families import BuildContext, Family, register_family
-from clipdet.models.preprocess import reference_preprocessing
-from networks import EMBED, Detector
+from clipdet.models.families import (
+    BuildContext,
+    Family,
+    frozen_detector,
+    prefixed,
+    preprocessing_or,
+    register_family,
+)
+from networks import EMBED
 
 PREFIX = "univfd_"
 UNIVFD_CROP = 224
 
 
 def _build(backbone: str, context: BuildContext):
-    layer = context.backbone_cache.get(backbone, EMBED)
-    return Detector(
-        layer.module, layer.width, layer.identity, frozen_backbone=True, layer=layer.layer,
-        normalize_features=False,
-    )  # fmt: skip
-
-
-def _parse(arch: str) -> str | None:
-    """The backbone's registry name in ``univfd_<backbone>``."""
-    backbone = arch.removeprefix(PREFIX)
-    return backbone if arch.startswith(PREFIX) and backbone else None
+    return frozen_detector(context, backbone, EMBED, normalize_features=False)
 
 
 def _convert(state: dict) -> dict:
@@ -37,11 +33,9 @@ register_family(
     Family(
         name="univfd",
         pattern=f"{PREFIX}<backbone>",
-        parse=_parse,
+        parse=prefixed(PREFIX),
         build=_build,
-        preprocessing=lambda spec, config, detector: reference_preprocessing(
-            config.get("patch_size", UNIVFD_CROP), config.require("norm_type")
-        ),
+        preprocessing=preprocessing_or(UNIVFD_CROP),
         convert_state_dict=_convert,
         config_keys=("norm_type",),
     )

@@ -2,7 +2,8 @@
 
 An extension is one module that says, for its family of columns:
 
-- when it is on (``from_options``: from the run's options and, when known, its paths);
+- when it is on (``from_options``: from the run's options and, when known, its paths; or
+  ``from_models``: from the run's loaded models, e.g. a concept model's explanation);
 - what the prepare stage computes for a row (``prepare_image``, ``prepare_video``; run in the
   decoding worker, so the extension pickles and any engine runs it), and what it still reads
   of a file whose pixels failed (``prepare_failed``);
@@ -22,6 +23,7 @@ inside them. Registered in the order their columns appear, before ``error``:
     domain       --calibration with a domain: the distance to the nearest calibration image
     views        --views: each view's decision LLR (llr@<view>)
     copy_keys    --group auto: perceptual hashes and a feature sketch (copy_hash, copy_sketch)
+    concepts     a concept model in the run: its three strongest concepts (concepts_<model>)
     video        a video's summary: frames, duration_s, temporal, frame_max
 """
 
@@ -35,6 +37,7 @@ from clipdet.pipeline.extensions.base import (  # noqa: F401 -- the protocol, fr
     values_array,
 )
 from clipdet.pipeline.extensions.calibration_domain import CalibrationDomain
+from clipdet.pipeline.extensions.concepts import ConceptEvidence
 from clipdet.pipeline.extensions.copy_keys import CopyKeys
 from clipdet.pipeline.extensions.image_facts import ImageFacts
 from clipdet.pipeline.extensions.provenance import ProvenanceEvidence
@@ -53,9 +56,13 @@ def register_extension(cls: type[RowExtension]) -> type[RowExtension]:
     return cls
 
 
-def run_extensions(options, paths: Sequence[str] | None = None) -> tuple[RowExtension, ...]:
-    """The extensions a run with ``options`` on ``paths`` has on, in registration order."""
-    found = (cls.from_options(options, paths) for cls in EXTENSIONS.values())
+def run_extensions(
+    options, paths: Sequence[str] | None = None, models: Sequence = ()
+) -> tuple[RowExtension, ...]:
+    """The extensions a run of ``models`` with ``options`` on ``paths`` has on, in
+    registration order (those its options turn on, then those its models do)."""
+    found = (cls.from_options(options, paths) or cls.from_models(models)
+             for cls in EXTENSIONS.values())  # fmt: skip
     return tuple(ext for ext in found if ext is not None)
 
 
@@ -81,6 +88,7 @@ for _builtin in (
     CalibrationDomain,
     ViewScores,
     CopyKeys,
+    ConceptEvidence,
     VideoSummary,
 ):  # their column order
     register_extension(_builtin)

@@ -61,6 +61,12 @@ class RowExtension:
         ahead, a stream), or None when it is off."""
         raise NotImplementedError
 
+    @classmethod
+    def from_models(cls, models: Sequence) -> "RowExtension | None":
+        """The extension a run's loaded ``models`` (``LoadedModel``s) turn on, or None; asked
+        when ``from_options`` gave None (and not where the models are not known)."""
+        return None
+
     def signature(self) -> dict:
         return {}
 
