@@ -255,3 +255,32 @@ def test_a_tampered_head_is_refused_in_one_line_and_a_placed_file_is_used(
     placed = tmp_path / "w" / "CommFor384" / "model.safetensors"
     placed.write_bytes(b"placed")
     assert W.resolve_weights_file("CommFor384", config, tmp_path / "w") == placed
+
+
+def test_the_peers_calibrate_and_give_verdicts(peers, tmp_path):
+    """`clipdet calibrate` on the new detectors (the domain described in the concept model's
+    features), then scoring with the calibration: each detector's verdict, and the concept
+    column beside them."""
+    from helpers import make_list
+
+    from clipdet.api import calibrate
+    from clipdet.options import RunOptions
+
+    root = tmp_path / "weights"
+    write_peer_models(root)
+    real = make_list(tmp_path, "real", 8, seed0=0)
+    listed = pd.read_csv(real)
+    listed[listed["typ"] == "real"].to_csv(real, index=False)
+    fake = tmp_path / "fake.csv"
+    listed[listed["typ"] != "real"].to_csv(fake, index=False)
+    models = ["cc_concepts", "rine_tiny", "commfor_tiny"]
+    options = RunOptions(device="cpu", num_workers=0, batch_size=4)
+    calibration = calibrate(real, models, root, [0.25], fake_csv=fake, options=options)
+    calibration.save(tmp_path / "cal.yaml")
+    paths = [tmp_path / name for name in listed["filename"]]
+    table = score_images(paths, models, root, calibration=str(tmp_path / "cal.yaml"),
+                         device="cpu", num_workers=0, batch_size=4)  # fmt: skip
+    for model in models:
+        assert set(table[f"verdict_{model}"]) <= {"real", "synthetic", "inconclusive"}
+    assert table["verdict"].notna().all() and table["concepts_cc_concepts"].str.len().gt(0).all()
+    assert np.isfinite(table["calibration_distance"]).all()
