@@ -4,11 +4,13 @@
    photo-like pictures (a smooth ground and five shapes; the tests' make_scene): resized,
    recompressed (JPEG, WebP), bordered, centre- and randomly cropped, chained; beside them
    the same scene with one object moved by 1-2 % of the width (an edit: not a copy), the
-   scene with one more object (a bigger edit), and distinct pictures. Perceptual hashes only
-   (the rule's feature check needs a real backbone, which cannot be downloaded here).
+   scene with one more object (a bigger edit), and distinct pictures. Perceptual hashes and
+   thumbnails only (the rule's feature check needs a real backbone, which cannot be
+   downloaded here).
 2. Time and peak memory of the grouping pass (find_copies) on synthetic keys: groups of 1-20
-   copies whose hashes differ by a few bits, with 64-d sketches, at 10^4, 10^5 and 10^6 rows,
-   each in a fresh process (peak resident memory from getrusage).
+   copies whose hashes differ by a few bits and whose thumbnails by two grey levels, with
+   64-d sketches, at 10^4, 10^5 and 10^6 rows, each in a fresh process (peak resident memory
+   from getrusage).
 
     python benchmarks/bench_copies.py [--sources 100] [--rows 10000,100000,1000000]
 """
@@ -81,7 +83,7 @@ def quality(sources: int) -> None:
     for a, b in itertools.combinations(range(len(rows)), 2):
         same, said = truth[a] == truth[b], labels[a] == labels[b]
         tp, fp, fn = tp + (same and said), fp + (said and not same), fn + (same and not said)
-    print(f"{sources} sources, {len(rows)} images (perceptual hashes only):")
+    print(f"{sources} sources, {len(rows)} images (perceptual hashes and thumbnails):")
     for kind, found in joined.items():
         what = "" if kind.startswith("distinct") else " joined with its source"
         print(f"  {kind + what:60s} {np.mean(found):6.1%}")
@@ -103,8 +105,13 @@ def scale_child(rows: int) -> None:
     flips = rng.integers(0, 64, (rows, 3))  # one or two bits differ between copies
     base ^= np.left_shift(np.uint64(1), flips.astype(np.uint64)) * (rng.random((rows, 3)) < 0.5)
     fine = rng.integers(0, 2**63, (rows, 4), dtype=np.int64).astype(np.uint64)[source]
-    hashes = [",".join(f"{v:016x}" for v in row) + "," + "".join(f"{v:016x}" for v in f)
-              for row, f in zip(base, fine, strict=True)]  # fmt: skip
+    # the three 8 x 8 colour thumbnails: a source's, give or take two grey levels per copy
+    thumbs = rng.integers(2, 254, (rows, 576), dtype=np.int16)[source]
+    thumbs = (thumbs + rng.integers(-2, 3, (rows, 576))).astype(np.uint8)
+    hashes = [",".join(f"{v:016x}" for v in row) + "," + "".join(f"{v:016x}" for v in f) + ","
+              + base64.b64encode(t.tobytes()).decode()
+              for row, f, t in zip(base, fine, thumbs, strict=True)]  # fmt: skip
+    del thumbs
     centre = rng.normal(size=(rows, 64)).astype(np.float32)[source]
     vectors = centre + 0.05 * rng.normal(size=(rows, 64)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -322,3 +322,33 @@ def test_a_grouped_run_resumes_to_the_same_files(copies_run, tmp_path, monkeypat
     assert run("score", "-o", again, *flags, "--groups_out", again_groups, "--resume") == 0
     assert again.read_bytes() == out.read_bytes()
     assert again_groups.read_bytes() == groups.read_bytes()
+
+
+def test_an_edited_derivative_is_kept_apart_from_the_copies_of_its_source(tmp_path):
+    """A picture with an object added is not a copy of its source (nor of the source's
+    copies: resized, recompressed, centrally cropped); the edit's own copies join it. Keys
+    written without thumbnails (an earlier clipdet's) are grouped as before."""
+    from helpers import make_scene
+    from PIL import Image, ImageDraw
+
+    from clipdet.evaluation.copies import find_copies
+    from clipdet.pipeline.extensions.copy_keys import perceptual_hashes
+    from clipdet.pipeline.perturb import Perturbation
+
+    chains = ("jpeg:60", "resize:0.5,jpeg:70", "ccrop:0.9,jpeg:85")
+    truth, keys = [], []
+    for s in range(4):
+        source = Image.open(make_scene(tmp_path / f"{s}.png", s)).convert("RGB")
+        edited = source.copy()
+        ImageDraw.Draw(edited).ellipse([200, 40, 260, 100], fill=(240, 30, 30))
+        for label, picture in ((f"s{s}", source), (f"e{s}", edited)):
+            for k, chain in enumerate(("none", *chains)):
+                copy = picture if chain == "none" else Perturbation(chain, k)(picture, s).image
+                truth.append(label)
+                keys.append(perceptual_hashes(np.asarray(copy)))
+    groups = find_copies(keys)
+    for a in range(len(truth)):
+        for b in range(a):
+            assert (groups[a] == groups[b]) == (truth[a] == truth[b]), (truth[a], truth[b])
+    without = find_copies([key.rsplit(",", 1)[0] for key in keys])  # the hashes alone
+    assert len(set(without)) < len(set(groups))  # edits then joined their sources

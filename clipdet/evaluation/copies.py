@@ -5,7 +5,9 @@ image and of its central 90 % and 80 %) come within ``MAX_HAMMING`` bits whole a
 (and their 256-bit hashes within ``MAX_FINE_HAMMING``: an edit that moves an object shows
 there), or within ``MAX_CROP_HAMMING`` one's central crop against the other whole, **and**
 their feature sketches (``copy_sketch``) have a cosine of at least ``MIN_COSINE`` (where both
-have one). Copies of copies join one group (connected components).
+have one), **unless** the two frame the same picture (whole against whole) and their colour
+thumbnails differ in one place by more than ``MAX_LOCAL_CHANGE`` (an object added or removed:
+an edit, not a copy). Copies of copies join one group (connected components).
 
 No pair is compared blindly: candidates come from an index. Each 64-bit hash is cut into four
 16-bit bands; rows are sorted by each band's value, and rows that share a value and lie within
@@ -20,7 +22,7 @@ import logging
 
 import numpy as np
 
-from clipdet.pipeline.extensions.copy_keys import CENTRES, FINE_HASH_SIZE, SKETCH_DIM
+from clipdet.pipeline.extensions.copy_keys import CENTRES, FINE_HASH_SIZE, SKETCH_DIM, THUMB_SIDE
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +37,21 @@ EXACT_LIMIT = 50_000  # rows up to which sketches' neighbours are exact (faiss f
 HASHES = len(CENTRES)  # per row: the trimmed image, its central 90 % and 80 %
 FINE_WORDS = FINE_HASH_SIZE**2 // 64  # the 256-bit hash of the trimmed image, in 64-bit words
 MAX_FINE_HAMMING = 18  # bits, of 256: copies measured <= 14, an object moved 6 px >= 22
+# the largest cell of two same-framed thumbnails' difference (each thumbnail centred per
+# channel and scaled by its spread): laundered copies measured <= 0.42, objects added 0.4-3.4
+MAX_LOCAL_CHANGE = 0.5
+THUMB_BYTES = THUMB_SIDE * THUMB_SIDE * 3  # one thumbnail; a row holds one per part (CENTRES)
+MAX_CROP_CHANGE = 0.9  # the same, one's central part against the other whole (less aligned)
 
 
-def parse_hashes(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def parse_hashes(values) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``copy_hash`` cells -> ([rows, 3] uint64 hashes, [rows, 4] uint64 words of the fine
-    hash, [rows] whether the row has hashes at all)."""
+    hash, [rows] whether the row has hashes at all, [rows, 192] uint8 thumbnails: all zero
+    where a cell holds none, as files written before them)."""
     out = np.zeros((len(values), HASHES), dtype=np.uint64)
     fine = np.zeros((len(values), FINE_WORDS), dtype=np.uint64)
     present = np.zeros(len(values), dtype=bool)
+    thumbs = np.zeros((len(values), HASHES, THUMB_BYTES), dtype=np.uint8)
     for row, value in enumerate(values):
         if isinstance(value, str) and value:
             present[row] = True
@@ -51,7 +60,11 @@ def parse_hashes(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if len(parts) > HASHES:
                 text = parts[HASHES].rjust(16 * FINE_WORDS, "0")
                 fine[row] = [int(text[16 * w : 16 * (w + 1)], 16) for w in range(FINE_WORDS)]
-    return out, fine, present
+            if len(parts) > HASHES + 1:
+                thumb = np.frombuffer(base64.b64decode(parts[HASHES + 1]), dtype=np.uint8)
+                if thumb.size == HASHES * THUMB_BYTES:
+                    thumbs[row] = thumb.reshape(HASHES, THUMB_BYTES)
+    return out, fine, present, thumbs
 
 
 def parse_sketches(values, rows: int) -> np.ndarray:
@@ -76,13 +89,13 @@ def find_copies(hashes, sketches=None) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    codes, fine, present = parse_hashes(hashes)
+    codes, fine, present, thumbs = parse_hashes(hashes)
     n = len(codes)
     vectors = parse_sketches(sketches, n)
     keys = np.unique(np.concatenate([_hash_candidates(codes, present, n), _neighbours(vectors, n)]))
     pairs = np.column_stack([keys // max(n, 1), keys % max(n, 1)])
     verified = [pairs[start : start + CHUNK][_verified(pairs[start : start + CHUNK], codes,
-                                                       fine, present, vectors)]
+                                                       fine, present, vectors, thumbs)]
                 for start in range(0, len(pairs), CHUNK)]  # fmt: skip
     pairs = np.concatenate(verified) if verified else np.zeros((0, 2), dtype=np.int64)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
@@ -98,24 +111,64 @@ def hash_distance(a: np.ndarray, b: np.ndarray, fine_a=None, fine_b=None) -> np.
     other whole (a mild crop of a copy), when within MAX_CROP_HAMMING; never crop against
     crop (two shots that differ only at their edges). A pair that matches neither way is
     MAX_HAMMING + 1 apart."""
-    apart = MAX_HAMMING + 1
+    whole, crop = route_distances(a, b, fine_a, fine_b)
+    return np.minimum(whole, np.where(crop <= MAX_CROP_HAMMING, crop, MAX_HAMMING + 1))
+
+
+def route_distances(a, b, fine_a=None, fine_b=None) -> tuple[np.ndarray, np.ndarray]:
+    """(bits apart whole against whole, MAX_HAMMING + 1 where the fine hashes disagree;
+    the fewest bits apart one's central crop against the other whole), per pair."""
     whole = popcount(a[:, 0] ^ b[:, 0])
     if fine_a is not None:
         close = popcount(fine_a ^ fine_b).sum(axis=1) <= MAX_FINE_HAMMING
-        whole = np.where(close, whole, apart)
+        whole = np.where(close, whole, MAX_HAMMING + 1)
+    return whole, _crop_bits(a, b).min(axis=0)
+
+
+def _crop_bits(a, b) -> np.ndarray:
+    """[routes, pairs] bits apart: a's central parts against b whole, then b's against a."""
     crops = [a[:, k] ^ b[:, 0] for k in range(1, HASHES)]
     crops += [a[:, 0] ^ b[:, k] for k in range(1, HASHES)]
-    crop = np.min([popcount(c) for c in crops], axis=0)
-    return np.minimum(whole, np.where(crop <= MAX_CROP_HAMMING, crop, apart))
+    return np.array([popcount(c) for c in crops])
 
 
-def _verified(pairs, codes, fine, present, vectors) -> np.ndarray:
+def local_change(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The largest cell of the difference of two thumbnails ([pairs, 192] uint8 each), each
+    centred per channel and scaled by its own spread (so a global change of brightness or
+    contrast, as recompression makes, counts for nothing): an object added to one shows as
+    a cell far above MAX_LOCAL_CHANGE."""
+
+    def normalised(t):
+        t = t.reshape(len(t), THUMB_SIDE * THUMB_SIDE, 3).astype(np.float32)
+        t -= t.mean(axis=1, keepdims=True)
+        return t / (t.std(axis=(1, 2), keepdims=True) + 1e-6)
+
+    return np.abs(normalised(a) - normalised(b)).mean(axis=2).max(axis=1)
+
+
+def _verified(pairs, codes, fine, present, vectors, thumbs) -> np.ndarray:
     i, j = pairs[:, 0], pairs[:, 1]
     ok = present[i] & present[j]
-    ok &= hash_distance(codes[i], codes[j], fine[i], fine[j]) <= MAX_HAMMING
+    whole, crop = route_distances(codes[i], codes[j], fine[i], fine[j])
+    same_frame = whole <= MAX_HAMMING
+    ok &= same_frame | (crop <= MAX_CROP_HAMMING)
+    both = np.flatnonzero(ok & thumbs[i].any(axis=(1, 2)) & thumbs[j].any(axis=(1, 2)))
+    ok[both] = ~_edited(i[both], j[both], same_frame[both], codes, thumbs)
     both = ~np.isnan(vectors[i]).any(axis=1) & ~np.isnan(vectors[j]).any(axis=1)
     cosine = np.einsum("ij,ij->i", np.nan_to_num(vectors[i]), np.nan_to_num(vectors[j]))
     return ok & (~both | (cosine >= MIN_COSINE))
+
+
+def _edited(i, j, same_frame, codes, thumbs) -> np.ndarray:
+    """Whether each joining pair is an edit: one place of their thumbnails changed, the
+    thumbnails of the parts that frame the same view (whole against whole; else the central
+    part whose hash matched against the other whole)."""
+    route = _crop_bits(codes[i], codes[j]).argmin(axis=0)  # a's part k + 1, or b's
+    half = HASHES - 1
+    part_i = np.where(same_frame, 0, np.where(route < half, route + 1, 0))
+    part_j = np.where(same_frame, 0, np.where(route < half, 0, route - half + 1))
+    change = local_change(thumbs[i, part_i], thumbs[j, part_j])
+    return change > np.where(same_frame, MAX_LOCAL_CHANGE, MAX_CROP_CHANGE)
 
 
 def _pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:

@@ -3,6 +3,9 @@
 - ``copy_hash``: perceptual hashes (imagehash's pHash, 64 bits) of the image with any uniform
   border trimmed, and of its central 90 % and 80 % (mild crops), and a 256-bit pHash of the
   trimmed image (finer: an edit that moves an object shows in it), as ``h1,h2,h3,h4`` in hex;
+  then colour thumbnails (8 x 8 px, area means) of the trimmed image and of its central 90 %
+  and 80 %, together in base64: an object added or removed shows in a few of their cells,
+  recompression and resizing in none;
 - ``copy_sketch``: the image's features from the run's first frozen backbone (else its first
   network), L2-normalised and projected on 64 seeded random directions (cosines survive the
   projection), float16 in base64.
@@ -25,6 +28,7 @@ SKETCH_DIM = 64
 KEY_COLUMNS = (HASH_COLUMN, SKETCH_COLUMN)
 CENTRES = (1.0, 0.9, 0.8)  # the trimmed image and its central crops
 FINE_HASH_SIZE = 16  # and a 256-bit pHash of the whole: local edits show in it
+THUMB_SIDE = 8  # and 8 x 8 colour thumbnails of the same parts: added objects show in them
 BORDER_TOLERANCE = 12  # grey levels a uniform border may vary by
 
 
@@ -44,12 +48,15 @@ def perceptual_hashes(pixels: np.ndarray) -> str:
 
     trimmed = trim_border(pixels)
     h, w = trimmed.shape[:2]
-    hashes = []
+    hashes, thumbs = [], []
     for keep in CENTRES:
         dh, dw = int(round(h * (1 - keep) / 2)), int(round(w * (1 - keep) / 2))
-        part = trimmed[dh : h - dh or None, dw : w - dw or None]
-        hashes.append(str(imagehash.phash(Image.fromarray(part))))
+        part = Image.fromarray(trimmed[dh : h - dh or None, dw : w - dw or None])
+        hashes.append(str(imagehash.phash(part)))
+        thumb = part.convert("RGB").resize((THUMB_SIDE, THUMB_SIDE), Image.BOX)
+        thumbs.append(np.asarray(thumb, dtype=np.uint8).tobytes())
     hashes.append(str(imagehash.phash(Image.fromarray(trimmed), hash_size=FINE_HASH_SIZE)))
+    hashes.append(base64.b64encode(b"".join(thumbs)).decode())
     return ",".join(hashes)
 
 
