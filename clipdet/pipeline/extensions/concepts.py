@@ -52,10 +52,14 @@ class ConceptEvidence(RowExtension):
 
     @classmethod
     def from_models(cls, models):
+        import copy
+
         for m in models:
             head = getattr(m.detector, "fc", None)
             if hasattr(head, "contributions") and hasattr(head, "names"):
-                return cls(m.name, head)
+                # its own copy on the CPU, in fp32: it pickles to any engine's workers, and
+                # reads the features as the infer stage hands them (numpy, float32)
+                return cls(m.name, copy.deepcopy(head).to("cpu", torch.float32).eval())
         return None
 
     def columns(self) -> tuple[Column, ...]:
@@ -65,9 +69,9 @@ class ConceptEvidence(RowExtension):
         if embedding is None:
             return None
         head = self.head
-        features = torch.as_tensor(np.asarray(embedding), dtype=head.W_concepts.weight.dtype)
+        features = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
         with torch.inference_mode():
-            contributions = head.contributions(features[None])[0].float().numpy()
+            contributions = head.contributions(features[None])[0].numpy()
         strongest = np.argsort(-np.abs(contributions), kind="stable")[:TOP_CONCEPTS]
         return [(head.names[i], float(contributions[i])) for i in strongest]
 
