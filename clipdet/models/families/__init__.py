@@ -4,7 +4,7 @@ which preprocessing the network reads and how the published checkpoint's keys ma
 ``create_detector`` finds the family of a config's ``arch`` and calls it; an unknown arch is
 answered with the registered patterns.
 
-A new family (e.g. SPAI, Community Forensics' ViT) is one module with one ``register_family``
+A new family (e.g. SPAI) is one module with one ``register_family``
 call, imported at the bottom of this file, plus an entry in ``configs/detectors.yaml`` for its
 published weights.
 """
