@@ -69,3 +69,30 @@ def test_transform_keys_group_identical_preprocessing(weights_dir, tiny_clip_che
 def test_bad_preprocessing_config_is_a_clear_error(patch_size, norm_type, message):
     with pytest.raises(ValueError, match=message):
         make_transform(patch_size, norm_type)
+
+
+def test_peer_resize_specs_crop_where_their_libraries_do():
+    """``Resize<side>[Crop<size>]<filter>[Floor|Tensor]``: the shorter side resized (the longer
+    truncated), then a centre crop whose odd offset torchvision rounds half to even and Hugging
+    Face's processors round down; ``Tensor`` resizes the uint8 tensor (torchvision v2)."""
+    from torchvision import transforms as T
+
+    from clipdet.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (97, 61, 3), dtype=np.uint8))  # W 61, H 97
+    resized = image.resize((40, int(40 * 97 / 61)), Image.BICUBIC)  # 40 x 63: 23 px to crop
+    assert resized.size == (40, 63)
+    to_tensor = T.ToTensor()
+    floor = make_transform("Resize40Crop40BicubicFloor", "clip")
+    plain = make_transform("Resize40Bicubic", "clip")
+    normalise = T.Normalize(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
+    torch.testing.assert_close(floor(image), normalise(to_tensor(resized.crop((0, 11, 40, 51)))))
+    torch.testing.assert_close(plain(image), normalise(to_tensor(resized.crop((0, 12, 40, 52)))))
+    tensor = make_transform("Resize40BicubicTensor", "clip")(image)
+    assert tensor.shape == (3, 40, 40) and not torch.equal(tensor, floor(image))
+    assert (tensor - floor(image)).abs().max() < 0.1  # the kernels differ by a grey level or so
+    cfg = PreprocessCfg.reference("Resize440Crop384Bilinear", "resnet")
+    assert (cfg.kind, cfg.size, cfg.key) == ("resize_crop", 384, "Resize440Crop384Bilinear_resnet")
+    with pytest.raises(ValueError, match="at most the resized side"):
+        PreprocessCfg.reference("Resize300Crop384Bilinear", "clip")
