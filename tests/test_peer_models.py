@@ -284,3 +284,16 @@ def test_the_peers_calibrate_and_give_verdicts(peers, tmp_path):
         assert set(table[f"verdict_{model}"]) <= {"real", "synthetic", "inconclusive"}
     assert table["verdict"].notna().all() and table["concepts_cc_concepts"].str.len().gt(0).all()
     assert np.isfinite(table["calibration_distance"]).all()
+
+
+def test_a_wrong_concept_checkpoint_or_vocabulary_is_one_clear_error(tmp_path):
+    from clipdet.models.families.clipcues import concept_head
+
+    torch.save({"state_dict": {"model.W_concepts.weight": torch.zeros(2, 4)}}, tmp_path / "a.ckpt")
+    with pytest.raises(ValueError, match="holds model.text_embeddings"):
+        concept_head(tmp_path / "a.ckpt", None)
+    torch.save({"state_dict": concept_state()}, tmp_path / "b.ckpt")
+    (tmp_path / "few.csv").write_text("attribute_name\nonly_one\n")
+    with pytest.raises(ValueError, match="names 1 concepts, the checkpoint has 12"):
+        concept_head(tmp_path / "b.ckpt", "few.csv")
+    assert concept_head(tmp_path / "b.ckpt", None).names[:2] == ["concept0", "concept1"]

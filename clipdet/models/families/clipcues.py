@@ -66,10 +66,19 @@ def concept_names(folder: Path, concepts_file: str | None, count: int) -> list[s
 def concept_head(weights_path: Path, concepts_file: str | None) -> ConceptBottleneckHead:
     """The concept bottleneck of a checkpoint, without its backbone."""
     state = _convert_concepts(load_state_dict(weights_path, mmap=True))
-    count, width = state["fc.text_embeddings"].shape
+    text = state.get("fc.text_embeddings")
+    if text is None or text.ndim != 2:
+        raise ValueError(
+            f"{weights_path}: a concept checkpoint holds model.text_embeddings [concepts, D], "
+            f"found {sorted(state)[:5]}"
+        )
+    count, width = text.shape
     names = concept_names(Path(weights_path).parent, concepts_file, count)
     head = ConceptBottleneckHead(width, count, names)
-    head.load_state_dict({k.removeprefix("fc."): v for k, v in state.items()})
+    try:
+        head.load_state_dict({k.removeprefix("fc."): v for k, v in state.items()})
+    except RuntimeError as e:
+        raise ValueError(f"{weights_path} is not a concept bottleneck's checkpoint: {e}") from e
     return head.eval()
 
 
