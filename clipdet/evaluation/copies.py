@@ -19,6 +19,7 @@ The rule and its measured precision, recall, time and memory: docs/thresholds.md
 
 import base64
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,6 +42,7 @@ MAX_FINE_HAMMING = 18  # bits, of 256: copies measured <= 14, an object moved 6 
 # channel and scaled by its spread): laundered copies measured <= 0.42, objects added 0.4-3.4
 MAX_LOCAL_CHANGE = 0.5
 THUMB_BYTES = THUMB_SIDE * THUMB_SIDE * 3  # one thumbnail; a row holds one per part (CENTRES)
+THUMB_TEXT = HASHES * THUMB_BYTES * 4 // 3  # a row's thumbnails in base64 (no padding)
 MAX_CROP_CHANGE = 0.9  # the same, one's central part against the other whole (less aligned)
 
 
@@ -52,6 +54,7 @@ def parse_hashes(values) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     fine = np.zeros((len(values), FINE_WORDS), dtype=np.uint64)
     present = np.zeros(len(values), dtype=bool)
     thumbs = np.zeros((len(values), HASHES, THUMB_BYTES), dtype=np.uint8)
+    thumb_rows, thumb_texts = [], []  # decoded together below: one base64 pass, not a row's
     for row, value in enumerate(values):
         if isinstance(value, str) and value:
             present[row] = True
@@ -60,10 +63,12 @@ def parse_hashes(values) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
             if len(parts) > HASHES:
                 text = parts[HASHES].rjust(16 * FINE_WORDS, "0")
                 fine[row] = [int(text[16 * w : 16 * (w + 1)], 16) for w in range(FINE_WORDS)]
-            if len(parts) > HASHES + 1:
-                thumb = np.frombuffer(base64.b64decode(parts[HASHES + 1]), dtype=np.uint8)
-                if thumb.size == HASHES * THUMB_BYTES:
-                    thumbs[row] = thumb.reshape(HASHES, THUMB_BYTES)
+            if len(parts) > HASHES + 1 and len(parts[HASHES + 1]) == THUMB_TEXT:
+                thumb_rows.append(row)
+                thumb_texts.append(parts[HASHES + 1])
+    if thumb_rows:  # unpadded base64 (576 bytes a row): the rows' texts decode as one
+        decoded = np.frombuffer(base64.b64decode("".join(thumb_texts)), dtype=np.uint8)
+        thumbs[thumb_rows] = decoded.reshape(len(thumb_rows), HASHES, THUMB_BYTES)
     return out, fine, present, thumbs
 
 
@@ -89,13 +94,12 @@ def find_copies(hashes, sketches=None) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    codes, fine, present, thumbs = parse_hashes(hashes)
-    n = len(codes)
-    vectors = parse_sketches(sketches, n)
-    keys = np.unique(np.concatenate([_hash_candidates(codes, present, n), _neighbours(vectors, n)]))
+    rows = _Keys(*parse_hashes(hashes), vectors=parse_sketches(sketches, len(hashes)))
+    n = len(rows.codes)
+    candidates = [_hash_candidates(rows.codes, rows.present, n), _neighbours(rows.vectors, n)]
+    keys = np.unique(np.concatenate(candidates))
     pairs = np.column_stack([keys // max(n, 1), keys % max(n, 1)])
-    verified = [pairs[start : start + CHUNK][_verified(pairs[start : start + CHUNK], codes,
-                                                       fine, present, vectors, thumbs)]
+    verified = [pairs[start : start + CHUNK][_verified(pairs[start : start + CHUNK], rows)]
                 for start in range(0, len(pairs), CHUNK)]  # fmt: skip
     pairs = np.concatenate(verified) if verified else np.zeros((0, 2), dtype=np.int64)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
@@ -105,19 +109,11 @@ def find_copies(hashes, sketches=None) -> np.ndarray:
     return np.array([f"g{first[c]}" for c in component], dtype=object)
 
 
-def hash_distance(a: np.ndarray, b: np.ndarray, fine_a=None, fine_b=None) -> np.ndarray:
-    """Bits apart, per pair of rows ([pairs, 3] each), as copies count them: whole against
-    whole when their fine hashes (where given) also agree; or one's central crop against the
-    other whole (a mild crop of a copy), when within MAX_CROP_HAMMING; never crop against
-    crop (two shots that differ only at their edges). A pair that matches neither way is
-    MAX_HAMMING + 1 apart."""
-    whole, crop = route_distances(a, b, fine_a, fine_b)
-    return np.minimum(whole, np.where(crop <= MAX_CROP_HAMMING, crop, MAX_HAMMING + 1))
-
-
 def route_distances(a, b, fine_a=None, fine_b=None) -> tuple[np.ndarray, np.ndarray]:
-    """(bits apart whole against whole, MAX_HAMMING + 1 where the fine hashes disagree;
-    the fewest bits apart one's central crop against the other whole), per pair."""
+    """Bits apart per pair of rows ([pairs, 3] each), by each way copies can match: (whole
+    against whole, MAX_HAMMING + 1 where the fine hashes disagree; the fewest one's central
+    crop against the other whole: a mild crop of a copy). Never crop against crop (two shots
+    that differ only at their edges)."""
     whole = popcount(a[:, 0] ^ b[:, 0])
     if fine_a is not None:
         close = popcount(fine_a ^ fine_b).sum(axis=1) <= MAX_FINE_HAMMING
@@ -146,17 +142,36 @@ def local_change(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(normalised(a) - normalised(b)).mean(axis=2).max(axis=1)
 
 
-def _verified(pairs, codes, fine, present, vectors, thumbs) -> np.ndarray:
+@dataclass
+class _Keys:
+    """Every row's parsed keys (``parse_hashes``, ``parse_sketches``) and, once, which rows
+    have thumbnails and sketches at all."""
+
+    codes: np.ndarray
+    fine: np.ndarray
+    present: np.ndarray
+    thumbs: np.ndarray
+    vectors: np.ndarray
+    has_thumb: np.ndarray = field(init=False)
+    has_sketch: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.has_thumb = self.thumbs.any(axis=(1, 2))
+        self.has_sketch = ~np.isnan(self.vectors).any(axis=1)
+
+
+def _verified(pairs, rows: _Keys) -> np.ndarray:
     i, j = pairs[:, 0], pairs[:, 1]
-    ok = present[i] & present[j]
-    whole, crop = route_distances(codes[i], codes[j], fine[i], fine[j])
+    ok = rows.present[i] & rows.present[j]
+    whole, crop = route_distances(rows.codes[i], rows.codes[j], rows.fine[i], rows.fine[j])
     same_frame = whole <= MAX_HAMMING
     ok &= same_frame | (crop <= MAX_CROP_HAMMING)
-    both = np.flatnonzero(ok & thumbs[i].any(axis=(1, 2)) & thumbs[j].any(axis=(1, 2)))
-    ok[both] = ~_edited(i[both], j[both], same_frame[both], codes, thumbs)
-    both = ~np.isnan(vectors[i]).any(axis=1) & ~np.isnan(vectors[j]).any(axis=1)
-    cosine = np.einsum("ij,ij->i", np.nan_to_num(vectors[i]), np.nan_to_num(vectors[j]))
-    return ok & (~both | (cosine >= MIN_COSINE))
+    both = np.flatnonzero(ok & rows.has_thumb[i] & rows.has_thumb[j])
+    ok[both] = ~_edited(i[both], j[both], same_frame[both], rows.codes, rows.thumbs)
+    check = np.flatnonzero(ok & rows.has_sketch[i] & rows.has_sketch[j])
+    cosine = np.einsum("ij,ij->i", rows.vectors[i[check]], rows.vectors[j[check]])
+    ok[check] = cosine >= MIN_COSINE
+    return ok
 
 
 def _edited(i, j, same_frame, codes, thumbs) -> np.ndarray:

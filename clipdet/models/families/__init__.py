@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from networks import Detector
+
 
 @dataclass
 class BuildContext:
@@ -86,8 +88,6 @@ def prefixed(prefix: str) -> Callable[[str], str | None]:
 def frozen_detector(context: BuildContext, backbone: str, layer, **detector_kwargs):
     """A head (``fc``, or a peer's own module as ``head=``) on ``layer`` of the shared frozen
     open_clip ``backbone`` of an arch; ``detector_kwargs`` go to ``networks.Detector``."""
-    from networks import Detector
-
     frozen = context.backbone_cache.get(backbone, layer)
     return Detector(frozen.module, frozen.width, frozen.identity, frozen_backbone=True,
                     layer=frozen.layer, **detector_kwargs)  # fmt: skip

@@ -63,9 +63,8 @@ def concept_names(folder: Path, concepts_file: str | None, count: int) -> list[s
     return names
 
 
-def concept_head(weights_path: Path, concepts_file: str | None) -> ConceptBottleneckHead:
-    """The concept bottleneck of a checkpoint, without its backbone."""
-    state = _convert_concepts(load_state_dict(weights_path, mmap=True))
+def _empty_head(weights_path: Path, concepts_file: str | None, state: dict):
+    """The concept bottleneck a checkpoint's (converted) ``state`` fits, named, unfilled."""
     text = state.get("fc.text_embeddings")
     if text is None or text.ndim != 2:
         raise ValueError(
@@ -74,7 +73,13 @@ def concept_head(weights_path: Path, concepts_file: str | None) -> ConceptBottle
         )
     count, width = text.shape
     names = concept_names(Path(weights_path).parent, concepts_file, count)
-    head = ConceptBottleneckHead(width, count, names)
+    return ConceptBottleneckHead(width, count, names)
+
+
+def concept_head(weights_path: Path, concepts_file: str | None) -> ConceptBottleneckHead:
+    """The concept bottleneck of a checkpoint, filled, without its backbone."""
+    state = _convert_concepts(load_state_dict(weights_path, mmap=True))
+    head = _empty_head(weights_path, concepts_file, state)
     try:
         head.load_state_dict({k.removeprefix("fc."): v for k, v in state.items()})
     except RuntimeError as e:
@@ -83,8 +88,11 @@ def concept_head(weights_path: Path, concepts_file: str | None) -> ConceptBottle
 
 
 def _build_concepts(backbone: str, context: BuildContext):
+    """The network, its head shaped from the checkpoint (memory-mapped: only the shapes are
+    read here); the factory then loads the weights into it, once."""
     width = context.backbone_cache.get(backbone, EMBED).width
-    head = concept_head(context.weights_path, context.config.get("concepts_file"))
+    state = _convert_concepts(load_state_dict(context.weights_path, mmap=True))
+    head = _empty_head(context.weights_path, context.config.get("concepts_file"), state)
     if head.text_embeddings.shape[1] != width:
         raise ValueError(
             f"model {context.name!r}: the checkpoint's text embeddings are "

@@ -46,16 +46,15 @@ def perceptual_hashes(pixels: np.ndarray) -> str:
     import imagehash
     from PIL import Image
 
-    trimmed = trim_border(pixels)
+    trimmed = trim_border(pixels)  # RGB, [H, W, 3]
     h, w = trimmed.shape[:2]
-    hashes, thumbs = [], []
+    parts = []  # the trimmed image (CENTRES[0] is 1) and its central parts
     for keep in CENTRES:
         dh, dw = int(round(h * (1 - keep) / 2)), int(round(w * (1 - keep) / 2))
-        part = Image.fromarray(trimmed[dh : h - dh or None, dw : w - dw or None])
-        hashes.append(str(imagehash.phash(part)))
-        thumb = part.convert("RGB").resize((THUMB_SIDE, THUMB_SIDE), Image.BOX)
-        thumbs.append(np.asarray(thumb, dtype=np.uint8).tobytes())
-    hashes.append(str(imagehash.phash(Image.fromarray(trimmed), hash_size=FINE_HASH_SIZE)))
+        parts.append(Image.fromarray(trimmed[dh : h - dh or None, dw : w - dw or None]))
+    hashes = [str(imagehash.phash(part)) for part in parts]
+    hashes.append(str(imagehash.phash(parts[0], hash_size=FINE_HASH_SIZE)))
+    thumbs = [part.resize((THUMB_SIDE, THUMB_SIDE), Image.BOX).tobytes() for part in parts]
     hashes.append(base64.b64encode(b"".join(thumbs)).decode())
     return ",".join(hashes)
 
