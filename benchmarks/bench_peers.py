@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from common import bench_parser, child_rows, cpu_name, make_images, peak_rss_mb
+from common import MIXED_SIZES, bench_parser, child_rows, cpu_name, make_images, peak_rss_mb
 
 MODELS = ("clipcues_synthclic", "clipcues_concepts", "RINE", "CommFor384", "RINE+UnivFD")
 TOWERS = {"clipL14openai": "ViT-L-14", "clipL14_336openai": "ViT-L-14-336"}
@@ -113,8 +113,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--one", nargs=2, metavar=("MODELS", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    sizes = [(512, 512, "JPEG"), (1024, 1024, "PNG"), (2000, 1500, "JPEG"), (4000, 3000, "JPEG")]
-    images = [str(i) for i in make_images(args.work / "images", sizes * 2)][: args.images]
+    images = [str(i) for i in make_images(args.work / "images", MIXED_SIZES[: args.images])]
     if args.one:
         print(json.dumps(one(args.one[0].split("+"), args.one[1], images, args.work)))
         return

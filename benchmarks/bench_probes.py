@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import bench_parser, child_rows, cpu_name, make_images, peak_rss_mb
+from common import MIXED_SIZES, bench_parser, child_rows, cpu_name, make_images, peak_rss_mb
 
 BACKBONES = (
     "pe-core-b16",
@@ -108,8 +108,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--one", nargs=2, metavar=("BACKBONE", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    sizes = [(512, 512, "JPEG"), (1024, 1024, "PNG"), (2000, 1500, "JPEG"), (4000, 3000, "JPEG")]
-    every = [str(i) for i in make_images(args.work / "images", sizes * 4)]
+    every = [str(i) for i in make_images(args.work / "images", MIXED_SIZES)]
     images = every[: args.images]
     if args.one:
         print(json.dumps(one(args.one[0], args.one[1], images)))

@@ -93,6 +93,25 @@ def frozen_detector(context: BuildContext, backbone: str, layer, **detector_kwar
                     layer=frozen.layer, **detector_kwargs)  # fmt: skip
 
 
+def register_head_family(
+    name: str, prefix: str, build: Callable, default_patch_size, convert: Callable
+) -> Family:
+    """Register a family of peers' heads on a frozen open_clip tower, named
+    ``<prefix><backbone>``: its configs give ``norm_type`` and may override the peer's
+    ``default_patch_size``; ``convert`` maps the peer's checkpoint onto ``fc.*``."""
+    return register_family(
+        Family(
+            name=name,
+            pattern=f"{prefix}<backbone>",
+            parse=prefixed(prefix),
+            build=build,
+            preprocessing=preprocessing_or(default_patch_size),
+            convert_state_dict=convert,
+            config_keys=("norm_type",),
+        )  # fmt: skip
+    )
+
+
 def config_preprocessing(spec, config, detector):
     """The reference's preprocessing, from the config's ``patch_size`` and ``norm_type``."""
     from clipdet.models.preprocess import reference_preprocessing

@@ -20,11 +20,8 @@ from pathlib import Path
 
 from clipdet.models.families import (
     BuildContext,
-    Family,
     frozen_detector,
-    prefixed,
-    preprocessing_or,
-    register_family,
+    register_head_family,
 )
 from clipdet.models.weights import load_state_dict
 from networks import EMBED, NEXT_TO_LAST, ConceptBottleneckHead
@@ -105,19 +102,7 @@ def _convert_concepts(state: dict) -> dict:
     return {"fc." + key.removeprefix("model."): value for key, value in state.items()}
 
 
-# name, arch prefix, build, default preprocessing, checkpoint conversion
-for _name, _prefix, _build, _preprocessing, _convert in (
-    ("clipcues_linear", LINEAR, _build_linear, LINEAR_PREPROCESSING, _convert_linear),
-    ("clipcues_concepts", CONCEPTS, _build_concepts, CONCEPTS_PREPROCESSING, _convert_concepts),
-):
-    register_family(
-        Family(
-            name=_name,
-            pattern=f"{_prefix}<backbone>",
-            parse=prefixed(_prefix),
-            build=_build,
-            preprocessing=preprocessing_or(_preprocessing),
-            convert_state_dict=_convert,
-            config_keys=("norm_type",),
-        )  # fmt: skip
-    )
+register_head_family("clipcues_linear", LINEAR, _build_linear, LINEAR_PREPROCESSING,
+                     _convert_linear)  # fmt: skip
+register_head_family("clipcues_concepts", CONCEPTS, _build_concepts, CONCEPTS_PREPROCESSING,
+                     _convert_concepts)  # fmt: skip

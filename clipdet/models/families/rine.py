@@ -11,11 +11,8 @@ import re
 
 from clipdet.models.families import (
     BuildContext,
-    Family,
     frozen_detector,
-    prefixed,
-    preprocessing_or,
-    register_family,
+    register_head_family,
 )
 from clipdet.models.weights import load_state_dict
 from networks import BLOCK_NORMS, RineHead
@@ -39,14 +36,6 @@ def _build(backbone: str, context: BuildContext):
     return frozen_detector(context, backbone, BLOCK_NORMS, normalize_features=False, head=head)
 
 
-register_family(
-    Family(
-        name="rine",
-        pattern=f"{PREFIX}<backbone>",
-        parse=prefixed(PREFIX),
-        build=_build,
-        preprocessing=preprocessing_or(RINE_CROP),
-        convert_state_dict=lambda state: {"fc." + key: value for key, value in state.items()},
-        config_keys=("norm_type",),
-    )
+register_head_family(
+    "rine", PREFIX, _build, RINE_CROP, lambda state: {f"fc.{k}": v for k, v in state.items()}
 )

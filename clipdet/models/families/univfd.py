@@ -6,11 +6,8 @@ pass with any other head on the same CLIP model."""
 
 from clipdet.models.families import (
     BuildContext,
-    Family,
     frozen_detector,
-    prefixed,
-    preprocessing_or,
-    register_family,
+    register_head_family,
 )
 from networks import EMBED
 
@@ -29,14 +26,4 @@ def _convert(state: dict) -> dict:
     return state
 
 
-register_family(
-    Family(
-        name="univfd",
-        pattern=f"{PREFIX}<backbone>",
-        parse=prefixed(PREFIX),
-        build=_build,
-        preprocessing=preprocessing_or(UNIVFD_CROP),
-        convert_state_dict=_convert,
-        config_keys=("norm_type",),
-    )
-)
+register_head_family("univfd", PREFIX, _build, UNIVFD_CROP, _convert)
