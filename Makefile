@@ -8,15 +8,13 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test test-fast lint bench reproduce report-example clean
 
-# clipdet itself is installed editable (no build isolation: setuptools comes with
-# requirements-dev.txt), which puts the `clipdet` command in $(BIN).
-$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+# The dependencies go in through tools/install.py (uv with pip's own settings, pip where uv
+# fails; then byte-compiled on every core). clipdet itself is installed editable (no build
+# isolation: setuptools comes with requirements-dev.txt), which puts `clipdet` in $(BIN).
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml tools/install.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -r requirements-dev.txt
-	@# byte-compiled on both cores (pip compiles on one: twice as long); like pip, a file
-	@# that does not compile (torch's Python 3.12-only test helpers) is skipped
-	$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null || true
+	$(BIN)/python tools/install.py -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -52,11 +52,10 @@ def quality(sources: int) -> None:
             items.append(("border", ImageOps.expand(image, 16, (0, 0, 0))))
             for kind, picture in items:
                 rows.append((s, kind, perceptual_hashes(np.asarray(picture))))
-            for shift in (3, 6):  # one object moved: redraw the scene's pixels shifted locally
-                edited = np.asarray(image).copy()
-                box = edited[60:140, 60:160].copy()
-                edited[60:140, 60 + shift : 160 + shift] = box
-                rows.append((-1 - s, f"edit: a region moved {shift} px", perceptual_hashes(edited)))
+            for shift in (3, 6):  # the same scene with its top shape drawn shift px further
+                edited = make_scene(Path(folder) / f"m{s}-{shift}.png", s, moved=shift)
+                rows.append((-1 - s, f"edit: an object moved {shift} px",
+                             perceptual_hashes(np.asarray(Image.open(edited)))))  # fmt: skip
             added = image.copy()
             ImageDraw.Draw(added).ellipse([200, 40, 260, 100], fill=(240, 30, 30))
             rows.append((-1 - s, "edit: an object added", perceptual_hashes(np.asarray(added))))

@@ -28,7 +28,13 @@ def api_options(checkpoint) -> dict:
     return {"backbone_weights": str(checkpoint), "device": "cpu", "num_workers": 0}
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+# the other two formats only in the full suite (the writers are shared: test_storage.py)
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "suffix", [".csv", pytest.param(".parquet", marks=SLOW), pytest.param(".jsonl", marks=SLOW)]
+)
 def test_score_images_with_an_output_and_calibration_equals_the_command(
     listed, weights_dir, tiny_clip_checkpoint, tmp_path, suffix
 ):

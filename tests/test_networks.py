@@ -4,7 +4,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from helpers import TINY_BACKBONE, TINY_CONFIG, TINY_MODEL, TINY_WIDTH, make_image
+from helpers import TINY_BACKBONE, TINY_CONFIG, TINY_MODEL, TINY_WIDTH, make_image, ram_folder
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.models import resnet50
@@ -90,17 +90,19 @@ def test_vit_l14_feature_dimensions():
 def test_vit_l14_random_init_forward_gives_1024_features(tmp_path):
     """A ViT-L/14 image tower with random weights through our loader: built on the meta
     device and filled from one small random buffer (no full CLIP, no 5 s random init), then
-    saved as a checkpoint of the image tower alone (1.2 GB)."""
+    saved as a checkpoint of the image tower alone (1.2 GB: in RAM, /dev/shm, where the
+    machine has it; 9 s to write to this machine's disk, 1.2 s there)."""
     visual = build_visual_tower(get_backbone("clipL14commonpool")).to_empty(device="cpu")
     noise = torch.randn(1_000_003, generator=torch.Generator().manual_seed(0)) * 0.02
     with torch.no_grad():
         for p in visual.parameters():
             flat = p.view(-1)
             flat.copy_(noise.repeat(flat.numel() // noise.numel() + 1)[: flat.numel()])
-    path = tmp_path / "vitl14_visual.pth"
-    torch.save({f"visual.{k}": v for k, v in visual.state_dict().items()}, path)
-    del visual
-    features = create_openclip_features(get_backbone("clipL14commonpool"), checkpoint=path)
+    with ram_folder(tmp_path) as folder:
+        path = folder / "vitl14_visual.pth"
+        torch.save({f"visual.{k}": v for k, v in visual.state_dict().items()}, path)
+        del visual
+        features = create_openclip_features(get_backbone("clipL14commonpool"), checkpoint=path)
     with torch.no_grad():
         out = features(torch.randn(1, 3, 224, 224), ["next_to_last"])["next_to_last"]
         # attribution's block features: the CLS token of block 12 of 24, 1024-d, same pass

@@ -235,6 +235,7 @@ def png_with_huge_text(rgb, size=100 * 1024 * 1024) -> bytes:
     return plain[:header_end] + chunk + plain[header_end:]
 
 
+@pytest.mark.slow
 def test_hostile_files_in_a_run_are_scored_with_unreadable_evidence(
     tmp_path, weights_dir, tiny_clip_checkpoint, signed
 ):

@@ -238,6 +238,8 @@ def test_resume_after_the_driver_is_killed_gives_the_uninterrupted_file(
         "-m", "res_tiny", "--num_workers", "0", "-q", "--ray_address", address, *flags,
     )  # fmt: skip
     driver = subprocess.Popen(command, start_new_session=True, stderr=subprocess.PIPE)
+    # the reference, while the driver starts (its imports hold one core for seconds)
+    whole = run(csv, tmp_path / "whole.csv", models_dir, tiny_clip_checkpoint, models="res_tiny")
     blocks = tmp_path / "scores.csv.blocks"
     deadline = time.monotonic() + 180
     while not list(blocks.glob("block-*.jsonl")):
@@ -254,7 +256,6 @@ def test_resume_after_the_driver_is_killed_gives_the_uninterrupted_file(
     resumed = run(csv, out, models_dir, tiny_clip_checkpoint, *flags, "--resume", models="res_tiny")
     assert f"resuming: {4 * written} of 24 images already scored" in caplog.text
     assert not blocks.exists()
-    whole = run(csv, tmp_path / "whole.csv", models_dir, tiny_clip_checkpoint, models="res_tiny")
     assert resumed["filename"].tolist() == whole["filename"].tolist()
     # the local engine's reference: float32 sums differ with the thread count (LLRs near 50)
     np.testing.assert_allclose(resumed["res_tiny"], whole["res_tiny"], rtol=1e-5)

@@ -42,7 +42,9 @@ def scored_run(tmp_path, weights_dir, checkpoint, models, *extra):
     return csv, pd.read_csv(out, keep_default_na=False, na_values=[""])
 
 
-@pytest.mark.parametrize("tile", ["0", "48"], ids=["whole", "tiled"])
+@pytest.mark.parametrize(  # tiled maps: the full suite (tiling itself: test_speed_modes.py)
+    "tile", ["0", pytest.param("48", marks=pytest.mark.slow)], ids=["whole", "tiled"]
+)
 def test_evidence_map_mean_is_the_llr(tmp_path, weights_dir, tiny_clip_checkpoint, tile):
     _, table = scored_run(tmp_path, weights_dir, tiny_clip_checkpoint, "res_tiny,tiny_a",
                           "--tile_size", tile)  # fmt: skip

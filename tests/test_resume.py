@@ -13,7 +13,7 @@ from clipdet.pipeline.resume import partial_path
 
 @pytest.fixture
 def interrupted(tmp_path, weights_dir, tiny_clip_checkpoint, monkeypatch, capsys):
-    """A run of 6 images stopped by Ctrl-C after 2 rows: (argv, output, clean output bytes)."""
+    """A run of 6 images stopped by Ctrl-C after 2 rows: (argv, output)."""
     names = [f"im{i}.png" for i in range(6)]
     for i, name in enumerate(names):
         make_image(tmp_path / name, size=(50 + i, 40), seed=i)
@@ -22,18 +22,23 @@ def interrupted(tmp_path, weights_dir, tiny_clip_checkpoint, monkeypatch, capsys
     out = tmp_path / "r.csv"
     argv = ["-i", str(csv), "-o", str(out), "--batch_size", "1"]
     argv += local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a,res_tiny")
-    assert cli.main([*argv[:3], str(tmp_path / "clean.csv"), *argv[4:]]) == 0
-    clean = (tmp_path / "clean.csv").read_bytes()
 
     with ctrl_c_after(monkeypatch, run_module, 2):
         assert cli.main(argv) == 130
     assert len(partial_path(out).read_text().splitlines()) == 3  # signature + 2 rows
     capsys.readouterr()
-    return argv, out, clean
+    return argv, out
 
 
-def test_resume_scores_only_the_missing_rows(interrupted, monkeypatch):
-    argv, out, clean = interrupted
+def uninterrupted(argv, folder) -> bytes:
+    """The output of the same run, not interrupted."""
+    assert cli.main([*argv[:3], str(folder / "clean.csv"), *argv[4:]]) == 0
+    return (folder / "clean.csv").read_bytes()
+
+
+def test_resume_scores_only_the_missing_rows(interrupted, monkeypatch, tmp_path):
+    argv, out = interrupted
+    clean = uninterrupted(argv, tmp_path)
     seen = []
     real = run_module.iter_scores
     monkeypatch.setattr(
@@ -48,8 +53,9 @@ def test_resume_scores_only_the_missing_rows(interrupted, monkeypatch):
     assert out.read_bytes() == clean and not partial_path(out).exists()
 
 
-def test_a_torn_last_line_is_cut_and_its_row_scored_again(interrupted):
-    argv, out, clean = interrupted
+def test_a_torn_last_line_is_cut_and_its_row_scored_again(interrupted, tmp_path):
+    argv, out = interrupted
+    clean = uninterrupted(argv, tmp_path)
     with open(partial_path(out), "a", encoding="utf-8") as f:
         f.write('{"index": 2, "filename": "im2.png", "scores": [0.1')  # killed mid-write
     assert cli.main([*argv, "--resume"]) == 0
@@ -58,7 +64,7 @@ def test_a_torn_last_line_is_cut_and_its_row_scored_again(interrupted):
 
 @pytest.mark.parametrize("change", ["images", "models", "weights", "perturb"])
 def test_resume_refuses_another_run(interrupted, weights_dir, change, capsys, tmp_path):
-    argv, out, _ = interrupted
+    argv, out = interrupted
     argv = list(argv)
     if change == "images":
         csv = tmp_path / "list.csv"
@@ -84,7 +90,7 @@ def test_resume_refuses_another_run(interrupted, weights_dir, change, capsys, tm
 
 
 def test_an_unexpected_error_mid_run_still_writes_the_output(tmp_path, monkeypatch, interrupted):
-    argv, out, clean = interrupted
+    argv, out = interrupted
     partial_path(out).unlink()
     real = run_module.iter_scores
 

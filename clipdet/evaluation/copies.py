@@ -2,7 +2,7 @@
 
 Two rows are copies when their perceptual hashes (``copy_hash``: pHash of the border-trimmed
 image and of its central 90 % and 80 %) come within ``MAX_HAMMING`` bits whole against whole
-(and their 256-bit hashes within ``MAX_FINE_HAMMING``: an edit that moves an object shows
+(and their 256-bit hashes within ``MAX_FINE_HAMMING``: finer, so more of an edit shows
 there), or within ``MAX_CROP_HAMMING`` one's central crop against the other whole, **and**
 their feature sketches (``copy_sketch``) have a cosine of at least ``MIN_COSINE`` (where both
 have one), **unless** the two frame the same picture (whole against whole) and their colour
@@ -37,7 +37,7 @@ NEIGHBOURS = 8  # nearest sketches per row that become candidates
 EXACT_LIMIT = 50_000  # rows up to which sketches' neighbours are exact (faiss flat index)
 HASHES = len(CENTRES)  # per row: the trimmed image, its central 90 % and 80 %
 FINE_WORDS = FINE_HASH_SIZE**2 // 64  # the 256-bit hash of the trimmed image, in 64-bit words
-MAX_FINE_HAMMING = 18  # bits, of 256: copies measured <= 14, an object moved 6 px >= 22
+MAX_FINE_HAMMING = 18  # bits, of 256: copies measured <= 14 (an object moved 6 px: 4-24)
 # the largest cell of two same-framed thumbnails' difference (each thumbnail centred per
 # channel and scaled by its spread): laundered copies measured <= 0.42, objects added 0.4-3.4
 MAX_LOCAL_CHANGE = 0.5

@@ -2,7 +2,7 @@
 
 - ``copy_hash``: perceptual hashes (imagehash's pHash, 64 bits) of the image with any uniform
   border trimmed, and of its central 90 % and 80 % (mild crops), and a 256-bit pHash of the
-  trimmed image (finer: an edit that moves an object shows in it), as ``h1,h2,h3,h4`` in hex;
+  trimmed image (finer: more of an edit shows in it), as ``h1,h2,h3,h4`` in hex;
   then colour thumbnails (8 x 8 px, area means) of the trimmed image and of its central 90 %
   and 80 %, together in base64: an object added or removed shows in a few of their cells,
   recompression and resizing in none;
