@@ -257,6 +257,7 @@ def test_a_tampered_head_is_refused_in_one_line_and_a_placed_file_is_used(
     assert W.resolve_weights_file("CommFor384", config, tmp_path / "w") == placed
 
 
+@pytest.mark.slow
 def test_the_peers_calibrate_and_give_verdicts(peers, tmp_path):
     """`clipdet calibrate` on the new detectors (the domain described in the concept model's
     features), then scoring with the calibration: each detector's verdict, and the concept

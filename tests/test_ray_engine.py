@@ -214,10 +214,12 @@ def test_a_killed_infer_actor_is_replaced_and_no_row_is_lost(
     assert sorted(r.index for r in seen) == list(range(24))  # every row, once
     replacement = [p for p in descendants(os.getpid()) if "InferActor" in command_line(p)]
     assert replacement and replacement != actors  # Ray started another actor
-    local = {r.index: r.scores for r in iter_scores(models, paths, local_options)}
-    for r in seen:
-        assert not r.error
-        np.testing.assert_allclose(r.scores, local[r.index], rtol=1e-5)  # LLRs near 50
+    assert not any(r.error for r in seen)
+    # the local reference for the first row and the last 6 (the replacement's), not all 24
+    sample = [seen[0], *seen[-6:]]
+    local = iter_scores(models, [paths[r.index] for r in sample], local_options)
+    for r, reference in zip(sample, local, strict=True):
+        np.testing.assert_allclose(r.scores, reference.scores, rtol=1e-5)  # LLRs near 50
 
 
 def test_resume_after_the_driver_is_killed_gives_the_uninterrupted_file(

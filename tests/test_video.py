@@ -158,7 +158,11 @@ def _scores(root, names, models, weights_dir, checkpoint, **options):
 
 @pytest.mark.parametrize(
     "models",
-    [["tiny_a", "tiny_b", "tiny_proj"], ["res_tiny"], ["bfree_small"]],
+    [
+        ["tiny_a", "tiny_b", "tiny_proj"],
+        pytest.param(["res_tiny"], marks=pytest.mark.slow),
+        ["bfree_small"],
+    ],
     ids=["CLIP heads", "Corvi2023 (full-resolution ResNet)", "B-Free"],
 )
 def test_a_still_video_scores_its_image_and_a_two_part_one_between(
