@@ -88,7 +88,8 @@ def main() -> int:
         if not run([*pip, "--no-compile", "-r", args.requirement]):
             return 1
     # like pip, a file that does not compile (torch's Python 3.12-only helpers) is skipped;
-    # the packages' own test suites (pandas', scipy's, sympy's...) are never imported
+    # the packages' own test suites (pandas', scipy's, sympy's...) are not compiled: neither
+    # clipdet nor its tests import them
     site = sysconfig.get_paths()["purelib"]
     skip = re.escape(site) + r"/.+/tests?/"
     subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", "-x", skip, site],
