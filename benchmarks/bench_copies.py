@@ -4,7 +4,9 @@
    photo-like pictures (a smooth ground and five shapes; the tests' make_scene): resized,
    recompressed (JPEG, WebP), bordered, centre- and randomly cropped, chained; beside them
    the same scene with one object moved by 1-2 % of the width (an edit: not a copy), the
-   scene with one more object (a bigger edit), and distinct pictures. Perceptual hashes and
+   scene with one more object (a bigger edit), another shot of the scene (the camera panned
+   by 2 %, other sensor noise, with and without an object moved: a burst), and distinct
+   pictures. Perceptual hashes and
    thumbnails only (the rule's feature check needs a real backbone, which cannot be
    downloaded here).
 2. Time and peak memory of the grouping pass (find_copies) on synthetic keys: groups of 1-20
@@ -56,6 +58,11 @@ def quality(sources: int) -> None:
                 edited = make_scene(Path(folder) / f"m{s}-{shift}.png", s, moved=shift)
                 rows.append((-1 - s, f"edit: an object moved {shift} px",
                              perceptual_hashes(np.asarray(Image.open(edited)))))  # fmt: skip
+            for pan, moved in ((6, 0), (6, 6)):  # another shot: the camera panned 2 %
+                shot = make_scene(Path(folder) / f"b{s}-{moved}.png", s, moved=moved, pan=pan,
+                                  noise_seed=50_000 + s)  # fmt: skip
+                kind = "another shot: panned 6 px, new noise" + (", an object moved" * bool(moved))
+                rows.append((-1 - s, kind, perceptual_hashes(np.asarray(Image.open(shot)))))
             added = image.copy()
             ImageDraw.Draw(added).ellipse([200, 40, 260, 100], fill=(240, 30, 30))
             rows.append((-1 - s, "edit: an object added", perceptual_hashes(np.asarray(added))))

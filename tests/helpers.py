@@ -208,14 +208,18 @@ def ram_folder(fallback: Path):
         yield Path(folder)
 
 
-def make_scene(path, seed: int, size=(320, 240), moved: int = 0):
+def make_scene(path, seed: int, size=(320, 240), moved: int = 0, pan: int = 0,
+               noise_seed: int | None = None):  # fmt: skip
     """A photo-like picture: a smooth coloured ground and five filled shapes, mild noise;
     distinct seeds give distinct pictures; ``moved`` draws the last shape that many pixels
-    to the right (the same scene with one object moved: an edit)."""
+    to the right (the same scene with one object moved: an edit); ``pan`` moves the camera
+    that many pixels to the right and ``noise_seed`` draws other sensor noise (another shot
+    of the same scene, as in a burst)."""
     from PIL import ImageDraw
 
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0 : size[1], 0 : size[0]] / 100.0
+    x = x + pan / 100.0
     c = rng.uniform(0.2, 0.8, 3)
     base = np.stack([c[0] + 0.2 * np.sin(x * rng.uniform(1, 3)), c[1] + 0.2 * y,
                      c[2] + 0.1 * np.cos(2 * y)], -1)  # fmt: skip
@@ -223,11 +227,12 @@ def make_scene(path, seed: int, size=(320, 240), moved: int = 0):
     draw = ImageDraw.Draw(image)
     for shape_index in range(5):
         x0, y0 = rng.integers(0, size[0] - 60), rng.integers(0, size[1] - 60)
-        x0 += moved if shape_index == 4 else 0
+        x0 += (moved if shape_index == 4 else 0) - pan
         w, h = rng.integers(20, 100, 2)
         shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
         shape([x0, y0, x0 + w, y0 + h], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    noise = rng.normal(0, 4, (size[1], size[0], 3))
+    noise_rng = rng if noise_seed is None else np.random.default_rng(noise_seed)
+    noise = noise_rng.normal(0, 4, (size[1], size[0], 3))
     pixels = np.clip(np.asarray(image, float) + noise, 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
