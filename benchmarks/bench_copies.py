@@ -6,7 +6,7 @@
    the same scene with one object moved by 1-2 % of the width (an edit: not a copy), the
    scene with one more object (a bigger edit), another shot of the scene (the camera panned
    by 2 %, other sensor noise, with and without an object moved: a burst), and distinct
-   pictures. Perceptual hashes and
+   pictures; then second shots panned 1-15 % among the source's copies. Perceptual hashes and
    thumbnails only (the rule's feature check needs a real backbone, which cannot be
    downloaded here).
 2. Time and peak memory of the grouping pass (find_copies) on synthetic keys: groups of 1-20
@@ -94,7 +94,44 @@ def quality(sources: int) -> None:
         what = "" if kind.startswith("distinct") else " joined with its source"
         print(f"  {kind + what:60s} {np.mean(found):6.1%}")
     print(f"  pairs: precision {tp / max(tp + fp, 1):.3f}, recall {tp / max(tp + fn, 1):.3f} "
-          "(edits and distinct pictures count as not copies)")  # fmt: skip
+          "(edits, second shots and distinct pictures count as not copies)")  # fmt: skip
+
+
+def second_shots(sources: int, pans=(3, 6, 12, 24, 48)) -> None:
+    """How far the camera must move before a second shot of a scene stays out of the group
+    of its source and the source's copies (CHAINS and a border)."""
+    from helpers import make_scene
+    from PIL import Image, ImageOps
+
+    from clipdet.evaluation.copies import find_copies
+    from clipdet.pipeline.extensions.copy_keys import perceptual_hashes
+    from clipdet.pipeline.perturb import Perturbation
+
+    def keys(picture) -> str:
+        return perceptual_hashes(np.asarray(picture))
+
+    copies, shots = [], {pan: [] for pan in pans}
+    with tempfile.TemporaryDirectory() as folder:
+        for s in range(sources):
+            image = Image.open(make_scene(Path(folder) / f"{s}.png", s)).convert("RGB")
+            items = [image, *(Perturbation(c, 0)(image, s).image for c in CHAINS)]
+            copies.append([keys(p) for p in (*items, ImageOps.expand(image, 16, (0, 0, 0)))])
+            for pan in pans:
+                shot = make_scene(
+                    Path(folder) / f"{s}-{pan}.png", s, pan=pan, noise_seed=50_000 + s
+                )
+                shots[pan].append(keys(Image.open(shot)))
+    print(
+        "a second shot of the scene (camera panned, other sensor noise) among its source's copies:"
+    )
+    for pan, found in shots.items():
+        rows, pairs = [], []
+        for s in range(sources):
+            pairs.append((len(rows), len(rows) + len(copies[s])))
+            rows += [*copies[s], found[s]]
+        labels = find_copies(rows)
+        joined = np.mean([labels[a] == labels[b] for a, b in pairs])
+        print(f"  panned {pan:2d} px ({pan / 320:4.0%} of the width): joined {joined:6.1%}")
 
 
 def scale_child(rows: int) -> None:
@@ -144,6 +181,7 @@ def main() -> None:
         return
     print(f"CPU: {cpu_name()}")
     quality(args.sources)
+    second_shots(args.sources)
     for rows in (int(r) for r in args.rows.split(",") if r):
         out = subprocess.run([sys.executable, __file__, "--child", str(rows)], check=True,
                              capture_output=True, text=True)  # fmt: skip
