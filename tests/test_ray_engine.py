@@ -96,17 +96,40 @@ def assert_same_scores(a: pd.DataFrame, b: pd.DataFrame, atol=1e-5, rtol=2e-6) -
             assert a[column].fillna("").tolist() == b[column].fillna("").tolist(), column
 
 
-def test_ray_engine_gives_the_local_engines_scores(
+def test_ray_engine_gives_the_local_engines_rows(
     ray_instance, tmp_path, models_dir, mixed_list, tiny_clip_checkpoint
 ):
+    """Two infer actors give the local engine's rows: LLRs, attribution, hostile rows' errors,
+    and every row extension read in the prepare tasks (image size and JPEG quality, so the
+    calibrated verdicts and their reasons; views scored in the same pass; copy keys and groups;
+    provenance, where c2pa is installed): one Ray run, its columns equal to the local run's."""
+    import importlib.util
+
+    from clipdet.cli import main as clipdet
+    from clipdet.provenance.samples import WEBUI, picture, png_bytes
+
     csv, hostile = mixed_list
-    local = run(csv, tmp_path / "local.csv", models_dir, tiny_clip_checkpoint)
+    calibration = tmp_path / "cal.yaml"
+    common = local_run_args(tiny_clip_checkpoint, models_dir, "tiny_a,tiny_b")
+    assert clipdet(["calibrate", "--real", str(csv), "-o", str(calibration), *common]) == 0
+    flags = ["--calibration", str(calibration), "--views", "blur:1;jpeg:50", "--group", "auto"]
+    listed = pd.read_csv(csv)["filename"].tolist()
+    provenance = importlib.util.find_spec("c2pa") is not None
+    if provenance:
+        flags.append("--provenance")
+        (csv.parent / "webui.png").write_bytes(
+            png_bytes(picture(300, 300), texts=[("parameters", WEBUI)])
+        )
+        listed.append("webui.png")
+    listed_csv = csv.parent / "rows.csv"
+    pd.DataFrame({"filename": listed}).to_csv(listed_csv, index=False)
+    local = run(listed_csv, tmp_path / "local.csv", models_dir, tiny_clip_checkpoint, *flags)
     on_ray = run(
-        csv, tmp_path / "ray.csv", models_dir, tiny_clip_checkpoint,
+        listed_csv, tmp_path / "ray.csv", models_dir, tiny_clip_checkpoint, *flags,
         "--engine", "ray", "--batch_size", "3", "--workers", "2", "--cpus_per_worker", "0.5",
     )  # fmt: skip
     assert_same_scores(local, on_ray)
-    assert on_ray["filename"].tolist() == pd.read_csv(csv)["filename"].tolist()
+    assert on_ray["filename"].tolist() == listed
     assert {"tiny_a", "tiny_b", "fusion", "attr", "attr_p_gen", "attr_p_real"} <= set(on_ray)
     failed = on_ray[on_ray["error"].notna()]
     assert sorted(failed["filename"]) == sorted(hostile)
@@ -116,8 +139,24 @@ def test_ray_engine_gives_the_local_engines_scores(
     assert "not a readable image" in messages["notes.png"]
     assert "decompression bomb" in messages["bomb.png"]
     good = on_ray[on_ray["error"].isna()]
-    assert len(good) == 12 and np.isfinite(good[["tiny_a", "tiny_b", "fusion"]]).all().all()
+    assert len(good) == len(listed) - 4
+    assert np.isfinite(good[["tiny_a", "tiny_b", "fusion"]]).all().all()
     assert not (tmp_path / "ray.csv.blocks").exists()  # removed once the output is written
+    # the row extensions
+    assert {"verdict", "verdict_reason", "width", "height", "jpeg_quality"} <= set(on_ray)
+    views = ["llr@blur:1", "llr@jpeg:50"]  # scored in the same pass as the image
+    np.testing.assert_allclose(on_ray[views], local[views], rtol=1e-5)
+    assert on_ray[views].notna().sum().min() > 0
+    np.testing.assert_allclose(on_ray["calibration_distance"], local["calibration_distance"],
+                               rtol=1e-4, atol=1e-6)  # fmt: skip
+    assert on_ray["verdict_reason"].tolist() == local["verdict_reason"].tolist()
+    assert on_ray["group"].tolist() == local["group"].tolist()  # copies found alike
+    assert on_ray["copy_hash"].tolist() == local["copy_hash"].tolist()
+    small = good[good["filename"] != "webui.png"]  # all under 224 px
+    assert (small["verdict_reason"] == "smaller_than_input").all()
+    assert on_ray.loc[on_ray["filename"].isin(hostile), "verdict_reason"].eq("not_scored").all()
+    if provenance:
+        assert on_ray["provenance"].iloc[-1] == "a1111:sd_xl_base_1.0"
 
 
 def test_ray_engine_runs_bfree_and_univfd_as_the_local_engine(
@@ -142,31 +181,6 @@ def test_ray_engine_runs_bfree_and_univfd_as_the_local_engine(
     good = on_ray.loc[on_ray["error"].isna()]
     assert np.isfinite(good[["bfree_small", "probe_tiny", "probe_oc", "rine_tiny"]]).all().all()
     assert good["concepts_cc_concepts"].str.count(":").eq(3).all()
-
-
-def test_ray_engine_reads_provenance_as_the_local_engine(
-    ray_instance, tmp_path, models_dir, mixed_list, tiny_clip_checkpoint
-):
-    """--provenance on Ray: the evidence is read in the prepare tasks and comes back with each
-    row, equal to the local engine's; hostile rows stay errors."""
-    pytest.importorskip("c2pa")
-    from clipdet.provenance.samples import WEBUI, picture, png_bytes
-
-    csv, hostile = mixed_list
-    listed = pd.read_csv(csv)
-    (csv.parent / "webui.png").write_bytes(
-        png_bytes(picture(300, 300), texts=[("parameters", WEBUI)])
-    )
-    pd.DataFrame({"filename": [*listed["filename"], "webui.png"]}).to_csv(
-        csv.parent / "p.csv", index=False
-    )
-    local = run(csv.parent / "p.csv", tmp_path / "local.csv", models_dir, tiny_clip_checkpoint,
-                "--provenance", models="tiny_a")  # fmt: skip
-    on_ray = run(csv.parent / "p.csv", tmp_path / "ray.csv", models_dir, tiny_clip_checkpoint,
-                 "--provenance", "--engine", "ray", models="tiny_a")  # fmt: skip
-    assert_same_scores(local, on_ray)
-    assert on_ray["provenance"].iloc[-1] == "a1111:sd_xl_base_1.0"
-    assert sorted(on_ray.loc[on_ray["error"].notna(), "filename"]) == sorted(hostile)
 
 
 def descendants(pid: int) -> list[int]:
@@ -291,33 +305,3 @@ def test_lists_images_and_scores_in_s3(
         o["Key"] for o in bucket.list_objects_v2(Bucket="clipdet", Prefix="results/")["Contents"]
     ]
     assert keys == ["results/scores.parquet"]  # the blocks are gone
-
-
-def test_calibrated_verdicts_on_ray_are_the_local_engines(
-    ray_instance, tmp_path, models_dir, mixed_list, tiny_clip_checkpoint
-):
-    """Each image's size and JPEG quality are read in the prepare tasks and travel with its
-    result: the verdicts, their reasons and the image columns are the local engine's."""
-    from clipdet.cli import main as clipdet
-
-    csv, hostile = mixed_list
-    calibration = tmp_path / "cal.yaml"
-    common = local_run_args(tiny_clip_checkpoint, models_dir, "tiny_a,tiny_b")
-    assert clipdet(["calibrate", "--real", str(csv), "-o", str(calibration), *common]) == 0
-    flags = ("--calibration", str(calibration), "--views", "blur:1;jpeg:50", "--group", "auto")
-    local = run(csv, tmp_path / "local.csv", models_dir, tiny_clip_checkpoint, *flags)
-    on_ray = run(csv, tmp_path / "ray.csv", models_dir, tiny_clip_checkpoint, *flags,
-                 "--engine", "ray", "--batch_size", "3")  # fmt: skip
-    assert_same_scores(local, on_ray)
-    assert {"verdict", "verdict_reason", "width", "height", "jpeg_quality"} <= set(on_ray)
-    views = ["llr@blur:1", "llr@jpeg:50"]  # scored in the same pass as the image
-    np.testing.assert_allclose(on_ray[views], local[views], rtol=1e-5)
-    assert on_ray[views].notna().sum().min() > 0
-    np.testing.assert_allclose(on_ray["calibration_distance"], local["calibration_distance"],
-                               rtol=1e-4, atol=1e-6)  # fmt: skip
-    assert on_ray["verdict_reason"].tolist() == local["verdict_reason"].tolist()
-    assert on_ray["group"].tolist() == local["group"].tolist()  # copies found alike
-    assert on_ray["copy_hash"].tolist() == local["copy_hash"].tolist()
-    good = on_ray[on_ray["error"].isna()]
-    assert (good["verdict_reason"] == "smaller_than_input").all()  # all under 224 px
-    assert on_ray.loc[on_ray["filename"].isin(hostile), "verdict_reason"].eq("not_scored").all()
