@@ -91,20 +91,37 @@ def _imported_after(*steps: str) -> list[set[str]] | set[str]:
 
 
 @pytest.mark.slow
-def test_networks_import_nothing_from_clipdet_and_the_clis_start_light():
+def test_what_networks_the_clis_the_api_and_a_local_run_import(
+    tmp_path, image_dir, weights_dir, tiny_clip_checkpoint
+):
+    """networks/ imports nothing from clipdet; the CLIs start light; the scoring path loads no
+    training, evaluation or scikit-learn; and the local engine works without Ray installed: a
+    whole run imports none of it."""
     for cli in ("main", "train"):  # what a CLI imports before it parses its arguments
         loaded = _imported_after(f"import {cli}")
         assert {"torch", "open_clip", "pandas"}.isdisjoint(loaded), cli
     assert "torch" not in _imported_after("import clipdet")
     assert "torch" not in _imported_after("import clipdet.api")  # names load when used
-    # torch's import is the cost (~5 s): networks, then scoring, in one interpreter
-    networks, scoring = _imported_after(
-        "import networks", "from clipdet.api import score_images; import clipdet.pipeline.run"
+    # torch's import is the cost (~5 s): networks, then scoring, then a whole local run, in
+    # one interpreter
+    config = tiny_clip_checkpoint.parent / f"{TINY_MODEL}.json"
+    args = [str(image_dir), "-o", str(tmp_path / "s.csv"), "-w", str(weights_dir), "-m", "tiny_a",
+            "--backbone_weights", str(tiny_clip_checkpoint), "-d", "cpu", "-q"]  # fmt: skip
+    run = (
+        f"import open_clip; open_clip.add_model_config({str(config)!r}); "
+        "from clipdet.models.registry import register_backbone; "
+        f"register_backbone({TINY_BACKBONE!r}, {TINY_MODEL!r}); "
+        f"import main; assert main.main({args!r}) == 0"
+    )
+    networks, scoring, after_run = _imported_after(
+        "import networks", "from clipdet.api import score_images; import clipdet.pipeline.run", run
     )
     assert "torch" in networks and not any(m.startswith("clipdet") for m in networks)
     assert {"torch", "open_clip", "clipdet.pipeline.scoring"} <= scoring
     heavy = ("sklearn", "scipy.stats", "matplotlib", "clipdet.training", "clipdet.evaluation")
     assert not {m for m in scoring if m.startswith(heavy)}  # neither networks nor scoring
+    assert not {m for m in after_run if m == "ray" or m.startswith("ray.")}
+    assert (tmp_path / "s.csv").exists()
 
 
 def test_pyproject_dependencies_are_requirements_txt():
@@ -113,21 +130,3 @@ def test_pyproject_dependencies_are_requirements_txt():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     lines = (REPO / "requirements.txt").read_text().splitlines()
     assert project["dependencies"] == [line.strip() for line in lines if line.strip()]
-
-
-@pytest.mark.slow
-def test_a_local_run_never_imports_ray(tmp_path, image_dir, weights_dir, tiny_clip_checkpoint):
-    """The local engine works without Ray installed: a whole run imports none of it."""
-    config = tiny_clip_checkpoint.parent / f"{TINY_MODEL}.json"
-    args = [str(image_dir), "-o", str(tmp_path / "s.csv"), "-w", str(weights_dir), "-m", "tiny_a",
-            "--backbone_weights", str(tiny_clip_checkpoint), "-d", "cpu", "-q"]  # fmt: skip
-    code = (
-        f"import open_clip; open_clip.add_model_config({str(config)!r}); "
-        "from clipdet.models.registry import register_backbone; "
-        f"register_backbone({TINY_BACKBONE!r}, {TINY_MODEL!r}); "
-        f"import main; assert main.main({args!r}) == 0"
-    )
-    loaded = _imported_after(code)
-    assert "clipdet.pipeline.scoring" in loaded
-    assert not {m for m in loaded if m == "ray" or m.startswith("ray.")}
-    assert (tmp_path / "s.csv").exists()
