@@ -37,7 +37,9 @@ CHAINS = ("resize:0.5/bicubic", "jpeg:60", "webp:70", "resize:0.3,jpeg:50", "res
           "crop:0.95,jpeg:80", "crop:0.9")  # fmt: skip
 
 
-def quality(sources: int) -> None:
+def quality(sources: int) -> list[list[str]]:
+    """Prints how often each kind of copy or edit joins its source; returns the keys of each
+    source and its copies (the source first), for second_shots."""
     from helpers import make_scene
     from PIL import Image, ImageDraw, ImageOps
 
@@ -46,6 +48,7 @@ def quality(sources: int) -> None:
     from clipdet.pipeline.perturb import Perturbation
 
     rows = []  # (truth, kind, hashes)
+    copies = []  # per source: its keys and its copies'
     with tempfile.TemporaryDirectory() as folder:
         for s in range(sources):
             image = Image.open(make_scene(Path(folder) / f"{s}.png", s)).convert("RGB")
@@ -54,6 +57,7 @@ def quality(sources: int) -> None:
             items.append(("border", ImageOps.expand(image, 16, (0, 0, 0))))
             for kind, picture in items:
                 rows.append((s, kind, perceptual_hashes(np.asarray(picture))))
+            copies.append([keys for _, _, keys in rows[-len(items) :]])
             for shift in (3, 6):  # the same scene with its top shape drawn shift px further
                 edited = make_scene(Path(folder) / f"m{s}-{shift}.png", s, moved=shift)
                 rows.append((-1 - s, f"edit: an object moved {shift} px",
@@ -95,40 +99,34 @@ def quality(sources: int) -> None:
         print(f"  {kind + what:60s} {np.mean(found):6.1%}")
     print(f"  pairs: precision {tp / max(tp + fp, 1):.3f}, recall {tp / max(tp + fn, 1):.3f} "
           "(edits, second shots and distinct pictures count as not copies)")  # fmt: skip
+    return copies
 
 
-def second_shots(sources: int, pans=(3, 6, 12, 24, 48)) -> None:
+def second_shots(copies: list[list[str]], pans=(3, 6, 12, 24, 48)) -> None:
     """How far the camera must move before a second shot of a scene stays out of the group
-    of its source and the source's copies (CHAINS and a border)."""
+    of its source and the source's copies (``copies``: quality's keys, per source)."""
     from helpers import make_scene
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     from clipdet.evaluation.copies import find_copies
     from clipdet.pipeline.extensions.copy_keys import perceptual_hashes
-    from clipdet.pipeline.perturb import Perturbation
 
-    def keys(picture) -> str:
-        return perceptual_hashes(np.asarray(picture))
-
-    copies, shots = [], {pan: [] for pan in pans}
+    shots = {pan: [] for pan in pans}
     with tempfile.TemporaryDirectory() as folder:
-        for s in range(sources):
-            image = Image.open(make_scene(Path(folder) / f"{s}.png", s)).convert("RGB")
-            items = [image, *(Perturbation(c, 0)(image, s).image for c in CHAINS)]
-            copies.append([keys(p) for p in (*items, ImageOps.expand(image, 16, (0, 0, 0)))])
+        for s in range(len(copies)):
             for pan in pans:
                 shot = make_scene(
                     Path(folder) / f"{s}-{pan}.png", s, pan=pan, noise_seed=50_000 + s
                 )
-                shots[pan].append(keys(Image.open(shot)))
+                shots[pan].append(perceptual_hashes(np.asarray(Image.open(shot))))
     print(
         "a second shot of the scene (camera panned, other sensor noise) among its source's copies:"
     )
     for pan, found in shots.items():
         rows, pairs = [], []
-        for s in range(sources):
-            pairs.append((len(rows), len(rows) + len(copies[s])))
-            rows += [*copies[s], found[s]]
+        for keys, shot in zip(copies, found, strict=True):
+            pairs.append((len(rows), len(rows) + len(keys)))
+            rows += [*keys, shot]
         labels = find_copies(rows)
         joined = np.mean([labels[a] == labels[b] for a, b in pairs])
         print(f"  panned {pan:2d} px ({pan / 320:4.0%} of the width): joined {joined:6.1%}")
@@ -180,8 +178,7 @@ def main() -> None:
         scale_child(args.child)
         return
     print(f"CPU: {cpu_name()}")
-    quality(args.sources)
-    second_shots(args.sources)
+    second_shots(quality(args.sources))
     for rows in (int(r) for r in args.rows.split(",") if r):
         out = subprocess.run([sys.executable, __file__, "--child", str(rows)], check=True,
                              capture_output=True, text=True)  # fmt: skip
