@@ -38,14 +38,20 @@ $(CHROMIUM):
 # subprocess and Ray worker of the tests would otherwise compile each module it imports.
 COMPILE := $(BIN)/python -m compileall -q -j 0 clipdet networks tests > /dev/null
 
+# pytest-xdist runs the suite in TEST_WORKERS processes (2: this machine's and CI's cores):
+# every test on the Ray instance in one of them, the other test modules wherever a worker is
+# free (tests/conftest.py). TEST_WORKERS=0 runs it in one process, as `pytest` alone does.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+
 test: lint $(CHROMIUM)
 	$(COMPILE)
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # Everything but the tests marked slow (a few seconds to ~40 s each); CI runs them all.
 test-fast: lint $(CHROMIUM)
 	$(COMPILE)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The paper's Synthbuster table, clean and postprocessed (downloads the data and weights).
 reproduce: $(BIN)/.installed

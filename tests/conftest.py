@@ -137,14 +137,39 @@ def s3_server():
             os.environ[key] = value
 
 
+def is_ray_test(nodeid: str) -> bool:
+    """The tests on the local Ray instance live in tests/test_ray_*.py."""
+    return Path(nodeid.split("::")[0]).name.startswith("test_ray_")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` are collected everywhere and skipped where there is no GPU."""
-    if torch.cuda.is_available():
-        return
+    """Tests marked ``cuda`` are collected everywhere and skipped where there is no GPU. The
+    Ray tests come first (the longest run of tests: see pytest_xdist_make_scheduler)."""
+    misplaced = [i.nodeid for i in items if "ray_instance" in i.fixturenames]
+    misplaced = [nodeid for nodeid in misplaced if not is_ray_test(nodeid)]
+    if misplaced:
+        raise pytest.UsageError(f"tests on the Ray instance belong in test_ray_*.py: {misplaced}")
+    items.sort(key=lambda item: not is_ray_test(item.nodeid))  # stable: otherwise as collected
     skip = pytest.mark.skip(reason="no CUDA device on this machine")
     for item in items:
-        if "cuda" in item.keywords:
+        if "cuda" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With pytest-xdist (``make test`` runs two workers): every Ray test in one worker, one
+    after another from the start (one Ray instance, whose idle workers serve the later runs;
+    they use about 1.3 cores), and each other test module, whole, in whichever worker is free
+    (its module fixtures built once)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RayTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "ray" if is_ray_test(nodeid) else nodeid.split("::")[0]
+
+    config.option.loadscopereorder = False  # the collection's order: the Ray tests first
+    return RayTestsTogether(config, log)
 
 
 @pytest.fixture

@@ -211,9 +211,9 @@ def command_line(pid: int) -> str:
 def test_a_killed_infer_actor_is_replaced_and_no_row_is_lost(
     ray_instance, tmp_path, models_dir, tiny_clip_checkpoint
 ):
-    """The full-resolution ResNet on one thread is slow enough (~0.2 s per image) that the
-    actor is killed with most of the list still to do."""
-    paths = [str(make_image(tmp_path / f"i{i}.png", size=(96, 96), seed=i)) for i in range(24)]
+    """The actor is killed once the first result is back, with most of the list still to do:
+    the full-resolution ResNet on one thread takes ~0.06 s per 48-px image."""
+    paths = [str(make_image(tmp_path / f"i{i}.png", size=(48, 48), seed=i)) for i in range(24)]
     local_options = RunOptions(device="cpu", batch_size=2, num_workers=0)
     models = load_models(["res_tiny"], models_dir, local_options)
     engine = RayEngine(RayOptions(workers=1))
@@ -240,10 +240,11 @@ def test_resume_after_the_driver_is_killed_gives_the_uninterrupted_file(
     ray_instance, tmp_path, models_dir, tiny_clip_checkpoint, caplog
 ):
     """A driver in its own process on this Ray instance is killed (SIGKILL) once its first
-    block of 4 rows is written (of 6 blocks, ~0.2 s per image); --resume scores only the
-    blocks not written."""
+    block of 4 rows is written: rows reach it 8 at a time (an input block), and its one actor
+    takes ~0.5 s over the next 8 (~0.06 s per 48-px image), so 2 of the 6 blocks are on disk;
+    --resume scores only the blocks not written."""
     for i in range(24):
-        make_image(tmp_path / "images" / f"i{i}.png", size=(96, 96), seed=i)
+        make_image(tmp_path / "images" / f"i{i}.png", size=(48, 48), seed=i)
     csv = tmp_path / "list.csv"
     pd.DataFrame({"filename": [f"images/i{i}.png" for i in range(24)]}).to_csv(csv, index=False)
     out = tmp_path / "scores.csv"

@@ -157,33 +157,45 @@ def test_a_streamed_run_writes_each_row_once_with_the_local_engines_scores(
 
 
 @pytest.mark.slow
-def test_webdataset_shards_with_a_corrupt_member(
+def test_webdataset_shards_with_corrupt_members_and_videos(
     ray_instance,
     tmp_path,
     weights_dir,
     tiny_clip_checkpoint,
 ):
+    """Two shards: images, a corrupt JPEG, a sample with no image, a video (one task's unit,
+    its frames folded into its row) and a broken one; the local engine's LLRs."""
+    pytest.importorskip("av")
+    from videos import pattern, write_video
+
     images = [make_image(tmp_path / f"i{i}.png", size=(50 + 9 * i, 40), seed=i) for i in range(6)]
+    write_video(tmp_path / "i6.mkv", lambda k: pattern(64, 48, k), 8)
     samples = [(f"{k:05d}", {"png": images[k].read_bytes(), "txt": b"caption"}) for k in range(6)]
     samples[2] = ("00002", {"jpg": b"\xff\xd8 corrupt", "txt": b"caption"})
     samples[4] = ("00004", {"txt": b"no image"})
+    samples.append(("00006", {"mkv": (tmp_path / "i6.mkv").read_bytes(), "txt": b"clip"}))
+    samples.append(("00007", {"mp4": b"\x00\x00\x00\x18ftypmp42 broken", "txt": b"bad"}))
     write_tar(tmp_path / "shard-00000.tar", samples[:3])
     write_tar(tmp_path / "shard-00001.tar", samples[3:])
-    flags = local_run_args(tiny_clip_checkpoint, weights_dir, MODELS)
+    flags = [*local_run_args(tiny_clip_checkpoint, weights_dir, MODELS), "--video_frames", "4"]
     out = f"{tmp_path}/scores/"
-    pattern = str(tmp_path / "shard-{00000..00001}.tar")
-    assert cli.main(["--in_wds", pattern, "-o", out, "--engine", "ray", *flags]) == 0
+    shards = str(tmp_path / "shard-{00000..00001}.tar")
+    assert cli.main(["--in_wds", shards, "-o", out, "--engine", "ray", *flags]) == 0
     table = read_scores_folder(out)
-    assert table["filename"].tolist() == [f"{k:05d}" for k in range(6)]
+    assert table["filename"].tolist() == [f"{k:05d}" for k in range(8)]
     assert table["source"].str.endswith(("shard-00000.tar", "shard-00001.tar")).all()
     errors = table["error"].fillna("")
     assert "cannot decode image" in errors[2] or "not a readable image" in errors[2]
     assert "no image or video member" in errors[4]
-    good = [0, 1, 3, 5]
-    pd.DataFrame({"filename": [f"i{k}.png" for k in good]}).to_csv(tmp_path / "l.csv", index=False)
+    assert "not a readable video" in errors[7]
+    assert table["frames"][6] == 4 and table["frames"][:6].isna().all()
+    good = [0, 1, 3, 5, 6]
+    names = [f"i{k}.png" for k in good[:-1]] + ["i6.mkv"]
+    pd.DataFrame({"filename": names}).to_csv(tmp_path / "l.csv", index=False)
     assert cli.main(["-i", str(tmp_path / "l.csv"), "-o", str(tmp_path / "local.csv"), *flags]) == 0
     local = pd.read_csv(tmp_path / "local.csv")
-    np.testing.assert_allclose(table.loc[good, "tiny_a"], local["tiny_a"], atol=1e-5)
+    for column in MODELS.split(","):
+        np.testing.assert_allclose(table.loc[good, column], local[column], atol=1e-4)
 
 
 @pytest.mark.slow

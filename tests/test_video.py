@@ -454,59 +454,6 @@ def test_the_report_shows_a_video_card_with_its_frames_in_chromium(
     assert page.evaluate(f"{strips}.length") == 8 and not errors
 
 
-@pytest.mark.slow
-def test_the_ray_engine_scores_videos_as_the_local_engine(
-    ray_instance, stills, weights_dir, tiny_clip_checkpoint, tmp_path
-):
-    """Each video is one task's unit; the rows, the video columns and the frames file equal
-    the local engine's (blocks of 2 rows: videos go through the resumable blocks too)."""
-    from test_ray_engine import assert_same_scores
-
-    (stills / "broken.mp4").write_bytes(b"not a video")
-    names = ["a.mkv", "a.png", "broken.mp4", "ab.mkv", "ba.mkv"]
-    pd.DataFrame({"filename": names}).to_csv(stills / "ray_list.csv", index=False)
-    tables = {}
-    for engine in ("local", "ray"):
-        out = tmp_path / f"{engine}.csv"
-        extra = ["--engine", "ray", "--block_rows", "2", "--batch_size", "2"] * (engine == "ray")
-        argv = ["-i", str(stills / "ray_list.csv"), "-o", str(out), "--frames_out",
-                str(tmp_path / f"{engine}.frames.csv"), "--video_frames", "6", *extra,
-                *local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a,res_tiny")]  # fmt: skip
-        assert cli.main(argv) == 0
-        tables[engine] = pd.read_csv(out, keep_default_na=False, na_values=[""])
-    assert_same_scores(tables["local"], tables["ray"], atol=1e-4)  # batches of other sizes
-    assert tables["ray"]["frames"][0] == 6 and np.isnan(tables["ray"]["frames"][1])
-    assert "not a readable video" in tables["ray"]["error"][2]
-    frames = {e: pd.read_csv(tmp_path / f"{e}.frames.csv") for e in ("local", "ray")}
-    assert len(frames["ray"]) == 18  # 3 videos x 6 frames
-    assert_same_scores(frames["local"], frames["ray"], atol=1e-4)
-
-
-@pytest.mark.slow
-def test_webdataset_samples_with_videos_stream_to_parquet_parts(
-    ray_instance, stills, weights_dir, tiny_clip_checkpoint, tmp_path
-):
-    from test_ray_stream import write_tar
-
-    from clipdet.files import read_scores_folder
-
-    samples = [("00000", {"png": (stills / "a.png").read_bytes(), "txt": b"still"}),
-               ("00001", {"mkv": (stills / "ab.mkv").read_bytes(), "txt": b"clip"}),
-               ("00002", {"mp4": b"\x00\x00\x00\x18ftypmp42 broken", "txt": b"bad"})]  # fmt: skip
-    write_tar(tmp_path / "shard-00000.tar", samples)
-    flags = [*local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a"), "--video_frames", "4"]
-    out = f"{tmp_path}/scores/"
-    assert cli.main(["--in_wds", str(tmp_path / "shard-00000.tar"), "-o", out, "--engine",
-                     "ray", *flags]) == 0  # fmt: skip
-    table = read_scores_folder(out)
-    assert table["filename"].tolist() == ["00000", "00001", "00002"]
-    assert np.isnan(table["frames"][0]) and table["frames"][1] == 4
-    assert "not a readable video" in table["error"][2]
-    local = _scores(stills, ["a.png", "ab.mkv"], ["tiny_a"], weights_dir, tiny_clip_checkpoint,
-                    video_frames=4)  # fmt: skip
-    np.testing.assert_allclose(table["tiny_a"][:2], local["tiny_a"], atol=1e-4)
-
-
 def test_feature_extraction_for_training_refuses_videos_per_row(
     stills, weights_dir, tiny_clip_checkpoint
 ):
