@@ -1,6 +1,7 @@
 """Fixtures: the tiny random-weight open_clip ViT and timm ViT (registered, as checkpoints),
 detector folders in the reference layout, generated images, loopback HTTP and S3 servers, a
-local Ray instance and headless Chromium. Plain helpers are in helpers.py."""
+local Ray instance and headless Chromium; and how pytest-xdist's workers share the tests.
+Plain helpers are in helpers.py."""
 
 import http.server
 import json
@@ -150,9 +151,11 @@ def pytest_collection_modifyitems(config, items):
     if misplaced:
         raise pytest.UsageError(f"tests on the Ray instance belong in test_ray_*.py: {misplaced}")
     items.sort(key=lambda item: not is_ray_test(item.nodeid))  # stable: otherwise as collected
+    if torch.cuda.is_available():
+        return
     skip = pytest.mark.skip(reason="no CUDA device on this machine")
     for item in items:
-        if "cuda" in item.keywords and not torch.cuda.is_available():
+        if "cuda" in item.keywords:
             item.add_marker(skip)
 
 
