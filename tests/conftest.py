@@ -146,8 +146,9 @@ def is_ray_test(nodeid: str) -> bool:
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` are collected everywhere and skipped where there is no GPU. The
     Ray tests come first (the longest run of tests: see pytest_xdist_make_scheduler)."""
-    misplaced = [i.nodeid for i in items if "ray_instance" in i.fixturenames]
-    misplaced = [nodeid for nodeid in misplaced if not is_ray_test(nodeid)]
+    misplaced = [
+        i.nodeid for i in items if "ray_instance" in i.fixturenames and not is_ray_test(i.nodeid)
+    ]
     if misplaced:
         raise pytest.UsageError(f"tests on the Ray instance belong in test_ray_*.py: {misplaced}")
     items.sort(key=lambda item: not is_ray_test(item.nodeid))  # stable: otherwise as collected

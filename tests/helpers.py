@@ -80,16 +80,24 @@ def make_image(path: Path, size=(48, 40), seed: int = 0, mode: str = "RGB", **sa
 REPO = Path(__file__).resolve().parent.parent
 
 
+def tiny_backbone_code(checkpoint: Path) -> str:
+    """Python source that registers the tiny backbone in a fresh interpreter (it exists only
+    once registered): open_clip's config beside ``checkpoint``, then clipdet's alias."""
+    config_json = checkpoint.parent / f"{TINY_MODEL}.json"
+    return (
+        "import open_clip; from clipdet.models.registry import register_backbone; "
+        f"open_clip.add_model_config({str(config_json)!r}); "
+        f"register_backbone({TINY_BACKBONE!r}, {TINY_MODEL!r})"
+    )
+
+
 def main_command(checkpoint: Path, *args: str) -> list[str]:
     """argv running main.py as a script in a fresh interpreter, with the tiny backbone
-    registered first (it exists only once registered)."""
+    registered first."""
     import sys
 
-    config_json = checkpoint.parent / f"{TINY_MODEL}.json"
     launcher = (
-        "import runpy, sys, open_clip; from clipdet.models.registry import register_backbone; "
-        f"open_clip.add_model_config({str(config_json)!r}); "
-        f"register_backbone({TINY_BACKBONE!r}, {TINY_MODEL!r}); "
+        f"import runpy, sys; {tiny_backbone_code(checkpoint)}; "
         "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
     )
     return [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import REPO, TINY_BACKBONE, TINY_MODEL, local_run_args, make_image
+from helpers import REPO, local_run_args, make_image, tiny_backbone_code
 
 import main as main_script
 from clipdet import __version__
@@ -169,11 +169,9 @@ def test_pip_install_gives_a_clipdet_command_equal_to_main_py(
     make_image(image_dir / "sub" / "deep.png", seed=9)
     args = [str(image_dir), *local_run_args(tiny_clip_checkpoint, weights_dir, "tiny_a")]
     assert main_script.main([*args, "-o", str(tmp_path / "script.csv")]) == 0
-    config_json = tiny_clip_checkpoint.parent / f"{TINY_MODEL}.json"
-    launcher = (  # the tiny backbone exists only once registered; then the installed command
-        "import runpy, sys, open_clip, clipdet; from clipdet.models.registry import "
-        f"register_backbone; open_clip.add_model_config({str(config_json)!r}); "
-        f"register_backbone({TINY_BACKBONE!r}, {TINY_MODEL!r}); print(clipdet.__file__); "
+    launcher = (  # the tiny backbone registered, then the installed command
+        f"import runpy, sys, clipdet; {tiny_backbone_code(tiny_clip_checkpoint)}; "
+        "print(clipdet.__file__); "
         "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
     )
     out = tmp_path / "command.csv"

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import open_clip.constants as oc
 import pytest
-from helpers import REPO, TINY_BACKBONE, TINY_MODEL, make_image
+from helpers import REPO, make_image, tiny_backbone_code
 
 from clipdet import constants
 from clipdet.options import RunOptions
@@ -79,15 +79,14 @@ def test_shared_literals_agree_with_their_sources():
     assert tuple(FUSIONS) == constants.FUSION_NAMES
 
 
-def _imported_after(*steps: str) -> list[set[str]] | set[str]:
-    """The modules loaded in a fresh interpreter after each step (one set for one step);
-    later steps run in the same process, so each set holds the earlier steps' too."""
+def _imported_after(*steps: str) -> list[set[str]]:
+    """The modules loaded in a fresh interpreter after each step; later steps run in the same
+    process, so each set holds the earlier steps' too."""
     probe = "import sys\n" + "".join(f"{code}\nprint(' '.join(sorted(sys.modules)))\n"
                                       for code in steps)  # fmt: skip
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
                          text=True, check=True)  # fmt: skip
-    found = [set(line.split()) for line in out.stdout.splitlines()[-len(steps) :]]
-    return found[0] if len(steps) == 1 else found
+    return [set(line.split()) for line in out.stdout.splitlines()[-len(steps) :]]
 
 
 @pytest.mark.slow
@@ -98,20 +97,16 @@ def test_what_networks_the_clis_the_api_and_a_local_run_import(
     training, evaluation or scikit-learn; and the local engine works without Ray installed: a
     whole run imports none of it."""
     for cli in ("main", "train"):  # what a CLI imports before it parses its arguments
-        loaded = _imported_after(f"import {cli}")
+        (loaded,) = _imported_after(f"import {cli}")
         assert {"torch", "open_clip", "pandas"}.isdisjoint(loaded), cli
-    assert "torch" not in _imported_after("import clipdet")
-    assert "torch" not in _imported_after("import clipdet.api")  # names load when used
+    (plain,), (api,) = _imported_after("import clipdet"), _imported_after("import clipdet.api")
+    assert "torch" not in plain and "torch" not in api  # names load when used
     # torch's import is the cost (~5 s): networks, then scoring, then a whole local run, in
     # one interpreter
-    config = tiny_clip_checkpoint.parent / f"{TINY_MODEL}.json"
     args = [str(image_dir), "-o", str(tmp_path / "s.csv"), "-w", str(weights_dir), "-m", "tiny_a",
             "--backbone_weights", str(tiny_clip_checkpoint), "-d", "cpu", "-q"]  # fmt: skip
     run = (
-        f"import open_clip; open_clip.add_model_config({str(config)!r}); "
-        "from clipdet.models.registry import register_backbone; "
-        f"register_backbone({TINY_BACKBONE!r}, {TINY_MODEL!r}); "
-        f"import main; assert main.main({args!r}) == 0"
+        f"{tiny_backbone_code(tiny_clip_checkpoint)}; import main; assert main.main({args!r}) == 0"
     )
     networks, scoring, after_run = _imported_after(
         "import networks", "from clipdet.api import score_images; import clipdet.pipeline.run", run
